@@ -1,0 +1,40 @@
+"""keras_metapool: Meta-Pooling (arXiv 2301.10038) for Keras MobileNetV2.
+
+    >>> import keras_metapool
+    >>> model = keras_metapool.MobileNetV2MP(weights=None)   # a searchable supernet
+
+Built on ``tf_keras`` (Keras 2), which TF Model Optimization requires.
+"""
+from keras_metapool._keras import keras as _keras
+from keras_metapool.layers import (
+    CANDIDATE_OPS,
+    DEFAULT_CANDIDATES,
+    HardSwish,
+    MetaPoolingBlock,
+    SpatialEnhancer,
+)
+from keras_metapool.models import (
+    ArchitectureSpec,
+    MobileNetV2MP,
+    from_mobilenet_v2,
+)
+
+__version__ = "0.1.0"
+
+#: Scales images to [-1, 1], as keras.applications.mobilenet_v2.
+preprocess_input = _keras.applications.mobilenet_v2.preprocess_input
+#: Decodes ImageNet predictions, as keras.applications.mobilenet_v2.
+decode_predictions = _keras.applications.mobilenet_v2.decode_predictions
+
+__all__ = [
+    "CANDIDATE_OPS",
+    "DEFAULT_CANDIDATES",
+    "ArchitectureSpec",
+    "HardSwish",
+    "MetaPoolingBlock",
+    "MobileNetV2MP",
+    "SpatialEnhancer",
+    "decode_predictions",
+    "from_mobilenet_v2",
+    "preprocess_input",
+]

@@ -1,0 +1,17 @@
+"""Datasets for keras_metapool.
+
+For now this holds the offline Fashion-MNIST loader, which returns numpy
+arrays read from local IDX files (no download, no TensorFlow import). The
+``tf.data`` input pipelines built on top of it come later.
+"""
+from keras_metapool.data.fashion_mnist import (
+    FASHION_MNIST_CLASS_NAMES,
+    fashion_mnist_search_path,
+    load_fashion_mnist,
+)
+
+__all__ = [
+    "FASHION_MNIST_CLASS_NAMES",
+    "fashion_mnist_search_path",
+    "load_fashion_mnist",
+]

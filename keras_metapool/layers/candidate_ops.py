@@ -1,0 +1,76 @@
+"""The candidate operations of a Meta-Pooling insertion point (METHOD.md §1).
+
+Every candidate is stride 1, 'same' padded and shape-preserving, so any subset
+can be mixed or summed. ``identity`` means "no enhancer".
+"""
+import collections
+
+from keras_metapool._keras import keras
+from keras_metapool.layers.spatial_enhancer import SpatialEnhancer
+
+OpInfo = collections.namedtuple("OpInfo", ["description", "receptive_field"])
+
+#: Candidate name -> what it does and the receptive field it adds.
+CANDIDATE_OPS = collections.OrderedDict(
+    [
+        ("identity", OpInfo("no enhancer", "none (1x1)")),
+        ("ssp", OpInfo("spatial separable pooling", "whole row + column")),
+        ("max3", OpInfo("3x3 max pooling", "3x3")),
+        ("max5", OpInfo("5x5 max pooling", "5x5")),
+        ("max7", OpInfo("7x7 max pooling", "7x7")),
+        ("avg3", OpInfo("3x3 average pooling", "3x3")),
+        ("avg5", OpInfo("5x5 average pooling", "5x5")),
+        ("avg7", OpInfo("7x7 average pooling", "7x7")),
+    ]
+)
+
+#: The default search space: all candidates, in METHOD.md's order.
+DEFAULT_CANDIDATES = tuple(CANDIDATE_OPS)
+
+IDENTITY = "identity"
+
+
+def validate_op_name(name, argument="op"):
+    """Returns ``name`` if it names a candidate op, else raises ValueError.
+
+    Args:
+        name: The op name to check.
+        argument: The argument name to quote in the error message.
+    """
+    if not isinstance(name, str) or name not in CANDIDATE_OPS:
+        raise ValueError(
+            f"Unknown candidate op {name!r} in `{argument}`. Valid names: "
+            f"{', '.join(CANDIDATE_OPS)}."
+        )
+    return name
+
+
+def build_candidate_op(
+    name, layer_name=None, batch_norm_momentum=0.999, ssp_kwargs=None, dtype=None
+):
+    """Creates the Keras layer computing candidate ``name``.
+
+    Args:
+        name: One of ``CANDIDATE_OPS``.
+        layer_name: Name of the returned layer.
+        batch_norm_momentum: Momentum of the BatchNormalization inside SSP.
+        ssp_kwargs: Extra keyword arguments for ``SpatialEnhancer``.
+        dtype: Dtype policy of the layer (None: the global policy).
+
+    Returns:
+        A shape-preserving ``keras.layers.Layer``.
+
+    Raises:
+        ValueError: if ``name`` is not a candidate.
+    """
+    validate_op_name(name)
+    common = dict(name=layer_name, dtype=dtype)
+    if name == IDENTITY:
+        return keras.layers.Identity(**common)
+    if name == "ssp":
+        return SpatialEnhancer(
+            batch_norm_momentum=batch_norm_momentum, **(ssp_kwargs or {}), **common
+        )
+    size = int(name[3:])
+    pool = keras.layers.MaxPooling2D if name.startswith("max") else keras.layers.AveragePooling2D
+    return pool(pool_size=size, strides=1, padding="same", **common)

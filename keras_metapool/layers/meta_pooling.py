@@ -1,0 +1,254 @@
+"""MetaPoolingBlock: the searchable mixture of candidate ops (METHOD.md §2)."""
+import numpy as np
+import tensorflow as tf
+
+from keras_metapool._keras import keras
+from keras_metapool.layers.activations import hard_swish
+from keras_metapool.layers.spatial_enhancer import build_sublayer
+from keras_metapool.layers.candidate_ops import (
+    DEFAULT_CANDIDATES,
+    IDENTITY,
+    build_candidate_op,
+    validate_op_name,
+)
+
+
+def _normalize_fixed(fixed, candidates):
+    """Validates a fixed state: None, one op name, or a pair of distinct names."""
+    if fixed is None:
+        return None
+    ops = (fixed,) if isinstance(fixed, str) else tuple(fixed)
+    if len(ops) not in (1, 2) or len(set(ops)) != len(ops):
+        raise ValueError(
+            "`fixed` must be one op name or a pair of two distinct op names, "
+            f"got {fixed!r}."
+        )
+    for op in ops:
+        validate_op_name(op, "fixed")
+        if op not in candidates:
+            raise ValueError(
+                f"`fixed` op {op!r} is not among this block's candidates "
+                f"{list(candidates)}."
+            )
+    return tuple(ops)
+
+
+@keras.utils.register_keras_serializable(package="keras_metapool")
+class MetaPoolingBlock(keras.layers.Layer):
+    """The parameterized spatial enhancer searched by PMPL (METHOD.md §2).
+
+    While searching, the block computes
+
+    ```
+    hswish(BN(sum_k softmax(alpha)_k * op_k(x)))
+    ```
+
+    with one scalar logit ``alpha_k`` per candidate op. ``alpha`` is a
+    non-trainable variable: the user's optimizer never updates it; the PMPL
+    search does (``keras_metapool.PMPLCallback``).
+
+    A block can be *fixed*, for good, to one op or to a pair of ops:
+    - to one op: the output is ``hswish(BN(op(x)))``, and only that op runs;
+    - to a pair: ``hswish(BN(op_a(x) + op_b(x)))`` (unweighted sum);
+    - to ``identity`` alone: the output is ``x`` itself; the block then stands
+      for "no enhancer here", which the deployed model drops entirely
+      (BN and activation included).
+
+    The fixed state lives in a non-trainable variable (``fixed_mask``), so it
+    is saved and restored with the weights, in every save format, and fixing
+    a block during ``fit`` does not retrace the compiled step.
+
+    Args:
+        candidates: Names of the candidate ops (default: all 8 of
+            ``keras_metapool.layers.CANDIDATE_OPS``). At least two, distinct.
+        fixed: Initial fixed state: None (searching), an op name or a pair.
+        alpha_init_stddev: Standard deviation of the normal initialisation of
+            ``alpha`` (1e-3, METHOD.md §2).
+        batch_norm_momentum: Momentum of the block's BatchNormalization and of
+            the one inside SSP.
+        batch_norm_epsilon: Epsilon of the block's BatchNormalization.
+        ssp_kwargs: Extra keyword arguments for the ``SpatialEnhancer``
+            candidate.
+        seed: Optional seed of the ``alpha`` initialiser.
+        **kwargs: Standard layer arguments.
+
+    Input shape:
+        4D tensor ``(batch, H, W, C)``; any ``H, W >= 1``.
+
+    Output shape:
+        Same as the input.
+    """
+
+    def __init__(
+        self,
+        candidates=DEFAULT_CANDIDATES,
+        fixed=None,
+        alpha_init_stddev=1e-3,
+        batch_norm_momentum=0.999,
+        batch_norm_epsilon=1e-3,
+        ssp_kwargs=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        candidates = tuple(candidates)
+        for name in candidates:
+            validate_op_name(name, "candidates")
+        if len(candidates) < 2 or len(set(candidates)) != len(candidates):
+            raise ValueError(
+                "`candidates` must list at least two distinct op names, got "
+                f"{list(candidates)}."
+            )
+        self.candidates = candidates
+        self._initial_fixed = _normalize_fixed(fixed, candidates)
+        self.alpha_init_stddev = float(alpha_init_stddev)
+        self.batch_norm_momentum = float(batch_norm_momentum)
+        self.batch_norm_epsilon = float(batch_norm_epsilon)
+        self.ssp_kwargs = dict(ssp_kwargs or {})
+        self.seed = seed
+        self.ops = [
+            build_candidate_op(
+                name,
+                layer_name=name,
+                batch_norm_momentum=self.batch_norm_momentum,
+                ssp_kwargs=self.ssp_kwargs,
+                dtype=self.dtype_policy,
+            )
+            for name in candidates
+        ]
+        self.bn = keras.layers.BatchNormalization(
+            momentum=self.batch_norm_momentum,
+            epsilon=self.batch_norm_epsilon,
+            name="bn",
+            dtype=self.dtype_policy,
+        )
+
+    def build(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        if input_shape.rank != 4 or input_shape[-1] is None:
+            raise ValueError(
+                f"MetaPoolingBlock '{self.name}' expects a 4D input (batch, "
+                "height, width, channels) with a known channel count; got shape "
+                f"{input_shape}."
+            )
+        count = len(self.candidates)
+        # alpha and the mask stay float32 under mixed precision: softmax over
+        # tiny logits (init N(0, 1e-3)) would lose them in float16.
+        self.alpha = self.add_weight(
+            name="alpha",
+            shape=(count,),
+            initializer=keras.initializers.RandomNormal(
+                stddev=self.alpha_init_stddev, seed=self.seed
+            ),
+            trainable=False,
+            dtype="float32",
+            experimental_autocast=False,
+        )
+        self.fixed_mask = self.add_weight(
+            name="fixed_mask",
+            shape=(count,),
+            initializer=keras.initializers.Constant(self._mask_for(self._initial_fixed)),
+            trainable=False,
+            dtype="float32",
+            experimental_autocast=False,
+        )
+        for sublayer in self.ops + [self.bn]:
+            build_sublayer(sublayer, input_shape)
+        super().build(input_shape)
+
+    # -- fixed state -------------------------------------------------------
+    def _mask_for(self, fixed):
+        mask = np.zeros(len(self.candidates), np.float32)
+        for name in fixed or ():
+            mask[self.candidates.index(name)] = 1.0
+        return mask
+
+    @property
+    def fixed_ops(self):
+        """The fixed op names (a tuple of one or two), or None while searching."""
+        if not self.built:
+            return self._initial_fixed
+        mask = self.fixed_mask.numpy()
+        ops = tuple(name for name, on in zip(self.candidates, mask) if on > 0)
+        return ops or None
+
+    @property
+    def is_fixed(self):
+        """Whether the block is fixed to one op or a pair."""
+        return self.fixed_ops is not None
+
+    def fix(self, ops):
+        """Fixes the block to one op (a name) or a pair (two names), for good.
+
+        Raises:
+            ValueError: for unknown names, names outside ``candidates``, or
+                more than two ops.
+        """
+        ops = _normalize_fixed(ops, self.candidates)
+        if ops is None:
+            raise ValueError("`fix` needs an op name or a pair; use unfix() to search again.")
+        if not self.built:
+            self._initial_fixed = ops
+        else:
+            self.fixed_mask.assign(self._mask_for(ops))
+
+    def unfix(self):
+        """Returns the block to the searching state (its alpha is kept)."""
+        if not self.built:
+            self._initial_fixed = None
+        else:
+            self.fixed_mask.assign(np.zeros(len(self.candidates), np.float32))
+
+    def probabilities(self):
+        """``softmax(alpha)`` as a dict ``{op name: probability}``."""
+        if not self.built:
+            raise ValueError(f"MetaPoolingBlock '{self.name}' is not built yet.")
+        probs = tf.nn.softmax(self.alpha).numpy()
+        return dict(zip(self.candidates, probs.tolist()))
+
+    # -- computation -------------------------------------------------------
+    def mixture_weights(self):
+        """The weight of each op: the fixed mask if fixed, else softmax(alpha)."""
+        is_fixed = tf.reduce_max(self.fixed_mask) > 0.0
+        return tf.where(is_fixed, self.fixed_mask, tf.nn.softmax(self.alpha))
+
+    def call(self, inputs, training=None):
+        weights = tf.cast(self.mixture_weights(), inputs.dtype)
+
+        def weighted(index):
+            op = self.ops[index]
+            # A zero weight (an op outside the fixed set) skips the op at run
+            # time, without a retrace: cond on a variable's value.
+            return tf.cond(
+                weights[index] > 0,
+                lambda: weights[index] * op(inputs, training=training),
+                lambda: tf.zeros_like(inputs),
+            )
+
+        mixed = tf.add_n([weighted(i) for i in range(len(self.ops))])
+        if IDENTITY not in self.candidates:
+            return hard_swish(self.bn(mixed, training=training))
+        identity_only = tf.reduce_all(
+            tf.equal(self.fixed_mask, self._mask_for((IDENTITY,)))
+        )
+        return tf.cond(
+            identity_only,
+            lambda: inputs,
+            lambda: hard_swish(self.bn(mixed, training=training)),
+        )
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            candidates=list(self.candidates),
+            fixed=list(self.fixed_ops) if self.fixed_ops else None,
+            alpha_init_stddev=self.alpha_init_stddev,
+            batch_norm_momentum=self.batch_norm_momentum,
+            batch_norm_epsilon=self.batch_norm_epsilon,
+            ssp_kwargs=self.ssp_kwargs,
+            seed=self.seed,
+        )
+        return config

@@ -1,0 +1,172 @@
+"""Spatial separable pooling (SSP), the learnable-receptive-field op."""
+import numpy as np
+import tensorflow as tf
+
+from keras_metapool._keras import keras
+from keras_metapool.layers.activations import hard_swish
+
+
+def build_sublayer(layer, input_shape):
+    """Builds ``layer`` now, under its own name scope.
+
+    Keras names a sublayer's variables after the sublayer only when it builds
+    them on first call; an explicit ``build`` needs the scope, or the weights
+    of two sublayers share names and collide in .h5 files.
+    """
+    with tf.name_scope(layer.name):
+        layer.build(tf.TensorShape(input_shape))
+
+
+def ssp_reduced_channels(channels, reduction=32, min_channels=8):
+    """Width of SSP's bottleneck: ``max(min_channels, channels // reduction)``."""
+    return max(int(min_channels), int(channels) // int(reduction))
+
+
+@keras.utils.register_keras_serializable(package="keras_metapool")
+class SpatialEnhancer(keras.layers.Layer):
+    """Spatial separable pooling (SSP) of Meta-Pooling (METHOD.md §1).
+
+    For an input ``x`` of shape ``(batch, H, W, C)`` (channels last):
+
+    ```
+    zh = mean of x over W                       -> (batch, H, 1, C)
+    zw = mean of x over H                       -> (batch, 1, W, C)
+    f  = hswish(BN(Conv1x1_{C->m}(.)))          shared by zh and zw
+    ah = sigmoid(Conv1x1_{m->C}(f(zh)))         "gate_h"
+    aw = sigmoid(Conv1x1_{m->C}(f(zw)))         "gate_w"
+    out = x * ah * aw
+    ```
+
+    with ``m = max(min_channels, C // reduction)``. Each output pixel thus sees
+    its whole row and column: a receptive field spanning the feature map at
+    the cost of two 1x1 convolutions on ``H + W`` positions.
+
+    The shared reduction is applied to ``zh`` and ``zw`` separately rather than
+    to their concatenation (as the reference does): the function is the same
+    at inference, and the graph needs no TRANSPOSE or CONCATENATION, which
+    keeps it convertible for the Edge TPU. ``gate_h`` and ``gate_w`` are two
+    separate convolutions, as in coordinate attention, which SSP derives from.
+
+    The layer works for any spatial size >= 1, static or dynamic, and under
+    mixed precision (``mixed_float16`` / ``mixed_bfloat16``).
+
+    Args:
+        reduction: Channel reduction of the bottleneck (default 32).
+        min_channels: Lower bound of the bottleneck width (default 8).
+        batch_norm_momentum: Momentum of the bottleneck's BatchNormalization
+            (Keras convention: 0.999 as keras.applications, 0.9 for short
+            runs).
+        batch_norm_epsilon: Epsilon of that BatchNormalization.
+        gate_bias: Initial bias of both gate convolutions. ``0.0`` (default)
+            follows the paper. A large value (with ``zero_gate_kernels``) opens
+            the gates so that the layer starts close to the identity, which
+            keeps a trained network's function when SSP is inserted into it.
+        zero_gate_kernels: Initialise the gate kernels to zero, so that the
+            initial gates are the constant ``sigmoid(gate_bias)``.
+        **kwargs: Standard layer arguments (``name``, ``dtype``, ...).
+
+    Input shape:
+        4D tensor ``(batch, H, W, C)``.
+
+    Output shape:
+        Same as the input.
+    """
+
+    def __init__(
+        self,
+        reduction=32,
+        min_channels=8,
+        batch_norm_momentum=0.999,
+        batch_norm_epsilon=1e-3,
+        gate_bias=0.0,
+        zero_gate_kernels=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if int(reduction) < 1:
+            raise ValueError(f"`reduction` must be >= 1, got {reduction!r}.")
+        if int(min_channels) < 1:
+            raise ValueError(f"`min_channels` must be >= 1, got {min_channels!r}.")
+        self.reduction = int(reduction)
+        self.min_channels = int(min_channels)
+        self.batch_norm_momentum = float(batch_norm_momentum)
+        self.batch_norm_epsilon = float(batch_norm_epsilon)
+        self.gate_bias = float(gate_bias)
+        self.zero_gate_kernels = bool(zero_gate_kernels)
+
+    def build(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        if input_shape.rank != 4 or input_shape[-1] is None:
+            raise ValueError(
+                f"{self.__class__.__name__} '{self.name}' expects a 4D input "
+                "(batch, height, width, channels) with a known channel count; "
+                f"got shape {input_shape}."
+            )
+        channels = int(input_shape[-1])
+        reduced = ssp_reduced_channels(channels, self.reduction, self.min_channels)
+        # Sublayers follow this layer's dtype policy (mixed precision).
+        common = dict(kernel_size=1, use_bias=True, dtype=self.dtype_policy)
+        gate_kernel = "zeros" if self.zero_gate_kernels else "glorot_uniform"
+        gate_bias = keras.initializers.Constant(self.gate_bias)
+        self.reduce = keras.layers.Conv2D(reduced, name="reduce", **common)
+        self.reduce_bn = keras.layers.BatchNormalization(
+            momentum=self.batch_norm_momentum,
+            epsilon=self.batch_norm_epsilon,
+            name="reduce_bn",
+            dtype=self.dtype_policy,
+        )
+        self.gate_h = keras.layers.Conv2D(
+            channels,
+            kernel_initializer=gate_kernel,
+            bias_initializer=gate_bias,
+            name="gate_h",
+            **common,
+        )
+        self.gate_w = keras.layers.Conv2D(
+            channels,
+            kernel_initializer=gate_kernel,
+            bias_initializer=gate_bias,
+            name="gate_w",
+            **common,
+        )
+        build_sublayer(self.reduce, [None, None, 1, channels])
+        for sublayer in (self.reduce_bn, self.gate_h, self.gate_w):
+            build_sublayer(sublayer, [None, None, 1, reduced])
+        super().build(input_shape)
+
+    def _bottleneck(self, z, training):
+        return hard_swish(self.reduce_bn(self.reduce(z), training=training))
+
+    def call(self, inputs, training=None):
+        pooled_h = tf.reduce_mean(inputs, axis=2, keepdims=True)  # (B, H, 1, C)
+        pooled_w = tf.reduce_mean(inputs, axis=1, keepdims=True)  # (B, 1, W, C)
+        gate_h = tf.sigmoid(self.gate_h(self._bottleneck(pooled_h, training)))
+        gate_w = tf.sigmoid(self.gate_w(self._bottleneck(pooled_w, training)))
+        return inputs * gate_h * gate_w
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            reduction=self.reduction,
+            min_channels=self.min_channels,
+            batch_norm_momentum=self.batch_norm_momentum,
+            batch_norm_epsilon=self.batch_norm_epsilon,
+            gate_bias=self.gate_bias,
+            zero_gate_kernels=self.zero_gate_kernels,
+        )
+        return config
+
+
+def near_identity_gate_bias(tolerance=0.01):
+    """Gate bias whose two open gates scale the input by ``>= 1 - tolerance``.
+
+    With zero gate kernels each gate is ``sigmoid(b)``; SSP multiplies by two
+    of them, so ``sigmoid(b) ** 2 >= 1 - tolerance``.
+    """
+    if not 0.0 < tolerance < 1.0:
+        raise ValueError(f"`tolerance` must be in (0, 1), got {tolerance!r}.")
+    gate = np.sqrt(1.0 - tolerance)
+    return float(np.log(gate / (1.0 - gate)))

@@ -1,0 +1,17 @@
+"""MobileNetV2MP builder, architecture specs and weight transfer."""
+from keras_metapool.models.architecture import (
+    ABLATIONS,
+    NUM_BLOCKS,
+    ArchitectureSpec,
+)
+from keras_metapool.models.mobilenet_v2_mp import MobileNetV2MP
+from keras_metapool.models.transfer import from_mobilenet_v2, infer_alpha
+
+__all__ = [
+    "ABLATIONS",
+    "NUM_BLOCKS",
+    "ArchitectureSpec",
+    "MobileNetV2MP",
+    "from_mobilenet_v2",
+    "infer_alpha",
+]

@@ -1,0 +1,311 @@
+"""Architecture specs: which Meta-Pooling op goes at each MobileNetV2 block.
+
+An ``ArchitectureSpec`` is the readable, JSON-serializable description of a
+MobileNetV2MP's enhancers: one entry per inverted-residual block (17), each
+
+- ``"identity"``: no enhancer at this block;
+- an op name (``"ssp"``, ``"avg3"``, ...): that op, fixed;
+- a pair of op names (``("ssp", "avg3")``): both ops, outputs summed;
+- ``"search"``: a searchable ``MetaPoolingBlock`` over ``candidates``.
+
+plus the ``placement`` of the enhancers ("output": after the block's
+projection, before its residual add; "hidden": after the depthwise ReLU, on
+the expanded channels) and ``post_norm`` (whether each fixed op is followed by
+BatchNormalization + hard swish, as in the search mixture and the ablations;
+the paper's final model has no such extra layers).
+"""
+import json
+
+from keras_metapool.layers.candidate_ops import (
+    CANDIDATE_OPS,
+    DEFAULT_CANDIDATES,
+    IDENTITY,
+    validate_op_name,
+)
+
+#: Number of inverted-residual blocks in MobileNetV2 (indices 0..16).
+NUM_BLOCKS = 17
+SEARCH = "search"
+PLACEMENTS = ("output", "hidden")
+
+#: The choice list METHOD.md §3's ablation index lists refer to.
+ABLATION_CHOICES = ("ssp", "avg3", "avg5", "avg7", "identity")
+ABLATIONS = {
+    "global": [0] * NUM_BLOCKS,
+    "local": [1] * NUM_BLOCKS,
+    "random": [0, 1, 3, 1, 2, 4, 3, 0, 2, 4, 0, 4, 1, 1, 1, 3, 3],
+    "exclude_local": [4, 4, 0, 4, 4, 0, 0, 4, 0, 4, 0, 0, 4, 0, 0, 0, 0],
+}
+#: Blocks whose expansion is 1 have no hidden (expanded) tensor.
+NO_HIDDEN_BLOCKS = (0,)
+
+
+def _normalize_entry(entry, index):
+    """One block's entry as ``str`` (op, identity or search) or a 2-tuple."""
+    where = f"meta_pooling spec, block {index}"
+    if isinstance(entry, str):
+        return entry if entry == SEARCH else validate_op_name(entry, where)
+    if isinstance(entry, (list, tuple)):
+        ops = tuple(entry)
+        if len(ops) == 1:
+            return _normalize_entry(ops[0], index)
+        if len(ops) == 2 and ops[0] != ops[1]:
+            for op in ops:
+                validate_op_name(op, where)
+            if IDENTITY in ops:
+                # identity + op would be a residual around the op: not a
+                # candidate structure of METHOD.md, so refuse it rather than
+                # build something nobody asked for.
+                raise ValueError(f"{where}: a pair cannot contain 'identity', got {entry!r}.")
+            return ops
+    raise ValueError(
+        f"{where}: expected an op name, 'search', or a pair of two distinct op "
+        f"names; got {entry!r}. Valid op names: {', '.join(CANDIDATE_OPS)}."
+    )
+
+
+class ArchitectureSpec:
+    """Per-block Meta-Pooling choices for MobileNetV2MP.
+
+    Args:
+        ops: 17 entries, one per block (see the module docstring).
+        placement: "output" (default) or "hidden".
+        post_norm: Follow each fixed op with BatchNormalization + hard swish.
+        candidates: Candidate ops of the ``"search"`` entries.
+        name: Optional label (kept in JSON and repr).
+
+    Raises:
+        ValueError: for a wrong length, unknown op names, an unknown placement,
+            or a hidden-placement enhancer at block 0 (which has no expansion).
+
+    Example:
+        >>> spec = ArchitectureSpec.from_indices(ABLATIONS["random"])
+        >>> ArchitectureSpec.from_json(spec.to_json()) == spec
+        True
+    """
+
+    def __init__(
+        self,
+        ops,
+        placement="output",
+        post_norm=True,
+        candidates=DEFAULT_CANDIDATES,
+        name=None,
+    ):
+        if isinstance(ops, (str, bytes)) or not hasattr(ops, "__len__"):
+            raise ValueError(
+                f"meta_pooling spec: `ops` must be a list of {NUM_BLOCKS} entries, got {ops!r}."
+            )
+        if len(ops) != NUM_BLOCKS:
+            raise ValueError(
+                f"meta_pooling spec: expected {NUM_BLOCKS} entries (one per MobileNetV2 "
+                f"block 0..16), got {len(ops)}."
+            )
+        if placement not in PLACEMENTS:
+            raise ValueError(
+                f"Unknown placement {placement!r}. Valid values: {', '.join(PLACEMENTS)}."
+            )
+        self.ops = tuple(_normalize_entry(entry, i) for i, entry in enumerate(ops))
+        self.placement = placement
+        self.post_norm = bool(post_norm)
+        self.candidates = tuple(validate_op_name(c, "candidates") for c in candidates)
+        if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
+            raise ValueError(f"`candidates` must be >= 2 distinct op names, got {candidates!r}.")
+        self.name = name
+        if placement == "hidden":
+            for index in NO_HIDDEN_BLOCKS:
+                if self.ops[index] != IDENTITY:
+                    raise ValueError(
+                        f"meta_pooling spec: block {index} has no expansion, so no hidden "
+                        f"placement; its entry must be 'identity', got {self.ops[index]!r}."
+                    )
+
+    # -- presets -----------------------------------------------------------
+    @classmethod
+    def paper(cls):
+        """The paper's final model: SSP after blocks 6-16, no extra BN/hswish."""
+        return cls([IDENTITY] * 6 + ["ssp"] * 11, post_norm=False, name="paper")
+
+    @classmethod
+    def plain(cls):
+        """Plain MobileNetV2: no enhancer anywhere."""
+        return cls([IDENTITY] * NUM_BLOCKS, name="none")
+
+    @classmethod
+    def search(cls, placement="output", candidates=DEFAULT_CANDIDATES):
+        """The search supernet: a MetaPoolingBlock at every insertion point."""
+        ops = [SEARCH] * NUM_BLOCKS
+        if placement == "hidden":
+            for index in NO_HIDDEN_BLOCKS:
+                ops[index] = IDENTITY
+        return cls(ops, placement=placement, candidates=candidates, name="search")
+
+    @classmethod
+    def from_indices(cls, indices, choices=ABLATION_CHOICES, **kwargs):
+        """A spec from per-block indices into ``choices`` (METHOD.md §3's form)."""
+        indices = list(indices)
+        for i in indices:
+            if not isinstance(i, int) or not 0 <= i < len(choices):
+                raise ValueError(
+                    f"meta_pooling spec: index {i!r} is outside choices {list(choices)}."
+                )
+        return cls([choices[i] for i in indices], **kwargs)
+
+    @classmethod
+    def ablation(cls, name):
+        """One of METHOD.md §3's ablations: global, local, random, exclude_local.
+
+        Each op is followed by BN + hswish (``post_norm=True``), at the output
+        placement.
+        """
+        if name not in ABLATIONS:
+            raise ValueError(f"Unknown ablation {name!r}. Valid: {', '.join(ABLATIONS)}.")
+        return cls.from_indices(ABLATIONS[name], name=name)
+
+    # -- queries -----------------------------------------------------------
+    @property
+    def points(self):
+        """Indices of the blocks that hold an enhancer or a search point."""
+        return tuple(i for i, entry in enumerate(self.ops) if entry != IDENTITY)
+
+    @property
+    def is_searchable(self):
+        """Whether any block holds a searchable MetaPoolingBlock."""
+        return SEARCH in self.ops
+
+    def __len__(self):
+        return NUM_BLOCKS
+
+    def __getitem__(self, index):
+        return self.ops[index]
+
+    def __eq__(self, other):
+        return isinstance(other, ArchitectureSpec) and self.to_dict() == other.to_dict()
+
+    def __hash__(self):
+        return hash(self.to_json())
+
+    def __repr__(self):
+        # Runs of equal entries are grouped, so the repr stays one readable
+        # line and is itself valid Python for the same spec.
+        runs = []
+        for entry in self.ops:
+            if runs and runs[-1][0] == entry:
+                runs[-1][1] += 1
+            else:
+                runs.append([entry, 1])
+        parts, literal = [], []
+        for entry, count in runs:
+            if count >= 3:
+                if literal:
+                    parts.append(repr(literal))
+                    literal = []
+                parts.append(f"[{entry!r}]*{count}")
+            else:
+                literal.extend([entry] * count)
+        if literal:
+            parts.append(repr(literal))
+        ops = " + ".join(parts)
+        fields = [f"ops={ops}", f"placement={self.placement!r}", f"post_norm={self.post_norm}"]
+        if self.is_searchable and self.candidates != DEFAULT_CANDIDATES:
+            fields.append(f"candidates={self.candidates!r}")
+        if self.name:
+            fields.append(f"name={self.name!r}")
+        return f"ArchitectureSpec({', '.join(fields)})"
+
+    # -- serialization -----------------------------------------------------
+    def to_dict(self):
+        """A JSON-ready dict (pairs become lists)."""
+        return {
+            "ops": [list(e) if isinstance(e, tuple) else e for e in self.ops],
+            "placement": self.placement,
+            "post_norm": self.post_norm,
+            "candidates": list(self.candidates),
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_dict(cls, config):
+        """Inverse of ``to_dict``; unknown keys raise ValueError."""
+        if not isinstance(config, dict) or "ops" not in config:
+            raise ValueError(f"An ArchitectureSpec dict needs an 'ops' list, got {config!r}.")
+        unknown = set(config) - {"ops", "placement", "post_norm", "candidates", "name"}
+        if unknown:
+            raise ValueError(f"Unknown ArchitectureSpec keys: {sorted(unknown)}.")
+        return cls(**config)
+
+    def to_json(self, indent=None):
+        """The spec as a JSON string."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text):
+        """Parses ``to_json`` output."""
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"Not a valid ArchitectureSpec JSON: {error}") from None
+        return cls.from_dict(config)
+
+    def save(self, path):
+        """Writes the spec as JSON to ``path``."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json(indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path):
+        """Reads a spec written by ``save``.
+
+        Raises:
+            FileNotFoundError: if ``path`` does not exist.
+            ValueError: if the file is not a valid spec.
+        """
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(f.read())
+
+
+def resolve_spec(meta_pooling, placement=None, search_candidates=None):
+    """Turns the ``meta_pooling`` argument of MobileNetV2MP into a spec.
+
+    Args:
+        meta_pooling: "search", "paper", "none", an ``ArchitectureSpec``, or
+            its dict form.
+        placement: None (the spec's own, "output" for the presets), "output"
+            or "hidden".
+        search_candidates: Candidates of the "search" preset (default all 8).
+
+    Raises:
+        ValueError: naming the argument at fault.
+    """
+    if placement is not None and placement not in PLACEMENTS:
+        raise ValueError(
+            f"Unknown placement {placement!r}. Valid values: {', '.join(PLACEMENTS)}."
+        )
+    if isinstance(meta_pooling, dict):
+        meta_pooling = ArchitectureSpec.from_dict(meta_pooling)
+    if isinstance(meta_pooling, ArchitectureSpec):
+        if search_candidates is not None:
+            raise ValueError("`search_candidates` goes with meta_pooling='search'; "
+                             "an ArchitectureSpec carries its own `candidates`.")
+        if placement is not None and placement != meta_pooling.placement:
+            raise ValueError(
+                f"placement={placement!r} contradicts the spec's placement "
+                f"{meta_pooling.placement!r}; drop one of them."
+            )
+        return meta_pooling
+    placement = placement or "output"
+    if meta_pooling == "search":
+        return ArchitectureSpec.search(placement, search_candidates or DEFAULT_CANDIDATES)
+    if search_candidates is not None:
+        raise ValueError("`search_candidates` is only used with meta_pooling='search'.")
+    if meta_pooling == "paper":
+        if placement != "output":
+            raise ValueError("meta_pooling='paper' is defined at the output placement; "
+                             "pass an ArchitectureSpec for a hidden-placement variant.")
+        return ArchitectureSpec.paper()
+    if meta_pooling == "none":
+        return ArchitectureSpec.plain()
+    raise ValueError(
+        f"Unknown meta_pooling {meta_pooling!r}. Expected 'search', 'paper', 'none', "
+        "or an ArchitectureSpec (e.g. ArchitectureSpec.ablation('random'))."
+    )

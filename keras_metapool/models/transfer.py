@@ -1,0 +1,158 @@
+"""Turning a keras.applications MobileNetV2 into a MobileNetV2MP."""
+import re
+
+from absl import logging
+
+from keras_metapool._keras import keras
+from keras_metapool.models.architecture import SEARCH, resolve_spec
+from keras_metapool.models.mobilenet_v2_mp import BLOCKS, MobileNetV2MP, block_prefix, make_divisible
+
+_KNOWN_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+
+def _filters(model, layer_name):
+    try:
+        return model.get_layer(layer_name).filters
+    except ValueError:
+        raise ValueError(
+            f"`base_model` is not a keras.applications MobileNetV2: it has no layer "
+            f"'{layer_name}'."
+        ) from None
+
+
+def _alpha_fits(model, alpha):
+    if _filters(model, "Conv1") != make_divisible(32 * alpha, 8):
+        return False
+    return all(
+        _filters(model, block_prefix(i) + "project") == make_divisible(int(filters * alpha), 8)
+        for i, (_, filters, _) in enumerate(BLOCKS)
+    )
+
+
+def infer_alpha(model):
+    """The width multiplier of a keras.applications MobileNetV2.
+
+    Read from the model name (``mobilenetv2_<alpha>_<rows>``) when it is the
+    default one, else the first standard alpha whose channel counts match.
+
+    Raises:
+        ValueError: if no alpha reproduces the model's channel counts.
+    """
+    match = re.match(r"mobilenetv2_(\d+\.\d+)_", model.name)
+    candidates = ([float(match.group(1))] if match else []) + list(_KNOWN_ALPHAS)
+    for alpha in candidates:
+        if _alpha_fits(model, alpha):
+            return alpha
+    raise ValueError(
+        "Could not infer `alpha` of base_model from its channel counts; pass alpha=."
+    )
+
+
+def from_mobilenet_v2(
+    base_model,
+    meta_pooling="paper",
+    placement=None,
+    alpha=None,
+    enhancer_init="near_identity",
+    batch_norm_momentum=None,
+    name=None,
+):
+    """A MobileNetV2MP carrying the weights of a keras.applications MobileNetV2.
+
+    Every layer of ``base_model`` is copied by name into a new MobileNetV2MP
+    of the same width, input shape and classifier; the Meta-Pooling layers are
+    new. With ``enhancer_init="near_identity"`` (default) SSP starts with its
+    gates open (zero gate kernels, biases such that the two gates scale by
+    0.99), so with ``meta_pooling="paper"`` the new model predicts like the
+    base before any fine-tuning. This initialisation deviates from the paper
+    (whose gates start from random kernels and zero bias); pass
+    ``enhancer_init="paper"`` for the paper's.
+
+    Points that hold a pooling op, a pair, a search mixture, or a
+    post-norm (BN + hard swish) are not near the identity under any init:
+    such models need fine-tuning before they match the base (a warning says
+    so).
+
+    Args:
+        base_model: A ``tf_keras.applications.MobileNetV2`` (or a
+            MobileNetV2MP built with ``meta_pooling="none"``), trained or not.
+        meta_pooling: As in ``MobileNetV2MP`` (default ``"paper"``).
+        placement: As in ``MobileNetV2MP``.
+        alpha: Width multiplier of the base; inferred when None.
+        enhancer_init: ``"near_identity"`` (default) or ``"paper"``.
+        batch_norm_momentum: Momentum of the new model's BatchNormalization
+            layers; default: the base's.
+        name: Name of the new model.
+
+    Returns:
+        The new ``tf_keras.Model``.
+
+    Raises:
+        ValueError: if ``base_model`` is not a MobileNetV2, or its weights
+            do not fit.
+    """
+    if not isinstance(base_model, keras.Model):
+        raise ValueError(
+            f"`base_model` must be a tf_keras Model (keras.applications.MobileNetV2), "
+            f"got {type(base_model).__name__}. Keras 3 models are not supported."
+        )
+    alpha = infer_alpha(base_model) if alpha is None else alpha
+    if not _alpha_fits(base_model, alpha):
+        raise ValueError(f"`alpha`={alpha} does not match base_model's channel counts.")
+    layer_names = {layer.name for layer in base_model.layers}
+    include_top = "predictions" in layer_names
+    kwargs = {}
+    if include_top:
+        predictions = base_model.get_layer("predictions")
+        kwargs["classes"] = predictions.units
+        kwargs["classifier_activation"] = keras.activations.serialize(predictions.activation)
+    else:
+        last = base_model.layers[-1]
+        kwargs["pooling"] = {
+            "GlobalAveragePooling2D": "avg",
+            "GlobalMaxPooling2D": "max",
+        }.get(type(last).__name__)
+    if batch_norm_momentum is None:
+        batch_norm_momentum = base_model.get_layer("bn_Conv1").momentum
+    spec = resolve_spec(meta_pooling, placement)
+    if enhancer_init == "near_identity" and (
+        spec.post_norm
+        or any(entry not in ("identity", "ssp") for entry in spec.ops)
+        or SEARCH in spec.ops
+    ):
+        logging.warning(
+            "from_mobilenet_v2: %r has enhancers that are not near the identity "
+            "(pooling ops, pairs, search mixtures or BN + hswish after an op); the new "
+            "model will not predict like the base until it is fine-tuned.",
+            spec,
+        )
+    model = MobileNetV2MP(
+        input_shape=base_model.input_shape[1:],
+        alpha=alpha,
+        include_top=include_top,
+        weights=None,
+        meta_pooling=spec,
+        batch_norm_momentum=batch_norm_momentum,
+        enhancer_init=enhancer_init,
+        name=name,
+        **kwargs,
+    )
+    for layer in base_model.layers:
+        if not layer.weights:
+            continue
+        try:
+            target = model.get_layer(layer.name)
+        except ValueError:
+            raise ValueError(
+                f"`base_model` layer '{layer.name}' has no counterpart in MobileNetV2MP; "
+                "is it a keras.applications MobileNetV2?"
+            ) from None
+        source = layer.get_weights()
+        expected = [w.shape for w in target.get_weights()]
+        if [w.shape for w in source] != expected:
+            raise ValueError(
+                f"`base_model` layer '{layer.name}' has weight shapes "
+                f"{[w.shape for w in source]}, MobileNetV2MP expects {expected}."
+            )
+        target.set_weights(source)
+    return model
