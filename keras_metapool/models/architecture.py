@@ -5,7 +5,8 @@ MobileNetV2MP's enhancers: one entry per inverted-residual block (17), each
 
 - ``"identity"``: no enhancer at this block;
 - an op name (``"ssp"``, ``"avg3"``, ...): that op, fixed;
-- a pair of op names (``("ssp", "avg3")``): both ops, outputs summed;
+- a pair of op names (``("ssp", "avg3")``, or ``("identity", "ssp")`` for
+  ``x + ssp(x)``): both ops, outputs summed;
 - ``"search"``: a searchable ``MetaPoolingBlock`` over ``candidates``.
 
 plus the ``placement`` of the enhancers ("output": after the block's
@@ -50,13 +51,10 @@ def _normalize_entry(entry, index):
         if len(ops) == 1:
             return _normalize_entry(ops[0], index)
         if len(ops) == 2 and ops[0] != ops[1]:
+            # A pair may hold 'identity' (x + op(x)): PMPL's late stage fixes
+            # undecided points to their top two ops, whatever they are.
             for op in ops:
                 validate_op_name(op, where)
-            if IDENTITY in ops:
-                # identity + op would be a residual around the op: not a
-                # candidate structure of METHOD.md, so refuse it rather than
-                # build something nobody asked for.
-                raise ValueError(f"{where}: a pair cannot contain 'identity', got {entry!r}.")
             return ops
     raise ValueError(
         f"{where}: expected an op name, 'search', or a pair of two distinct op "

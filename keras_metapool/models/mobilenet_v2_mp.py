@@ -1,5 +1,4 @@
 """MobileNetV2MP: keras.applications' MobileNetV2 with Meta-Pooling."""
-import tensorflow as tf
 from absl import logging
 
 from keras_metapool._keras import backend, keras
@@ -23,7 +22,10 @@ BLOCKS = (
 )  # fmt: skip
 MIN_INPUT_SIZE = 32
 HEADS = ("classic", "paper")
-ENHANCER_INITS = ("paper", "near_identity")
+ENHANCER_INITS = ("paper", "open_gates")
+#: Each SSP gate's value under enhancer_init="open_gates": open enough to pass
+#: the signal, far enough from saturation for the gates to keep learning.
+OPEN_GATE = 0.9
 #: Width of the paper head's extra 1x1 convolution (METHOD.md §3).
 PAPER_HEAD_CHANNELS = 1280
 BN_EPSILON = 1e-3
@@ -299,11 +301,12 @@ def MobileNetV2MP(
             and the model evaluates near chance.
         search_candidates: Candidate op names of the ``"search"`` preset
             (default: all of ``keras_metapool.layers.CANDIDATE_OPS``).
-        enhancer_init: ``"paper"`` (default initialisers) or
-            ``"near_identity"``: SSP gates start open (zero gate kernels, bias
-            so that both gates together scale by 0.99), so that inserting SSP
-            into a trained network keeps its function. A deviation from the
-            paper, meant for ``from_mobilenet_v2``.
+        enhancer_init: ``"paper"`` (default initialisers: random gate
+            kernels, zero gate bias) or ``"open_gates"``: zero gate kernels
+            and biases such that each gate is 0.9, so SSP starts as a
+            constant scale by 0.81. A deviation from the paper, used by
+            ``from_mobilenet_v2`` to insert SSP into a trained network
+            without changing its function.
 
     Returns:
         A ``tf_keras.Model``.
@@ -320,13 +323,8 @@ def MobileNetV2MP(
     if not 0.0 <= float(batch_norm_momentum) < 1.0:
         raise ValueError(f"`batch_norm_momentum` must be in [0, 1), got {batch_norm_momentum!r}.")
     spec = resolve_spec(meta_pooling, placement, search_candidates)
-    if weights is not None and weights != "imagenet" and not tf.io.gfile.exists(
-        str(weights)
-    ) and not tf.io.gfile.exists(str(weights) + ".index"):
-        raise ValueError(
-            f"`weights`: no file at {weights}. Expected None, 'imagenet', or the path to "
-            "a weights file."
-        )
+    if weights is not None and weights != "imagenet":
+        weights_lib.check_weights_path(weights)  # fail before the costly build
     img_input, inputs, input_shape = _resolve_input_shape(input_shape, input_tensor, weights)
     rows = input_shape[0]
     if weights == "imagenet" and (rows != input_shape[1] or rows not in weights_lib.IMAGENET_SIZES):
@@ -337,8 +335,10 @@ def MobileNetV2MP(
         rows = 224
 
     ssp_kwargs = {}
-    if enhancer_init == "near_identity":
-        ssp_kwargs = {"gate_bias": near_identity_gate_bias(0.01), "zero_gate_kernels": True}
+    if enhancer_init == "open_gates":
+        # Both gates at OPEN_GATE scale the input by OPEN_GATE**2.
+        gate_bias = near_identity_gate_bias(1.0 - OPEN_GATE**2)
+        ssp_kwargs = {"gate_bias": gate_bias, "zero_gate_kernels": True}
     builder = _Builder(spec, float(batch_norm_momentum), ssp_kwargs)
 
     x = keras.layers.Conv2D(

@@ -4,8 +4,14 @@ import re
 from absl import logging
 
 from keras_metapool._keras import keras
-from keras_metapool.models.architecture import SEARCH, resolve_spec
-from keras_metapool.models.mobilenet_v2_mp import BLOCKS, MobileNetV2MP, block_prefix, make_divisible
+from keras_metapool.models.architecture import resolve_spec
+from keras_metapool.models.mobilenet_v2_mp import (
+    BLOCKS,
+    OPEN_GATE,
+    MobileNetV2MP,
+    block_prefix,
+    make_divisible,
+)
 
 _KNOWN_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
@@ -53,7 +59,7 @@ def from_mobilenet_v2(
     meta_pooling="paper",
     placement=None,
     alpha=None,
-    enhancer_init="near_identity",
+    enhancer_init="identity",
     batch_norm_momentum=None,
     name=None,
 ):
@@ -61,17 +67,24 @@ def from_mobilenet_v2(
 
     Every layer of ``base_model`` is copied by name into a new MobileNetV2MP
     of the same width, input shape and classifier; the Meta-Pooling layers are
-    new. With ``enhancer_init="near_identity"`` (default) SSP starts with its
-    gates open (zero gate kernels, biases such that the two gates scale by
-    0.99), so with ``meta_pooling="paper"`` the new model predicts like the
-    base before any fine-tuning. This initialisation deviates from the paper
-    (whose gates start from random kernels and zero bias); pass
-    ``enhancer_init="paper"`` for the paper's.
+    new.
 
-    Points that hold a pooling op, a pair, a search mixture, or a
-    post-norm (BN + hard swish) are not near the identity under any init:
-    such models need fine-tuning before they match the base (a warning says
-    so).
+    With ``enhancer_init="identity"`` (default) the new model computes the
+    same function as the base wherever an enhancer is a lone SSP without
+    post-norm (the ``"paper"`` model): each SSP starts with zero gate kernels
+    and both gates at 0.9, i.e. as a constant scale by 0.81, and the inverse
+    scale is folded into the adjacent linear layer (the block's
+    ``project_BN`` at the output placement, its ``project`` convolution at the
+    hidden placement). Predictions match the base up to float rounding, and
+    the gates sit where their gradients are healthy, so fine-tuning can grow
+    the receptive field from there. This deviates from the paper, whose gates
+    start from random kernels and zero bias; ``enhancer_init="paper"`` gives
+    the paper's initialisation (and a model that needs training before it
+    predicts like the base).
+
+    Enhancers that hold a pooling op, a pair, a search mixture, or a
+    post-norm (BN + hard swish) change the function under any init: such
+    models need fine-tuning before they match the base (a warning says so).
 
     Args:
         base_model: A ``tf_keras.applications.MobileNetV2`` (or a
@@ -79,7 +92,7 @@ def from_mobilenet_v2(
         meta_pooling: As in ``MobileNetV2MP`` (default ``"paper"``).
         placement: As in ``MobileNetV2MP``.
         alpha: Width multiplier of the base; inferred when None.
-        enhancer_init: ``"near_identity"`` (default) or ``"paper"``.
+        enhancer_init: ``"identity"`` (default) or ``"paper"``.
         batch_norm_momentum: Momentum of the new model's BatchNormalization
             layers; default: the base's.
         name: Name of the new model.
@@ -88,9 +101,13 @@ def from_mobilenet_v2(
         The new ``tf_keras.Model``.
 
     Raises:
-        ValueError: if ``base_model`` is not a MobileNetV2, or its weights
-            do not fit.
+        ValueError: if ``base_model`` is not a MobileNetV2, an argument is
+            invalid, or the weights do not fit.
     """
+    if enhancer_init not in ("identity", "paper"):
+        raise ValueError(
+            f"Unknown enhancer_init {enhancer_init!r}. Valid values: identity, paper."
+        )
     if not isinstance(base_model, keras.Model):
         raise ValueError(
             f"`base_model` must be a tf_keras Model (keras.applications.MobileNetV2), "
@@ -107,21 +124,18 @@ def from_mobilenet_v2(
         kwargs["classes"] = predictions.units
         kwargs["classifier_activation"] = keras.activations.serialize(predictions.activation)
     else:
-        last = base_model.layers[-1]
         kwargs["pooling"] = {
             "GlobalAveragePooling2D": "avg",
             "GlobalMaxPooling2D": "max",
-        }.get(type(last).__name__)
+        }.get(type(base_model.layers[-1]).__name__)
     if batch_norm_momentum is None:
         batch_norm_momentum = base_model.get_layer("bn_Conv1").momentum
     spec = resolve_spec(meta_pooling, placement)
-    if enhancer_init == "near_identity" and (
-        spec.post_norm
-        or any(entry not in ("identity", "ssp") for entry in spec.ops)
-        or SEARCH in spec.ops
-    ):
+    preserving = enhancer_init == "identity"
+    lone_ssp = [i for i, entry in enumerate(spec.ops) if entry == "ssp" and not spec.post_norm]
+    if preserving and len(lone_ssp) != len(spec.points):
         logging.warning(
-            "from_mobilenet_v2: %r has enhancers that are not near the identity "
+            "from_mobilenet_v2: %r has enhancers that cannot start as the identity "
             "(pooling ops, pairs, search mixtures or BN + hswish after an op); the new "
             "model will not predict like the base until it is fine-tuned.",
             spec,
@@ -133,7 +147,7 @@ def from_mobilenet_v2(
         weights=None,
         meta_pooling=spec,
         batch_norm_momentum=batch_norm_momentum,
-        enhancer_init=enhancer_init,
+        enhancer_init="open_gates" if preserving else "paper",
         name=name,
         **kwargs,
     )
@@ -155,4 +169,22 @@ def from_mobilenet_v2(
                 f"{[w.shape for w in source]}, MobileNetV2MP expects {expected}."
             )
         target.set_weights(source)
+    if preserving:
+        for block_id in lone_ssp:
+            _fold_inverse_gate_scale(model, block_id, spec.placement)
     return model
+
+
+def _fold_inverse_gate_scale(model, block_id, placement):
+    """Undoes an open-gated SSP's constant scale in the adjacent linear layer."""
+    inverse = 1.0 / OPEN_GATE**2
+    prefix = block_prefix(block_id)
+    if placement == "output":
+        # SSP follows project_BN, whose output is affine in gamma and beta.
+        bn = model.get_layer(prefix + "project_BN")
+        bn.gamma.assign(bn.gamma * inverse)
+        bn.beta.assign(bn.beta * inverse)
+    else:
+        # SSP precedes the (linear, bias-free) project convolution.
+        project = model.get_layer(prefix + "project")
+        project.kernel.assign(project.kernel * inverse)

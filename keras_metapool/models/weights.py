@@ -154,6 +154,23 @@ def load_weights_by_name(model, path, new_layers=(), classes_argument=True):
     return kept
 
 
+def check_weights_path(path):
+    """Whether ``path`` is a TF checkpoint prefix (True) or a file (False).
+
+    Raises:
+        ValueError: if neither exists.
+    """
+    path = os.fspath(path)
+    if tf.io.gfile.exists(path + ".index"):
+        return True
+    if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+        return False
+    raise ValueError(
+        f"`weights`: no file at {path}. Expected None, 'imagenet', or the path "
+        "to a weights file (.h5, or a TensorFlow checkpoint prefix)."
+    )
+
+
 def load_weights_file(model, path, new_layers=()):
     """Loads ``path`` (a Keras .h5 file or a TF checkpoint) into ``model``.
 
@@ -161,13 +178,7 @@ def load_weights_file(model, path, new_layers=()):
         ValueError: if the file is missing, unreadable, or does not match.
     """
     path = os.fspath(path)
-    is_checkpoint = tf.io.gfile.exists(path + ".index")
-    if not (tf.io.gfile.exists(path) or is_checkpoint):
-        raise ValueError(
-            f"`weights`: no file at {path}. Expected None, 'imagenet', or the path "
-            "to a weights file (.h5, or a TensorFlow checkpoint prefix)."
-        )
-    if not is_checkpoint:
+    if not check_weights_path(path):
         if h5py.is_hdf5(path):
             return load_weights_by_name(model, path, new_layers)
         raise ValueError(
