@@ -4,6 +4,7 @@ from keras_metapool.models.architecture import (
     NUM_BLOCKS,
     ArchitectureSpec,
 )
+from keras_metapool.models.complexity import count_macs, count_params
 from keras_metapool.models.mobilenet_v2_mp import MobileNetV2MP
 from keras_metapool.models.transfer import from_mobilenet_v2, infer_alpha
 
@@ -12,6 +13,8 @@ __all__ = [
     "NUM_BLOCKS",
     "ArchitectureSpec",
     "MobileNetV2MP",
+    "count_macs",
+    "count_params",
     "from_mobilenet_v2",
     "infer_alpha",
 ]
