@@ -11,7 +11,7 @@ from keras_metapool._keras import keras
 from keras_metapool.layers import (
     SpatialEnhancer,
     hard_swish,
-    near_identity_gate_bias,
+    open_gate_bias,
     ssp_reduced_channels,
 )
 
@@ -288,23 +288,23 @@ def test_ssp_rejects_unknown_channels():
         SpatialEnhancer().build((None, 4, 4, None))
 
 
-# -- 10. near-identity initialisation ---------------------------------------------
-@pytest.mark.parametrize("tolerance", [0.01, 0.1, 0.5])
+# -- 10. open-gate initialisation --------------------------------------------------
+@pytest.mark.parametrize("scale", [0.99, 0.81, 0.5])
 @pytest.mark.parametrize("training", [False, True])
-def test_near_identity_gate_bias_scales_by_one_minus_tolerance(rng, tolerance, training):
-    bias = near_identity_gate_bias(tolerance)
+def test_open_gate_bias_scales_the_input(rng, scale, training):
+    bias = open_gate_bias(scale)
     layer = SpatialEnhancer(gate_bias=bias, zero_gate_kernels=True)
     x = rng.normal(0.0, 2.0, (2, 3, 5, 24)).astype(np.float32)
     out = layer(x, training=training).numpy()
-    np.testing.assert_allclose(out, (1.0 - tolerance) * x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, scale * x, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(layer.gate_h.kernel.numpy(), 0.0)
     np.testing.assert_array_equal(layer.gate_w.bias.numpy(), np.float32(bias))
 
 
-@pytest.mark.parametrize("tolerance", [0.0, 1.0, -0.1, 1.5])
-def test_near_identity_gate_bias_rejects_out_of_range(tolerance):
-    with pytest.raises(ValueError, match="tolerance"):
-        near_identity_gate_bias(tolerance)
+@pytest.mark.parametrize("scale", [0.0, 1.0, -0.1, 1.5])
+def test_open_gate_bias_rejects_out_of_range(scale):
+    with pytest.raises(ValueError, match="scale"):
+        open_gate_bias(scale)
 
 
 def test_ssp_config_round_trip(rng):

@@ -9,7 +9,7 @@ from keras_metapool.layers.candidate_ops import (
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.layers.spatial_enhancer import (
     SpatialEnhancer,
-    near_identity_gate_bias,
+    open_gate_bias,
     ssp_reduced_channels,
 )
 
@@ -21,7 +21,7 @@ __all__ = [
     "SpatialEnhancer",
     "build_candidate_op",
     "hard_swish",
-    "near_identity_gate_bias",
+    "open_gate_bias",
     "ssp_reduced_channels",
     "validate_op_name",
 ]

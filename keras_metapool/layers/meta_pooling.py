@@ -4,13 +4,13 @@ import tensorflow as tf
 
 from keras_metapool._keras import keras
 from keras_metapool.layers.activations import hard_swish
-from keras_metapool.layers.spatial_enhancer import build_sublayer
 from keras_metapool.layers.candidate_ops import (
     DEFAULT_CANDIDATES,
     IDENTITY,
     build_candidate_op,
     validate_op_name,
 )
+from keras_metapool.layers.spatial_enhancer import build_sublayer
 
 
 def _normalize_fixed(fixed, candidates):

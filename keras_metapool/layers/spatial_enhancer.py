@@ -160,13 +160,16 @@ class SpatialEnhancer(keras.layers.Layer):
         return config
 
 
-def near_identity_gate_bias(tolerance=0.01):
-    """Gate bias whose two open gates scale the input by ``>= 1 - tolerance``.
+def open_gate_bias(scale):
+    """Gate bias with which SSP (zero gate kernels) scales its input by ``scale``.
 
-    With zero gate kernels each gate is ``sigmoid(b)``; SSP multiplies by two
-    of them, so ``sigmoid(b) ** 2 >= 1 - tolerance``.
+    With zero gate kernels each gate is the constant ``sigmoid(b)``, and SSP
+    multiplies by two of them: ``sigmoid(b) ** 2 == scale``.
+
+    Args:
+        scale: The constant scale, in (0, 1).
     """
-    if not 0.0 < tolerance < 1.0:
-        raise ValueError(f"`tolerance` must be in (0, 1), got {tolerance!r}.")
-    gate = np.sqrt(1.0 - tolerance)
+    if not 0.0 < scale < 1.0:
+        raise ValueError(f"`scale` must be in (0, 1), got {scale!r}.")
+    gate = np.sqrt(scale)
     return float(np.log(gate / (1.0 - gate)))

@@ -5,7 +5,7 @@ from keras_metapool._keras import backend, keras
 from keras_metapool.layers.activations import HardSwish
 from keras_metapool.layers.candidate_ops import IDENTITY, build_candidate_op
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
-from keras_metapool.layers.spatial_enhancer import near_identity_gate_bias
+from keras_metapool.layers.spatial_enhancer import open_gate_bias
 from keras_metapool.models import weights as weights_lib
 from keras_metapool.models.architecture import SEARCH, resolve_spec
 
@@ -337,7 +337,7 @@ def MobileNetV2MP(
     ssp_kwargs = {}
     if enhancer_init == "open_gates":
         # Both gates at OPEN_GATE scale the input by OPEN_GATE**2.
-        gate_bias = near_identity_gate_bias(1.0 - OPEN_GATE**2)
+        gate_bias = open_gate_bias(OPEN_GATE**2)
         ssp_kwargs = {"gate_bias": gate_bias, "zero_gate_kernels": True}
     builder = _Builder(spec, float(batch_norm_momentum), ssp_kwargs)
 
