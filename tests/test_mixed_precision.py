@@ -1,0 +1,27 @@
+"""Whole MobileNetV2MP models under mixed precision."""
+import numpy as np
+import pytest
+
+from keras_metapool._keras import keras
+from keras_metapool.models import ArchitectureSpec, MobileNetV2MP
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("meta_pooling", ["paper", "search", ArchitectureSpec.ablation("random")])
+def test_model_matches_float32_and_trains(policy, meta_pooling):
+    kwargs = dict(weights=None, alpha=0.35, input_shape=(32, 32, 3), classes=10,
+                  meta_pooling=meta_pooling, classifier_activation=None)
+    reference = MobileNetV2MP(**kwargs)
+    keras.mixed_precision.set_global_policy(policy)
+    model = MobileNetV2MP(**kwargs)
+    model.set_weights(reference.get_weights())
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+    logits = model(x, training=False)
+    assert logits.dtype == keras.mixed_precision.global_policy().compute_dtype
+    tolerance = 0.05 if policy == "mixed_float16" else 0.3
+    np.testing.assert_allclose(
+        np.asarray(logits, np.float32), reference(x, training=False), atol=tolerance, rtol=tolerance
+    )
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(True))
+    history = model.fit(x, np.arange(4), epochs=1, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))

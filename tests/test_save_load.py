@@ -1,0 +1,124 @@
+"""Save/load round trips of MobileNetV2MP models (.keras, .h5, SavedModel)."""
+
+import numpy as np
+import pytest
+
+from keras_metapool import ArchitectureSpec, MetaPoolingBlock, MobileNetV2MP, SpatialEnhancer
+from keras_metapool._keras import keras
+
+SHAPE = (32, 32, 3)
+FORMATS = [("model.keras", {}), ("model.h5", {}), ("saved_model", {"save_format": "tf"})]
+FIXED = {"block_3_mp": ("ssp", "avg3"), "block_10_mp": ("max5",)}
+#: A smaller search space than the default 8 ops keeps the SavedModel export
+#: (which traces every op of every block) fast; it still holds identity, SSP
+#: and both pooling kinds.
+SEARCH_CANDIDATES = ("identity", "ssp", "max5", "avg3")
+
+
+def randomize_state(model, seed):
+    """Non-default BN parameters and statistics, and random search logits.
+
+    The moving statistics are set to those of a random batch (one training
+    pass with momentum 0): with untouched statistics a randomly initialised
+    MobileNetV2 saturates and predicts the same for every input, which would
+    make output comparisons meaningless.
+    """
+    rng = np.random.default_rng(seed)
+    for variable in model.variables:
+        name = variable.name
+        shape = tuple(variable.shape)
+        if name.endswith("beta:0"):
+            variable.assign(rng.normal(0.0, 0.1, shape).astype("float32"))
+        elif name.endswith("gamma:0"):
+            variable.assign(rng.uniform(0.8, 1.2, shape).astype("float32"))
+        elif name.endswith("/alpha:0"):
+            variable.assign(rng.normal(0.0, 1.0, shape).astype("float32"))
+    norms = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)]
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.momentum = 0.0
+    batch = rng.uniform(-1, 1, (8,) + tuple(model.input_shape[1:])).astype("float32")
+    model(batch, training=True)
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
+
+
+def random_pair_spec():
+    ops = list(ArchitectureSpec.ablation("random").ops)
+    ops[4] = ("ssp", "avg5")
+    ops[11] = ("avg3", "max3")
+    return ArchitectureSpec(ops, name="random_with_pairs")
+
+
+def build(variant):
+    if variant == "paper":
+        return MobileNetV2MP(input_shape=SHAPE, alpha=0.35, weights=None, meta_pooling="paper")
+    if variant == "search":
+        model = MobileNetV2MP(
+            input_shape=SHAPE, alpha=0.35, weights=None, meta_pooling="search", classes=10,
+            search_candidates=SEARCH_CANDIDATES,
+        )  # fmt: skip
+        for name, ops in FIXED.items():
+            model.get_layer(name).fix(ops if len(ops) > 1 else ops[0])
+        return model
+    return MobileNetV2MP(
+        input_shape=SHAPE, alpha=0.35, weights=None, meta_pooling=random_pair_spec(),
+        head="paper", classes=10,
+    )  # fmt: skip
+
+
+def enhancer_types(model):
+    return {
+        layer.name: type(layer).__name__
+        for layer in model.layers
+        if isinstance(layer, (MetaPoolingBlock, SpatialEnhancer)) or "_mp" in layer.name
+    }
+
+
+@pytest.mark.parametrize("variant", ["paper", "search", "custom"])
+def test_save_load_round_trip(variant, tmp_path):
+    model = build(variant)
+    randomize_state(model, 0)
+    x = np.random.default_rng(1).uniform(-1, 1, (2,) + SHAPE).astype("float32")
+    expected = model(x, training=False).numpy()
+    assert not np.allclose(expected[0], expected[1])  # the output depends on the input
+    expected_types = enhancer_types(model)
+    assert expected_types  # every variant has enhancers
+    names = [layer.name for layer in model.layers]
+
+    loaded = None
+    for filename, kwargs in FORMATS:
+        path = tmp_path / filename
+        model.save(str(path), **kwargs)
+        keras.backend.clear_session()
+        loaded = keras.models.load_model(str(path))
+        assert [layer.name for layer in loaded.layers] == names, filename
+        assert enhancer_types(loaded) == expected_types, filename
+        np.testing.assert_allclose(
+            loaded(x, training=False).numpy(), expected, rtol=0, atol=1e-6, err_msg=filename
+        )
+        assert len(loaded.variables) == len(model.variables)
+        for original, restored in zip(model.variables, loaded.variables):
+            # Sublayer variables of SSP built on reload lack the outer layer's
+            # scope in their name (cosmetic); the rest of the name must match.
+            assert original.name.endswith(restored.name), (filename, original.name)
+            np.testing.assert_array_equal(restored.numpy(), original.numpy(), err_msg=filename)
+        if variant == "search":
+            for layer in loaded.layers:
+                if isinstance(layer, MetaPoolingBlock):
+                    assert layer.fixed_ops == FIXED.get(layer.name), (filename, layer.name)
+
+    if variant == "search":
+        # The fixed state is state, not structure: unfixing after a reload
+        # restores the mixture, exactly as on the original model.
+        for block in (model.get_layer("block_10_mp"), loaded.get_layer("block_10_mp")):
+            block.unfix()
+        unfixed = model(x, training=False).numpy()
+        assert not np.allclose(unfixed, expected)
+        np.testing.assert_allclose(loaded(x, training=False).numpy(), unfixed, rtol=0, atol=1e-6)
+    if variant == "custom":
+        assert isinstance(loaded.get_layer("block_4_mp_ssp"), SpatialEnhancer)
+        assert isinstance(loaded.get_layer("block_4_mp_avg5"), keras.layers.AveragePooling2D)
+        assert isinstance(loaded.get_layer("block_4_mp_sum"), keras.layers.Add)
+        assert isinstance(loaded.get_layer("block_11_mp_max3"), keras.layers.MaxPooling2D)
+        assert loaded.get_layer("head_conv").kernel.shape == (1, 1, 1280, 1280)
