@@ -7,6 +7,7 @@ Counts come from ``keras_metapool.models.count_params`` / ``count_macs``
 (analytic, per image; see that module for what a MAC includes). MobileNetV2
 is ``tf_keras.applications.MobileNetV2`` itself, not our "none" variant.
 """
+
 import os
 import sys
 

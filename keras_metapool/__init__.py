@@ -5,6 +5,7 @@
 
 Built on ``tf_keras`` (Keras 2), which TF Model Optimization requires.
 """
+
 from keras_metapool._keras import keras as _keras
 from keras_metapool.layers import (
     CANDIDATE_OPS,

@@ -1,4 +1,5 @@
 """Shared test setup: quiet TensorFlow, deterministic seeds, small helpers."""
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,4 +1,5 @@
 """Tests of the candidate ops (METHOD.md §1): pooling numerics, shapes, names."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,7 +21,7 @@ def np_pool_same(x, size, reduce):
     out = np.empty(x.shape, np.float64)
     for i in range(height):
         for j in range(width):
-            window = x[:, max(0, i - half): i + half + 1, max(0, j - half): j + half + 1, :]
+            window = x[:, max(0, i - half) : i + half + 1, max(0, j - half) : j + half + 1, :]
             out[:, i, j, :] = reduce(window, axis=(1, 2))
     return out
 
@@ -35,8 +36,9 @@ def test_pooling_matches_numpy(rng, size, kind, reduce, spatial):
         x = x - 10.0
     op = build_candidate_op(f"{kind}{size}")
     out = op(x).numpy()
-    np.testing.assert_allclose(out, np_pool_same(x.astype(np.float64), size, reduce),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        out, np_pool_same(x.astype(np.float64), size, reduce), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_avg_same_excludes_padding_at_corner():
@@ -74,8 +76,9 @@ def test_identity_candidate_is_identity(rng):
 
 
 def test_build_candidate_op_types_and_options():
-    ssp = build_candidate_op("ssp", layer_name="s", batch_norm_momentum=0.9,
-                             ssp_kwargs=dict(reduction=4))
+    ssp = build_candidate_op(
+        "ssp", layer_name="s", batch_norm_momentum=0.9, ssp_kwargs=dict(reduction=4)
+    )
     assert isinstance(ssp, SpatialEnhancer)
     assert ssp.name == "s" and ssp.reduction == 4 and ssp.batch_norm_momentum == 0.9
     pool = build_candidate_op("avg5")
@@ -84,9 +87,7 @@ def test_build_candidate_op_types_and_options():
 
 
 def test_default_candidates_are_the_spec_order():
-    assert DEFAULT_CANDIDATES == (
-        "identity", "ssp", "max3", "max5", "max7", "avg3", "avg5", "avg7"
-    )
+    assert DEFAULT_CANDIDATES == ("identity", "ssp", "max3", "max5", "max7", "avg3", "avg5", "avg7")
 
 
 @pytest.mark.parametrize("bad", ["max9", "avg", "SSP", "", None, 3])

@@ -1,4 +1,5 @@
 """Parameter and MAC counting."""
+
 import pytest
 
 from keras_metapool._keras import keras
@@ -49,8 +50,6 @@ def test_paper_head_adds_one_1x1_convolution():
 
 
 def test_dynamic_shapes_are_refused():
-    model = MobileNetV2MP(
-        weights=None, alpha=0.35, input_shape=(None, None, 3), include_top=False
-    )
+    model = MobileNetV2MP(weights=None, alpha=0.35, input_shape=(None, None, 3), include_top=False)
     with pytest.raises(ValueError, match="static"):
         count_macs(model)

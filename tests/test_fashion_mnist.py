@@ -1,4 +1,5 @@
 """Tests for the offline Fashion-MNIST loader (keras_metapool.data.fashion_mnist)."""
+
 import gzip
 import os
 import struct
@@ -92,8 +93,16 @@ def test_real_data_limit_is_a_prefix():
 
 def test_class_names_in_label_order():
     assert FASHION_MNIST_CLASS_NAMES == (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     )
 
 

@@ -1,7 +1,9 @@
 """Tests of MetaPoolingBlock (METHOD.md §2): mixture numerics, fixing, saving."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_spatial_enhancer import np_bn, np_hswish, randomize_weights
 
 from keras_metapool._keras import keras
 from keras_metapool.layers import (
@@ -10,8 +12,6 @@ from keras_metapool.layers import (
     MetaPoolingBlock,
     hard_swish,
 )
-
-from test_spatial_enhancer import np_bn, np_hswish, randomize_weights
 
 
 def np_softmax(a):
@@ -85,7 +85,9 @@ def test_probabilities_are_softmax_of_alpha(rng):
     assert list(probs) == list(DEFAULT_CANDIDATES)
     values = np.array(list(probs.values()))
     np.testing.assert_allclose(values.sum(), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(values, np_softmax(block.alpha.numpy().astype(np.float64)), rtol=1e-6)
+    np.testing.assert_allclose(
+        values, np_softmax(block.alpha.numpy().astype(np.float64)), rtol=1e-6
+    )
     np.testing.assert_allclose(
         block.mixture_weights().numpy(), np_softmax(block.alpha.numpy()), rtol=1e-6
     )
@@ -182,7 +184,9 @@ def test_unfix_returns_to_mixture(rng, x16):
         block.unfix()
         assert block.fixed_ops is None
         np.testing.assert_array_equal(block.alpha.numpy(), alpha)
-        np.testing.assert_allclose(block(x16, training=False).numpy(), mixture, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            block(x16, training=False).numpy(), mixture, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_refix_replaces_previous_state(rng, x16):
@@ -190,7 +194,9 @@ def test_refix_replaces_previous_state(rng, x16):
     block.fix(("ssp", "avg3"))
     block.fix("max5")
     assert block.fixed_ops == ("max5",)
-    np.testing.assert_array_equal(block(x16, training=False).numpy(), tf_fixed(block, x16, ["max5"]))
+    np.testing.assert_array_equal(
+        block(x16, training=False).numpy(), tf_fixed(block, x16, ["max5"])
+    )
 
 
 def test_fix_before_build(rng, x16):
@@ -207,8 +213,14 @@ def test_fix_before_build(rng, x16):
 # -- 6. persistence of the fixed state -----------------------------------------------
 @pytest.mark.parametrize("fixed", ["ssp", ("avg3", "identity"), "identity"])
 def test_config_round_trip_keeps_fixed_state(rng, x16, fixed):
-    block = make_block(16, rng, candidates=("identity", "ssp", "avg3", "max5"),
-                       batch_norm_momentum=0.9, batch_norm_epsilon=1e-2, seed=7)
+    block = make_block(
+        16,
+        rng,
+        candidates=("identity", "ssp", "avg3", "max5"),
+        batch_norm_momentum=0.9,
+        batch_norm_epsilon=1e-2,
+        seed=7,
+    )
     block.fix(fixed)
     config = block.get_config()
     clone = MetaPoolingBlock.from_config(config)
@@ -220,7 +232,9 @@ def test_config_round_trip_keeps_fixed_state(rng, x16, fixed):
     assert set(clone.fixed_ops) == set(expected)
     np.testing.assert_array_equal(clone.fixed_mask.numpy(), block.fixed_mask.numpy())
     clone.set_weights(block.get_weights())
-    np.testing.assert_array_equal(clone(x16, training=False).numpy(), block(x16, training=False).numpy())
+    np.testing.assert_array_equal(
+        clone(x16, training=False).numpy(), block(x16, training=False).numpy()
+    )
 
 
 def test_config_of_unfixed_block(rng):
@@ -383,9 +397,7 @@ def test_unknown_candidate_lists_valid_names():
         assert name in message
 
 
-@pytest.mark.parametrize(
-    "candidates", [("ssp", "ssp"), ("ssp",), (), ("avg3", "max3", "avg3")]
-)
+@pytest.mark.parametrize("candidates", [("ssp", "ssp"), ("ssp",), (), ("avg3", "max3", "avg3")])
 def test_duplicate_or_single_candidate_rejected(candidates):
     with pytest.raises(ValueError, match="candidates"):
         MetaPoolingBlock(candidates=candidates)

@@ -1,4 +1,5 @@
 """Whole MobileNetV2MP models under mixed precision."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,14 @@ from keras_metapool.models import ArchitectureSpec, MobileNetV2MP
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 @pytest.mark.parametrize("meta_pooling", ["paper", "search", ArchitectureSpec.ablation("random")])
 def test_model_matches_float32_and_trains(policy, meta_pooling):
-    kwargs = dict(weights=None, alpha=0.35, input_shape=(32, 32, 3), classes=10,
-                  meta_pooling=meta_pooling, classifier_activation=None)
+    kwargs = dict(
+        weights=None,
+        alpha=0.35,
+        input_shape=(32, 32, 3),
+        classes=10,
+        meta_pooling=meta_pooling,
+        classifier_activation=None,
+    )
     reference = MobileNetV2MP(**kwargs)
     keras.mixed_precision.set_global_policy(policy)
     model = MobileNetV2MP(**kwargs)

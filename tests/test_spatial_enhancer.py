@@ -3,6 +3,7 @@
 Every numeric check compares against a NumPy reference written from the spec,
 with random non-trivial values in all weights, batch-norm moving stats included.
 """
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -309,21 +310,37 @@ def test_open_gate_bias_rejects_out_of_range(scale):
 
 def test_ssp_config_round_trip(rng):
     layer = SpatialEnhancer(
-        reduction=8, min_channels=4, batch_norm_momentum=0.9, batch_norm_epsilon=1e-2,
-        gate_bias=1.5, zero_gate_kernels=True, name="ssp_x",
+        reduction=8,
+        min_channels=4,
+        batch_norm_momentum=0.9,
+        batch_norm_epsilon=1e-2,
+        gate_bias=1.5,
+        zero_gate_kernels=True,
+        name="ssp_x",
     )
     clone = SpatialEnhancer.from_config(layer.get_config())
-    for attr in ("reduction", "min_channels", "batch_norm_momentum", "batch_norm_epsilon",
-                 "gate_bias", "zero_gate_kernels", "name"):
+    for attr in (
+        "reduction",
+        "min_channels",
+        "batch_norm_momentum",
+        "batch_norm_epsilon",
+        "gate_bias",
+        "zero_gate_kernels",
+        "name",
+    ):
         assert getattr(clone, attr) == getattr(layer, attr)
     layer = make_ssp(16, rng, reduction=8, min_channels=4)
     clone = SpatialEnhancer.from_config(layer.get_config())
     clone.build((None, None, None, 16))
     clone.set_weights(layer.get_weights())
     x = rng.normal(0.0, 1.0, (1, 3, 3, 16)).astype(np.float32)
-    np.testing.assert_array_equal(clone(x, training=False).numpy(), layer(x, training=False).numpy())
+    np.testing.assert_array_equal(
+        clone(x, training=False).numpy(), layer(x, training=False).numpy()
+    )
 
 
 def test_hard_swish_matches_numpy():
     z = np.linspace(-5.0, 5.0, 101).astype(np.float32)
-    np.testing.assert_allclose(hard_swish(tf.constant(z)).numpy(), np_hswish(z), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        hard_swish(tf.constant(z)).numpy(), np_hswish(z), rtol=1e-6, atol=1e-7
+    )

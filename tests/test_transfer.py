@@ -1,4 +1,5 @@
 """from_mobilenet_v2: a trained keras.applications MobileNetV2 keeps its function."""
+
 import numpy as np
 import pytest
 
@@ -45,11 +46,9 @@ def test_trained_base_is_above_chance(trained_base):
 @pytest.mark.parametrize("placement", ["output", "hidden"])
 def test_identity_init_keeps_predictions(trained_base, placement):
     base, x_test, _, probs = trained_base
-    spec = ArchitectureSpec(
-        ["identity"] * 6 + ["ssp"] * 11, placement=placement, post_norm=False
-    )
+    spec = ArchitectureSpec(["identity"] * 6 + ["ssp"] * 11, placement=placement, post_norm=False)
     model = km.from_mobilenet_v2(base, meta_pooling=spec)
-    ssp = [l for l in model.layers if isinstance(l, km.SpatialEnhancer)]
+    ssp = [layer for layer in model.layers if isinstance(layer, km.SpatialEnhancer)]
     assert len(ssp) == 11
     agreement, mp_probs = _agreement(model, x_test, probs)
     assert agreement >= 0.99

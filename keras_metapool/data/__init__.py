@@ -5,6 +5,7 @@ arrays read from local IDX files (no download, no TensorFlow import), and
 ``to_model_input`` to resize and scale them for MobileNetV2. The ``tf.data``
 input pipelines built on top of them come later.
 """
+
 from keras_metapool.data.fashion_mnist import (
     FASHION_MNIST_CLASS_NAMES,
     fashion_mnist_search_path,

@@ -8,6 +8,7 @@ file names under ``$KERAS_HOME/datasets/fashion-mnist``.
 
 Only numpy and the standard library are used, so importing this module is cheap.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -200,7 +201,9 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
             raw = f.read()
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         # Truncated or damaged gzip stream; plain I/O errors propagate as is.
-        raise ValueError(f"{path}: corrupt gzip data, expected a gzipped IDX {what} file ({e}).") from e
+        raise ValueError(
+            f"{path}: corrupt gzip data, expected a gzipped IDX {what} file ({e})."
+        ) from e
 
     if len(raw) < 4:
         raise ValueError(f"{path}: only {len(raw)} bytes, expected an IDX {what} file header.")

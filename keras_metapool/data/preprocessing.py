@@ -1,4 +1,5 @@
 """Turning raw image arrays into MobileNetV2 inputs."""
+
 import numpy as np
 
 

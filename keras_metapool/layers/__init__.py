@@ -1,4 +1,5 @@
 """Meta-Pooling layers: SSP, the candidate ops and the searchable mixture."""
+
 from keras_metapool.layers.activations import HardSwish, hard_swish
 from keras_metapool.layers.candidate_ops import (
     CANDIDATE_OPS,

@@ -1,4 +1,5 @@
 """Activations used by Meta-Pooling layers."""
+
 import tensorflow as tf
 
 from keras_metapool._keras import keras

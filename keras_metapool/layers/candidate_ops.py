@@ -3,6 +3,7 @@
 Every candidate is stride 1, 'same' padded and shape-preserving, so any subset
 can be mixed or summed. ``identity`` means "no enhancer".
 """
+
 import collections
 
 from keras_metapool._keras import keras

@@ -1,4 +1,5 @@
 """MetaPoolingBlock: the searchable mixture of candidate ops (METHOD.md §2)."""
+
 import numpy as np
 import tensorflow as tf
 
@@ -20,15 +21,13 @@ def _normalize_fixed(fixed, candidates):
     ops = (fixed,) if isinstance(fixed, str) else tuple(fixed)
     if len(ops) not in (1, 2) or len(set(ops)) != len(ops):
         raise ValueError(
-            "`fixed` must be one op name or a pair of two distinct op names, "
-            f"got {fixed!r}."
+            f"`fixed` must be one op name or a pair of two distinct op names, got {fixed!r}."
         )
     for op in ops:
         validate_op_name(op, "fixed")
         if op not in candidates:
             raise ValueError(
-                f"`fixed` op {op!r} is not among this block's candidates "
-                f"{list(candidates)}."
+                f"`fixed` op {op!r} is not among this block's candidates {list(candidates)}."
             )
     return tuple(ops)
 
@@ -99,8 +98,7 @@ class MetaPoolingBlock(keras.layers.Layer):
             validate_op_name(name, "candidates")
         if len(candidates) < 2 or len(set(candidates)) != len(candidates):
             raise ValueError(
-                "`candidates` must list at least two distinct op names, got "
-                f"{list(candidates)}."
+                f"`candidates` must list at least two distinct op names, got {list(candidates)}."
             )
         self.candidates = candidates
         self._initial_fixed = _normalize_fixed(fixed, candidates)
@@ -222,13 +220,13 @@ class MetaPoolingBlock(keras.layers.Layer):
         # (measured on MobileNetV2MP 0.35, 64x64). A zero weight still makes a
         # fixed block's output exactly its op's, and gives unused ops zero
         # gradient; the lean model of a fixed architecture has no unused ops.
-        mixed = tf.add_n([weights[i] * op(inputs, training=training) for i, op in enumerate(self.ops)])
+        mixed = tf.add_n(
+            [weights[i] * op(inputs, training=training) for i, op in enumerate(self.ops)]
+        )
         output = hard_swish(self.bn(mixed, training=training))
         if IDENTITY not in self.candidates:
             return output
-        identity_only = tf.reduce_all(
-            tf.equal(self.fixed_mask, self._mask_for((IDENTITY,)))
-        )
+        identity_only = tf.reduce_all(tf.equal(self.fixed_mask, self._mask_for((IDENTITY,))))
         return tf.where(identity_only, inputs, output)
 
     def compute_output_shape(self, input_shape):

@@ -1,4 +1,5 @@
 """Spatial separable pooling (SSP), the learnable-receptive-field op."""
+
 import numpy as np
 import tensorflow as tf
 

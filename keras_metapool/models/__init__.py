@@ -1,4 +1,5 @@
 """MobileNetV2MP builder, architecture specs and weight transfer."""
+
 from keras_metapool.models.architecture import (
     ABLATIONS,
     NUM_BLOCKS,

@@ -15,6 +15,7 @@ the expanded channels) and ``post_norm`` (whether each fixed op is followed by
 BatchNormalization + hard swish, as in the search mixture and the ablations;
 the paper's final model has no such extra layers).
 """
+
 import json
 
 from keras_metapool.layers.candidate_ops import (
@@ -276,15 +277,15 @@ def resolve_spec(meta_pooling, placement=None, search_candidates=None):
         ValueError: naming the argument at fault.
     """
     if placement is not None and placement not in PLACEMENTS:
-        raise ValueError(
-            f"Unknown placement {placement!r}. Valid values: {', '.join(PLACEMENTS)}."
-        )
+        raise ValueError(f"Unknown placement {placement!r}. Valid values: {', '.join(PLACEMENTS)}.")
     if isinstance(meta_pooling, dict):
         meta_pooling = ArchitectureSpec.from_dict(meta_pooling)
     if isinstance(meta_pooling, ArchitectureSpec):
         if search_candidates is not None:
-            raise ValueError("`search_candidates` goes with meta_pooling='search'; "
-                             "an ArchitectureSpec carries its own `candidates`.")
+            raise ValueError(
+                "`search_candidates` goes with meta_pooling='search'; "
+                "an ArchitectureSpec carries its own `candidates`."
+            )
         if placement is not None and placement != meta_pooling.placement:
             raise ValueError(
                 f"placement={placement!r} contradicts the spec's placement "
@@ -298,8 +299,10 @@ def resolve_spec(meta_pooling, placement=None, search_candidates=None):
         raise ValueError("`search_candidates` is only used with meta_pooling='search'.")
     if meta_pooling == "paper":
         if placement != "output":
-            raise ValueError("meta_pooling='paper' is defined at the output placement; "
-                             "pass an ArchitectureSpec for a hidden-placement variant.")
+            raise ValueError(
+                "meta_pooling='paper' is defined at the output placement; "
+                "pass an ArchitectureSpec for a hidden-placement variant."
+            )
         return ArchitectureSpec.paper()
     if meta_pooling == "none":
         return ArchitectureSpec.plain()

@@ -7,6 +7,7 @@ a search mixture (1 per element and candidate). Pooling, BatchNormalization
 (folded at inference), activations and residual adds count zero, as in the
 MobileNetV2 paper's "multiply-adds".
 """
+
 import numpy as np
 
 from keras_metapool._keras import keras
@@ -28,7 +29,11 @@ def _ssp_macs(layer, height, width, channels):
     reduced = ssp_reduced_channels(channels, layer.reduction, layer.min_channels)
     positions = height + width
     # reduce: C->m on H+W positions; gates: m->C on H and on W positions.
-    return positions * channels * reduced + positions * reduced * channels + 2 * height * width * channels
+    return (
+        positions * channels * reduced
+        + positions * reduced * channels
+        + 2 * height * width * channels
+    )
 
 
 def layer_macs(layer):

@@ -1,4 +1,5 @@
 """MobileNetV2MP: keras.applications' MobileNetV2 with Meta-Pooling."""
+
 from absl import logging
 
 from keras_metapool._keras import backend, keras
@@ -79,8 +80,10 @@ def _validate_arguments(alpha, include_top, weights, pooling, classes, classifie
             )
         if include_top and head != "classic":
             raise ValueError("head='paper' has no ImageNet weights; use weights=None.")
-    elif weights is not None and not isinstance(weights, (str, bytes)) and not hasattr(
-        weights, "__fspath__"
+    elif (
+        weights is not None
+        and not isinstance(weights, (str, bytes))
+        and not hasattr(weights, "__fspath__")
     ):
         raise ValueError(
             f"`weights` must be None, 'imagenet' or a path to a weights file, got {weights!r}."
@@ -106,9 +109,7 @@ def _resolve_input_shape(input_shape, input_tensor, weights):
         input_shape = tensor_shape if tensor_shape is not None else (224, 224, 3)
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
-        raise ValueError(
-            f"`input_shape` must be (height, width, channels), got {input_shape!r}."
-        )
+        raise ValueError(f"`input_shape` must be (height, width, channels), got {input_shape!r}.")
     if tensor_shape is not None and any(
         a is not None and b is not None and a != b for a, b in zip(input_shape, tensor_shape)
     ):

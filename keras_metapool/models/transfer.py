@@ -1,4 +1,5 @@
 """Turning a keras.applications MobileNetV2 into a MobileNetV2MP."""
+
 import re
 
 from absl import logging
@@ -21,8 +22,7 @@ def _filters(model, layer_name):
         return model.get_layer(layer_name).filters
     except ValueError:
         raise ValueError(
-            f"`base_model` is not a keras.applications MobileNetV2: it has no layer "
-            f"'{layer_name}'."
+            f"`base_model` is not a keras.applications MobileNetV2: it has no layer '{layer_name}'."
         ) from None
 
 
@@ -49,9 +49,7 @@ def infer_alpha(model):
     for alpha in candidates:
         if _alpha_fits(model, alpha):
             return alpha
-    raise ValueError(
-        "Could not infer `alpha` of base_model from its channel counts; pass alpha=."
-    )
+    raise ValueError("Could not infer `alpha` of base_model from its channel counts; pass alpha=.")
 
 
 def from_mobilenet_v2(
@@ -105,9 +103,7 @@ def from_mobilenet_v2(
             invalid, or the weights do not fit.
     """
     if enhancer_init not in ("identity", "paper"):
-        raise ValueError(
-            f"Unknown enhancer_init {enhancer_init!r}. Valid values: identity, paper."
-        )
+        raise ValueError(f"Unknown enhancer_init {enhancer_init!r}. Valid values: identity, paper.")
     if not isinstance(base_model, keras.Model):
         raise ValueError(
             f"`base_model` must be a tf_keras Model (keras.applications.MobileNetV2), "

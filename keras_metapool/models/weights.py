@@ -4,6 +4,7 @@ keras.applications loads weight files by layer order; a MobileNetV2MP has
 extra layers, so we match by layer name instead and say exactly what does not
 fit, rather than loading a shifted set of tensors or skipping layers quietly.
 """
+
 import os
 
 import h5py
@@ -15,9 +16,7 @@ from keras_metapool._keras import keras
 
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 IMAGENET_SIZES = (96, 128, 160, 192, 224)
-IMAGENET_BASE_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
-)
+IMAGENET_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
 
 
 def _layer_weights(layer):
