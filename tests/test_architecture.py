@@ -3,21 +3,13 @@
 import json
 
 import pytest
+from helpers import CHOICES, METHOD_ABLATIONS
 
 from keras_metapool.layers import CANDIDATE_OPS
 from keras_metapool.models.architecture import (
     ArchitectureSpec,
     resolve_spec,
 )
-
-# METHOD.md §3, written out here independently of the module's constants.
-CHOICES = ["ssp", "avg3", "avg5", "avg7", "identity"]
-METHOD_ABLATIONS = {
-    "global": [0] * 17,
-    "local": [1] * 17,
-    "random": [0, 1, 3, 1, 2, 4, 3, 0, 2, 4, 0, 4, 1, 1, 1, 3, 3],
-    "exclude_local": [4, 4, 0, 4, 4, 0, 0, 4, 0, 4, 0, 0, 4, 0, 0, 0, 0],
-}
 
 
 def custom_spec():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_spatial_enhancer import np_bn, np_hswish, randomize_weights
+from helpers import np_bn, np_hswish, randomize_weights
 
 from keras_metapool._keras import keras
 from keras_metapool.layers import (

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import CHOICES, METHOD_ABLATIONS
 
 import keras_metapool
 from keras_metapool import (
@@ -18,13 +19,6 @@ from keras_metapool._keras import keras
 NUM_BLOCKS = 17
 #: MobileNetV2 blocks with a residual add (stride 1, same width in and out).
 ADD_BLOCKS = (2, 4, 5, 7, 8, 9, 11, 12, 14, 15)
-CHOICES = ["ssp", "avg3", "avg5", "avg7", "identity"]
-METHOD_ABLATIONS = {
-    "global": [0] * 17,
-    "local": [1] * 17,
-    "random": [0, 1, 3, 1, 2, 4, 3, 0, 2, 4, 0, 4, 1, 1, 1, 3, 3],
-    "exclude_local": [4, 4, 0, 4, 4, 0, 0, 4, 0, 4, 0, 0, 4, 0, 0, 0, 0],
-}
 
 
 def prefix(i):

@@ -7,6 +7,7 @@ with random non-trivial values in all weights, batch-norm moving stats included.
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import np_bn, np_conv1x1, np_hswish, np_sigmoid, randomize_weights
 
 from keras_metapool._keras import keras
 from keras_metapool.layers import (
@@ -18,23 +19,6 @@ from keras_metapool.layers import (
 
 
 # -- NumPy reference ---------------------------------------------------------
-def np_hswish(z):
-    return z * np.clip(z + 3.0, 0.0, 6.0) / 6.0
-
-
-def np_sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def np_conv1x1(z, kernel, bias):
-    """1x1 convolution, NHWC, kernel of shape (1, 1, cin, cout)."""
-    return np.einsum("bhwc,cd->bhwd", z, kernel[0, 0]) + bias
-
-
-def np_bn(z, gamma, beta, mean, var, eps):
-    return (z - mean) / np.sqrt(var + eps) * gamma + beta
-
-
 def ssp_params(layer):
     """The layer's weights as float64 NumPy arrays, by role."""
     get = lambda v: v.numpy().astype(np.float64)  # noqa: E731
@@ -76,23 +60,6 @@ def np_ssp(x, p, bn_stats=None):
     ah = np_sigmoid(np_conv1x1(bottleneck(zh), p["gate_h_kernel"], p["gate_h_bias"]))
     aw = np_sigmoid(np_conv1x1(bottleneck(zw), p["gate_w_kernel"], p["gate_w_bias"]))
     return x * ah * aw
-
-
-def randomize_weights(layer, rng):
-    """Assigns random non-trivial values to every weight of ``layer``."""
-    assert layer.weights, "layer has no weights to randomize"
-    for var in layer.weights:
-        shape = tuple(var.shape)
-        name = var.name
-        if "moving_variance" in name:
-            value = rng.uniform(0.3, 2.0, shape)
-        elif "gamma" in name:
-            value = rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
-        elif "kernel" in name:
-            value = rng.normal(0.0, 1.5 / np.sqrt(shape[-2]), shape)
-        else:  # biases, beta, moving_mean
-            value = rng.normal(0.0, 0.5, shape)
-        var.assign(value.astype(var.dtype.as_numpy_dtype))
 
 
 def make_ssp(channels, rng, **kwargs):

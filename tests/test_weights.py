@@ -6,39 +6,13 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import calibrate_batch_norms
 
 from keras_metapool import MobileNetV2MP, SpatialEnhancer
 from keras_metapool._keras import keras
 from keras_metapool.models import weights as weights_lib
 
 SHAPE = (32, 32, 3)
-
-
-def randomize_batch_norms(model, seed):
-    """Gives every BatchNormalization (also inside SSP) non-default values.
-
-    gamma and beta are drawn at random; the moving statistics become those of
-    a random batch (one training pass with momentum 0). With the initial
-    statistics a random MobileNetV2 saturates and predicts the same for every
-    input, which would make output comparisons meaningless.
-    """
-    rng = np.random.default_rng(seed)
-    for variable in model.variables:
-        name = variable.name
-        shape = tuple(variable.shape)
-        if name.endswith("beta:0"):
-            variable.assign(rng.normal(0.0, 0.1, shape).astype("float32"))
-        elif name.endswith("gamma:0"):
-            variable.assign(rng.uniform(0.8, 1.2, shape).astype("float32"))
-    norms = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)]
-    assert norms
-    momenta = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.momentum = 0.0
-    batch = rng.uniform(-1, 1, (8,) + tuple(model.input_shape[1:])).astype("float32")
-    model(batch, training=True)
-    for bn, momentum in zip(norms, momenta):
-        bn.momentum = momentum
 
 
 def images(shape=SHAPE, batch=2, seed=0):
@@ -82,8 +56,8 @@ def test_none_weights_interchange_with_keras(alpha, tmp_path):
     common = dict(input_shape=SHAPE, alpha=alpha, classifier_activation=None)
     reference = keras.applications.MobileNetV2(weights=None, **common)
     ours = MobileNetV2MP(weights=None, meta_pooling="none", **common)
-    randomize_batch_norms(reference, 1)
-    randomize_batch_norms(ours, 2)
+    calibrate_batch_norms(reference, 1)
+    calibrate_batch_norms(ours, 2)
     x = images()
     y_reference = reference(x, training=False).numpy()
     y_ours = ours(x, training=False).numpy()
@@ -110,7 +84,7 @@ def test_none_weights_interchange_with_keras(alpha, tmp_path):
 
 def test_paper_weights_round_trip_by_path(tmp_path):
     model = MobileNetV2MP(input_shape=SHAPE, alpha=0.35, weights=None, meta_pooling="paper")
-    randomize_batch_norms(model, 3)
+    calibrate_batch_norms(model, 3)
     path = tmp_path / "paper.h5"
     model.save_weights(str(path))
     loaded = MobileNetV2MP(input_shape=SHAPE, alpha=0.35, weights=str(path), meta_pooling="paper")
@@ -127,7 +101,7 @@ def test_paper_weights_round_trip_by_path(tmp_path):
 
 def test_plain_weights_into_paper_model_keep_ssp_init(tmp_path):
     plain = MobileNetV2MP(input_shape=SHAPE, alpha=0.35, weights=None, meta_pooling="none")
-    randomize_batch_norms(plain, 4)
+    calibrate_batch_norms(plain, 4)
     path = tmp_path / "plain.h5"
     plain.save_weights(str(path))
     kwargs = dict(input_shape=SHAPE, alpha=0.35, meta_pooling="paper")
@@ -249,7 +223,7 @@ def test_weights_of_another_alpha_name_the_layer(tmp_path):
 
 def test_imagenet_weights_from_cache_fill_shared_layers(keras_home):
     source = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(96, 96, 3))
-    randomize_batch_norms(source, 5)
+    calibrate_batch_norms(source, 5)
     source.save_weights(str(keras_home / "models" / imagenet_name(0.35, 96)))
 
     kwargs = dict(alpha=0.35, input_shape=(96, 96, 3), meta_pooling="paper")
@@ -276,7 +250,7 @@ def test_imagenet_no_top_reads_the_no_top_file(keras_home):
     source = keras.applications.MobileNetV2(
         weights=None, alpha=0.35, input_shape=(96, 96, 3), include_top=False
     )
-    randomize_batch_norms(source, 6)
+    calibrate_batch_norms(source, 6)
     source.save_weights(str(keras_home / "models" / imagenet_name(0.35, 96, include_top=False)))
     # Only the no-top file is cached: reading any other name would call get_file.
     model = MobileNetV2MP(
@@ -342,7 +316,7 @@ def test_imagenet_file_copied_by_hand_is_found(keras_home, tmp_path):
     source = keras.applications.MobileNetV2(
         weights=None, alpha=0.35, input_shape=(96, 96, 3), include_top=False
     )
-    randomize_batch_norms(source, 7)
+    calibrate_batch_norms(source, 7)
     elsewhere = tmp_path / "download.h5"
     source.save_weights(str(elsewhere))
     target = os.path.join(str(keras_home), "models", imagenet_name(0.35, 96, include_top=False))

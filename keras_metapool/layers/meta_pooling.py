@@ -11,7 +11,7 @@ from keras_metapool.layers.candidate_ops import (
     build_candidate_op,
     validate_op_name,
 )
-from keras_metapool.layers.spatial_enhancer import build_sublayer
+from keras_metapool.layers.common import build_in_own_scope, build_sublayer, feature_map_shape
 
 
 def _normalize_fixed(fixed, candidates):
@@ -124,14 +124,9 @@ class MetaPoolingBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
         )
 
+    @build_in_own_scope
     def build(self, input_shape):
-        input_shape = tf.TensorShape(input_shape)
-        if input_shape.rank != 4 or input_shape[-1] is None:
-            raise ValueError(
-                f"MetaPoolingBlock '{self.name}' expects a 4D input (batch, "
-                "height, width, channels) with a known channel count; got shape "
-                f"{input_shape}."
-            )
+        input_shape = feature_map_shape(self, input_shape)
         count = len(self.candidates)
         # alpha and the mask stay float32 under mixed precision: softmax over
         # tiny logits (init N(0, 1e-3)) would lose them in float16.

@@ -5,17 +5,7 @@ import tensorflow as tf
 
 from keras_metapool._keras import keras
 from keras_metapool.layers.activations import hard_swish
-
-
-def build_sublayer(layer, input_shape):
-    """Builds ``layer`` now, under its own name scope.
-
-    Keras names a sublayer's variables after the sublayer only when it builds
-    them on first call; an explicit ``build`` needs the scope, or the weights
-    of two sublayers share names and collide in .h5 files.
-    """
-    with tf.name_scope(layer.name):
-        layer.build(tf.TensorShape(input_shape))
+from keras_metapool.layers.common import build_in_own_scope, build_sublayer, feature_map_shape
 
 
 def ssp_reduced_channels(channels, reduction=32, min_channels=8):
@@ -95,14 +85,9 @@ class SpatialEnhancer(keras.layers.Layer):
         self.gate_bias = float(gate_bias)
         self.zero_gate_kernels = bool(zero_gate_kernels)
 
+    @build_in_own_scope
     def build(self, input_shape):
-        input_shape = tf.TensorShape(input_shape)
-        if input_shape.rank != 4 or input_shape[-1] is None:
-            raise ValueError(
-                f"{self.__class__.__name__} '{self.name}' expects a 4D input "
-                "(batch, height, width, channels) with a known channel count; "
-                f"got shape {input_shape}."
-            )
+        input_shape = feature_map_shape(self, input_shape)
         channels = int(input_shape[-1])
         reduced = ssp_reduced_channels(channels, self.reduction, self.min_channels)
         # Sublayers follow this layer's dtype policy (mixed precision).
