@@ -479,3 +479,15 @@ def test_preprocess_input_maps_to_minus_one_one():
 
 def test_decode_predictions_is_the_keras_function():
     assert keras_metapool.decode_predictions is keras.applications.mobilenet_v2.decode_predictions
+
+
+def test_numpy_scalars_are_accepted_for_classes_and_alpha():
+    # Class counts often come from a dataset as NumPy integers.
+    model = MobileNetV2MP(
+        weights=None, alpha=np.float32(0.35), input_shape=(32, 32, 3), classes=np.int64(7)
+    )
+    assert model.output_shape == (None, 7)
+    with pytest.raises(ValueError, match="classes"):
+        MobileNetV2MP(weights=None, alpha=0.35, input_shape=(32, 32, 3), classes=7.0)
+    with pytest.raises(ValueError, match="classes"):
+        MobileNetV2MP(weights=None, alpha=0.35, input_shape=(32, 32, 3), classes=True)

@@ -1,4 +1,5 @@
 """Small pieces shared by the Meta-Pooling layers."""
+
 import contextlib
 import functools
 

@@ -1,5 +1,7 @@
 """MobileNetV2MP: keras.applications' MobileNetV2 with Meta-Pooling."""
 
+import numbers
+
 from absl import logging
 
 from keras_metapool._keras import backend, keras
@@ -52,7 +54,7 @@ def enhancer_layer_name(block_id, placement):
 
 
 def _validate_arguments(alpha, include_top, weights, pooling, classes, classifier_activation, head):
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or alpha <= 0:
         raise ValueError(f"`alpha` must be a number > 0, got {alpha!r}.")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` must be None, 'avg' or 'max', got {pooling!r}.")
@@ -60,7 +62,7 @@ def _validate_arguments(alpha, include_top, weights, pooling, classes, classifie
         raise ValueError(f"Unknown head {head!r}. Valid values: {', '.join(HEADS)}.")
     if head == "paper" and not include_top:
         raise ValueError("head='paper' is a classifier head: it needs include_top=True.")
-    if not isinstance(classes, int) or classes < 1:
+    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
         raise ValueError(f"`classes` must be a positive integer, got {classes!r}.")
     if weights == "imagenet":
         if include_top and classes != 1000:
@@ -368,7 +370,9 @@ def MobileNetV2MP(
             x = keras.layers.Dropout(0.2, name="head_dropout")(x)
         else:
             x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+        x = keras.layers.Dense(int(classes), activation=classifier_activation, name="predictions")(
+            x
+        )
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
