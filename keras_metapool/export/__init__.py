@@ -1,1 +1,1 @@
-"""(placeholder)"""
+"""SavedModel, TFLite and Edge TPU export (to come; see README Status)."""

@@ -1,1 +1,1 @@
-"""(placeholder)"""
+"""PMPL search: PMPLCallback and architecture derivation (to come; see README Status)."""
