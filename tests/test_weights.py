@@ -323,3 +323,8 @@ def test_imagenet_file_copied_by_hand_is_found(keras_home, tmp_path):
     shutil.copy(elsewhere, target)
     path = weights_lib.imagenet_weights_path(0.35, 96, include_top=False)
     assert os.path.samefile(path, target)
+
+
+def test_empty_keras_home_means_the_home_folder(monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", "")
+    assert weights_lib.keras_cache_dir() == os.path.expanduser(os.path.join("~", ".keras"))

@@ -31,8 +31,12 @@ def imagenet_weights_filename(alpha, rows, include_top):
 
 
 def keras_cache_dir():
-    """The Keras cache folder: ``$KERAS_HOME`` or ``~/.keras``."""
-    return os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))
+    """The Keras cache folder: ``$KERAS_HOME`` if set and not empty, else ``~/.keras``.
+
+    keras_metapool.data.fashion_mnist resolves it the same way; it keeps its own
+    copy so that module stays importable without TensorFlow.
+    """
+    return os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras"))
 
 
 def imagenet_weights_path(alpha, rows, include_top):
