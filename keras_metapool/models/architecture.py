@@ -42,6 +42,12 @@ ABLATIONS = {
 NO_HIDDEN_BLOCKS = (0,)
 
 
+def check_placement(placement):
+    """Raises ValueError unless ``placement`` is one of ``PLACEMENTS``."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"Unknown placement {placement!r}. Valid values: {', '.join(PLACEMENTS)}.")
+
+
 def _normalize_entry(entry, index):
     """One block's entry as ``str`` (op, identity or search) or a 2-tuple."""
     where = f"meta_pooling spec, block {index}"
@@ -100,10 +106,7 @@ class ArchitectureSpec:
                 f"meta_pooling spec: expected {NUM_BLOCKS} entries (one per MobileNetV2 "
                 f"block 0..16), got {len(ops)}."
             )
-        if placement not in PLACEMENTS:
-            raise ValueError(
-                f"Unknown placement {placement!r}. Valid values: {', '.join(PLACEMENTS)}."
-            )
+        check_placement(placement)
         self.ops = tuple(_normalize_entry(entry, i) for i, entry in enumerate(ops))
         self.placement = placement
         self.post_norm = bool(post_norm)
@@ -276,8 +279,8 @@ def resolve_spec(meta_pooling, placement=None, search_candidates=None):
     Raises:
         ValueError: naming the argument at fault.
     """
-    if placement is not None and placement not in PLACEMENTS:
-        raise ValueError(f"Unknown placement {placement!r}. Valid values: {', '.join(PLACEMENTS)}.")
+    if placement is not None:
+        check_placement(placement)
     if isinstance(meta_pooling, dict):
         meta_pooling = ArchitectureSpec.from_dict(meta_pooling)
     if isinstance(meta_pooling, ArchitectureSpec):

@@ -43,6 +43,16 @@ def make_divisible(value, divisor=8, min_value=None):
     return rounded
 
 
+def stem_filters(alpha):
+    """Output channels of the stem convolution ``Conv1``."""
+    return make_divisible(32 * alpha, 8)
+
+
+def block_filters(filters, alpha):
+    """Output channels of a block whose width at alpha=1 is ``filters``."""
+    return make_divisible(int(filters * alpha), 8)
+
+
 def block_prefix(block_id):
     """The keras.applications layer-name prefix of block ``block_id``."""
     return f"block_{block_id}_" if block_id else "expanded_conv_"
@@ -195,7 +205,7 @@ class _Builder:
 
     def inverted_res_block(self, inputs, expansion, stride, alpha, filters, block_id):
         in_channels = backend.int_shape(inputs)[-1]
-        pointwise_filters = make_divisible(int(filters * alpha), 8)
+        pointwise_filters = block_filters(filters, alpha)
         prefix = block_prefix(block_id)
         x = inputs
         if block_id:
@@ -345,7 +355,7 @@ def MobileNetV2MP(
     builder = _Builder(spec, float(batch_norm_momentum), ssp_kwargs)
 
     x = keras.layers.Conv2D(
-        make_divisible(32 * alpha, 8), 3, strides=(2, 2), padding="same", use_bias=False,
+        stem_filters(alpha), 3, strides=(2, 2), padding="same", use_bias=False,
         name="Conv1",
     )(img_input)  # fmt: skip
     x = builder.bn("bn_Conv1")(x)

@@ -10,11 +10,11 @@ from keras_metapool.models.mobilenet_v2_mp import (
     BLOCKS,
     OPEN_GATE,
     MobileNetV2MP,
+    block_filters,
     block_prefix,
-    make_divisible,
+    stem_filters,
 )
-
-_KNOWN_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+from keras_metapool.models.weights import IMAGENET_ALPHAS
 
 
 def _filters(model, layer_name):
@@ -27,10 +27,10 @@ def _filters(model, layer_name):
 
 
 def _alpha_fits(model, alpha):
-    if _filters(model, "Conv1") != make_divisible(32 * alpha, 8):
+    if _filters(model, "Conv1") != stem_filters(alpha):
         return False
     return all(
-        _filters(model, block_prefix(i) + "project") == make_divisible(int(filters * alpha), 8)
+        _filters(model, block_prefix(i) + "project") == block_filters(filters, alpha)
         for i, (_, filters, _) in enumerate(BLOCKS)
     )
 
@@ -45,7 +45,7 @@ def infer_alpha(model):
         ValueError: if no alpha reproduces the model's channel counts.
     """
     match = re.match(r"mobilenetv2_(\d+\.\d+)_", model.name)
-    candidates = ([float(match.group(1))] if match else []) + list(_KNOWN_ALPHAS)
+    candidates = ([float(match.group(1))] if match else []) + list(IMAGENET_ALPHAS)
     for alpha in candidates:
         if _alpha_fits(model, alpha):
             return alpha
