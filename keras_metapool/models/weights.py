@@ -86,7 +86,7 @@ def _read_legacy_h5(path):
         return result
 
 
-def load_weights_by_name(model, path, new_layers=(), classes_argument=True):
+def load_weights_by_name(model, path, new_layers=()):
     """Loads a Keras .h5 weights file into ``model``, matching layers by name.
 
     Every layer in the file must exist in the model with the same weight
@@ -99,8 +99,6 @@ def load_weights_by_name(model, path, new_layers=(), classes_argument=True):
         path: A legacy Keras .h5 file (``save_weights('x.h5')`` or
             ``save('x.h5')``), e.g. keras.applications' ImageNet files.
         new_layers: Names of layers that may be missing from the file.
-        classes_argument: Report a 'predictions' shape mismatch as a
-            ``classes`` mismatch.
 
     Returns:
         The names of the model layers that kept their initial values.
@@ -136,7 +134,7 @@ def load_weights_by_name(model, path, new_layers=(), classes_argument=True):
         shapes_model = [tuple(v.shape) for v in variables]
         shapes_file = [tuple(a.shape) for a in arrays]
         if shapes_model != shapes_file:
-            if classes_argument and name == "predictions":
+            if name == "predictions":  # the classifier: a `classes` mismatch
                 raise ValueError(
                     f"`classes`: the weights file {path} has a classifier for "
                     f"{shapes_file[-1][-1]} classes, the model has {shapes_model[-1][-1]}. "
