@@ -38,13 +38,14 @@ def _alpha_fits(model, alpha):
 def infer_alpha(model):
     """The width multiplier of a keras.applications MobileNetV2.
 
-    Read from the model name (``mobilenetv2_<alpha>_<rows>``) when it is the
-    default one, else the first standard alpha whose channel counts match.
+    Read from the model name (``mobilenetv2_<alpha>_<rows>``, or
+    ``mobilenetv2mp_...`` for a MobileNetV2MP) when it is the default one, else
+    the first standard alpha whose channel counts match.
 
     Raises:
         ValueError: if no alpha reproduces the model's channel counts.
     """
-    match = re.match(r"mobilenetv2_(\d+\.\d+)_", model.name)
+    match = re.match(r"mobilenetv2(?:mp)?_(\d+\.\d+)_", model.name)
     candidates = ([float(match.group(1))] if match else []) + list(IMAGENET_ALPHAS)
     for alpha in candidates:
         if _alpha_fits(model, alpha):

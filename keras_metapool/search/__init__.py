@@ -1,1 +1,24 @@
-"""PMPL search: PMPLCallback and architecture derivation (to come; see README Status)."""
+"""PMPL search: the PMPLCallback and what comes out of it.
+
+- ``PMPLCallback``: progressive meta-pooling learning inside ``model.fit``;
+- ``derive_architecture`` / ``transfer_weights`` / ``to_fixed_model``: from a
+  searched supernet to the lean fixed model;
+- ``split_for_search``: cut a held-out part from a training dataset;
+- ``plot_search``: probability trajectories and choices over epochs.
+"""
+
+from keras_metapool.search.derive import (
+    builder_arguments,
+    derive_architecture,
+    search_blocks,
+    to_fixed_model,
+    transfer_weights,
+)
+
+__all__ = [
+    "builder_arguments",
+    "derive_architecture",
+    "search_blocks",
+    "to_fixed_model",
+    "transfer_weights",
+]

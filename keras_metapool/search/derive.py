@@ -1,0 +1,298 @@
+"""From a searched supernet to its lean fixed model.
+
+A search model (``MobileNetV2MP(meta_pooling="search")``) holds a
+``MetaPoolingBlock`` at every insertion point. Once PMPL has fixed them, the
+model still computes every candidate op (at weight 0). The functions here turn
+it into what is deployed:
+
+- ``derive_architecture(model)``: the ``ArchitectureSpec`` it found;
+- ``transfer_weights(search_model, fixed_model)``: its weights, copied into a
+  model built from that spec (to fine-tune instead of retraining);
+- ``to_fixed_model(model)``: both at once, the lean model with the search
+  model's weights and predictions.
+"""
+
+import re
+
+import numpy as np
+
+from keras_metapool._keras import keras
+from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, IDENTITY
+from keras_metapool.layers.meta_pooling import MetaPoolingBlock
+from keras_metapool.models.architecture import NUM_BLOCKS, ArchitectureSpec
+from keras_metapool.models.mobilenet_v2_mp import MobileNetV2MP, block_prefix
+from keras_metapool.models.transfer import infer_alpha
+
+#: What an undecided point becomes in ``derive_architecture``.
+UNDECIDED_RULES = ("argmax", "top2", "error")
+
+_ENHANCER_NAME = re.compile(r"^(?:expanded_conv|block_(\d+))_(mp|hidden_mp)$")
+
+
+def _enhancer_site(name):
+    """(block id, placement) of an enhancer layer name, or None."""
+    match = _ENHANCER_NAME.match(name)
+    if not match:
+        return None
+    block_id = int(match.group(1)) if match.group(1) else 0
+    if not 0 <= block_id < NUM_BLOCKS:
+        return None
+    return block_id, ("output" if match.group(2) == "mp" else "hidden")
+
+
+def search_blocks(model):
+    """The ``MetaPoolingBlock`` layers of a MobileNetV2MP, by block index.
+
+    Args:
+        model: A ``tf_keras`` model built by ``MobileNetV2MP``.
+
+    Returns:
+        A dict ``{block index: MetaPoolingBlock}``, in block order (empty for
+        a model without search points).
+
+    Raises:
+        ValueError: if ``model`` is not a tf_keras model, or holds a
+            MetaPoolingBlock whose name does not say where it sits.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"Expected a tf_keras Model built by MobileNetV2MP, got {type(model).__name__}."
+        )
+    blocks = {}
+    for layer in model.layers:
+        if isinstance(layer, MetaPoolingBlock):
+            site = _enhancer_site(layer.name)
+            if site is None:
+                raise ValueError(
+                    f"MetaPoolingBlock '{layer.name}' does not carry a MobileNetV2MP "
+                    "enhancer name (block_<i>_mp or block_<i>_hidden_mp); was the model "
+                    "built by MobileNetV2MP?"
+                )
+            blocks[site[0]] = layer
+    return dict(sorted(blocks.items()))
+
+
+def _placement_of(model, blocks):
+    placements = {_enhancer_site(block.name)[1] for block in blocks.values()}
+    for layer in model.layers:
+        name = layer.name
+        for op in CANDIDATE_OPS:
+            if name.endswith("_" + op):
+                site = _enhancer_site(name[: -len(op) - 1])
+                if site:
+                    placements.add(site[1])
+    if len(placements) > 1:
+        raise ValueError("The model mixes output and hidden placements; it is not a MobileNetV2MP.")
+    return placements.pop() if placements else "output"
+
+
+def _fixed_entry(model, block_id, placement):
+    """The fixed (non-search) enhancer entry of a block, read from layer names."""
+    name = block_prefix(block_id) + ("mp" if placement == "output" else "hidden_mp")
+    layer_names = {layer.name for layer in model.layers}
+    ops = tuple(op for op in CANDIDATE_OPS if f"{name}_{op}" in layer_names)
+    if not ops:
+        return IDENTITY, None
+    return (ops[0] if len(ops) == 1 else ops), f"{name}_BN" in layer_names
+
+
+def _top_ops(block, count):
+    probs = np.asarray(list(block.probabilities().values()))
+    order = np.argsort(-probs, kind="stable")[:count]
+    return tuple(block.candidates[i] for i in sorted(order))
+
+
+def derive_architecture(model, undecided="argmax", name=None):
+    """The architecture a (searched) MobileNetV2MP stands for.
+
+    Each search point becomes its fixed op or pair. A point the search has not
+    fixed yet becomes, per ``undecided``, its most probable op (``"argmax"``,
+    METHOD.md §4's rule for the result), its two most probable ops
+    (``"top2"``, what PMPL's late stage would fix), or an error (``"error"``).
+    Blocks without a search point keep what the model has there.
+
+    Args:
+        model: A MobileNetV2MP with at least one ``MetaPoolingBlock``.
+        undecided: ``"argmax"`` (default), ``"top2"`` or ``"error"``.
+        name: Name of the returned spec (default ``"derived"``).
+
+    Returns:
+        An ``ArchitectureSpec`` with ``post_norm=True`` (a search point is
+        followed by BN + hard swish, so its fixed form is too) and the
+        model's placement. ``MobileNetV2MP(meta_pooling=spec, ...)`` builds
+        the lean model; ``to_fixed_model`` builds it with the weights.
+
+    Raises:
+        ValueError: if the model has no search point, has undecided points
+            with ``undecided="error"``, or mixes search points with fixed
+            enhancers that have no BN + hard swish (a spec cannot hold both).
+    """
+    if undecided not in UNDECIDED_RULES:
+        raise ValueError(
+            f"Unknown undecided={undecided!r}. Valid values: {', '.join(UNDECIDED_RULES)}."
+        )
+    blocks = search_blocks(model)
+    if not blocks:
+        raise ValueError(
+            f"Model '{model.name}' has no MetaPoolingBlock: there is no search to derive an "
+            "architecture from. Build it with MobileNetV2MP(meta_pooling='search')."
+        )
+    placement = _placement_of(model, blocks)
+    ops = []
+    unfixed = []
+    for block_id in range(NUM_BLOCKS):
+        block = blocks.get(block_id)
+        if block is None:
+            entry, post_norm = _fixed_entry(model, block_id, placement)
+            if post_norm is False:
+                raise ValueError(
+                    f"Block {block_id} holds a fixed enhancer without BN + hard swish "
+                    "(post_norm=False) beside search points, which have one; no single "
+                    "ArchitectureSpec describes that model."
+                )
+            ops.append(entry)
+            continue
+        fixed = block.fixed_ops
+        if fixed is None:
+            unfixed.append(block_id)
+            fixed = _top_ops(block, 1 if undecided == "argmax" else 2)
+        ops.append(fixed[0] if len(fixed) == 1 else fixed)
+    if unfixed and undecided == "error":
+        raise ValueError(_unfixed_message(model, unfixed))
+    return ArchitectureSpec(ops, placement=placement, post_norm=True, name=name or "derived")
+
+
+def _unfixed_message(model, unfixed):
+    return (
+        f"Model '{model.name}' still has {len(unfixed)} unfixed search point(s), at "
+        f"block(s) {unfixed}. Finish the search first (PMPLCallback fixes every point by "
+        "the end of fit), or fix them yourself with keras_metapool.derive_architecture("
+        "model) and MobileNetV2MP(meta_pooling=spec) plus transfer_weights."
+    )
+
+
+def builder_arguments(model):
+    """The ``MobileNetV2MP`` arguments that rebuild ``model``'s frame.
+
+    Everything but ``meta_pooling``/``placement``: input shape, width,
+    classifier (classes, activation, head) or pooling, BN momentum. Read from
+    the layers, so it also works on a model loaded from a file.
+
+    Raises:
+        ValueError: if the model is not a MobileNetV2MP.
+    """
+    layer_names = {layer.name for layer in model.layers}
+    kwargs = dict(
+        input_shape=tuple(model.input_shape[1:]),
+        alpha=infer_alpha(model),
+        include_top="predictions" in layer_names,
+        weights=None,
+        batch_norm_momentum=model.get_layer("bn_Conv1").momentum,
+    )
+    if kwargs["include_top"]:
+        predictions = model.get_layer("predictions")
+        kwargs["classes"] = predictions.units
+        kwargs["classifier_activation"] = keras.activations.serialize(predictions.activation)
+        kwargs["head"] = "paper" if "head_conv" in layer_names else "classic"
+    else:
+        kwargs["pooling"] = {
+            "GlobalAveragePooling2D": "avg",
+            "GlobalMaxPooling2D": "max",
+        }.get(type(model.layers[-1]).__name__)
+    return kwargs
+
+
+def _enhancer_sources(search_model):
+    """Fixed-model layer name -> the search-model sublayer holding its weights."""
+    sources = {}
+    for block in search_blocks(search_model).values():
+        for op_name, op in zip(block.candidates, block.ops):
+            sources[f"{block.name}_{op_name}"] = op
+        sources[f"{block.name}_BN"] = block.bn
+    return sources
+
+
+def transfer_weights(search_model, fixed_model):
+    """Copies a search model's weights into a model of a derived architecture.
+
+    Shared layers are matched by name; each fixed enhancer layer
+    ``<point>_<op>`` takes the weights of candidate ``op`` of the search
+    point ``<point>``, and ``<point>_BN`` those of the point's
+    BatchNormalization. With the architecture the search fixed, the result
+    predicts exactly like the search model; with another one, it is a warm
+    start for fine-tuning.
+
+    Args:
+        search_model: The MobileNetV2MP that was searched.
+        fixed_model: A MobileNetV2MP built from a spec with the same frame
+            (width, input size, classifier).
+
+    Returns:
+        ``fixed_model``, for chaining.
+
+    Raises:
+        ValueError: if a weighted layer of ``fixed_model`` has no source in
+            ``search_model`` or the shapes differ (nothing is assigned then).
+    """
+    sources = _enhancer_sources(search_model)
+    search_layers = {layer.name: layer for layer in search_model.layers}
+    assignments = []
+    for layer in fixed_model.layers:
+        if not layer.weights:
+            continue
+        source = sources.get(layer.name) or search_layers.get(layer.name)
+        if source is None:
+            raise ValueError(
+                f"transfer_weights: layer '{layer.name}' of the fixed model has no "
+                f"counterpart in '{search_model.name}' (is the op among the search "
+                "point's candidates?)."
+            )
+        values = source.get_weights()
+        expected = [tuple(w.shape) for w in layer.weights]
+        if [v.shape for v in values] != expected:
+            raise ValueError(
+                f"transfer_weights: layer '{layer.name}' expects weight shapes {expected}, "
+                f"the search model has {[v.shape for v in values]} (different width, input "
+                "or classes?)."
+            )
+        assignments.append((layer, values))
+    for layer, values in assignments:
+        layer.set_weights(values)
+    return fixed_model
+
+
+def to_fixed_model(model, name=None):
+    """The lean model of a fully fixed search model, with its weights.
+
+    A model without ``MetaPoolingBlock`` (already lean) is returned as is.
+
+    Args:
+        model: A MobileNetV2MP; its search points must all be fixed (as they
+            are after ``fit`` with ``PMPLCallback``).
+        name: Name of the new model (default: MobileNetV2MP's default).
+
+    Returns:
+        A MobileNetV2MP built from ``derive_architecture(model)`` that holds
+        no MetaPoolingBlock and computes only the chosen ops, with the
+        search model's weights: it predicts like ``model`` (up to float
+        rounding).
+
+    Raises:
+        ValueError: if some search point is not fixed; the message says how
+            to finish.
+    """
+    blocks = search_blocks(model)
+    if not blocks:
+        return model
+    unfixed = [block_id for block_id, block in blocks.items() if not block.is_fixed]
+    if unfixed:
+        raise ValueError(_unfixed_message(model, unfixed))
+    spec = derive_architecture(model, undecided="error")
+    # Build under the search model's dtype policy (mixed precision stays so).
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(model.get_layer("Conv1").dtype_policy)
+    try:
+        fixed = MobileNetV2MP(meta_pooling=spec, name=name, **builder_arguments(model))
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    return transfer_weights(model, fixed)
