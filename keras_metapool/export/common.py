@@ -1,0 +1,92 @@
+"""What every exporter needs: the model to export, its output's name, the path."""
+
+import os
+
+#: Name of the exported input (images preprocessed as the model expects,
+#: or raw images when the SavedModel includes preprocessing).
+INPUT_NAME = "images"
+PROBABILITIES = "probabilities"
+LOGITS = "logits"
+#: Output name of a model that is not a classifier (``include_top=False``).
+FEATURES = "features"
+
+
+def check_output_path(path, what="output file"):
+    """Returns ``path`` as a string; raises if it cannot be written.
+
+    The folder must exist: exporters do not create folders, so that a typo
+    in a path fails loudly instead of scattering files.
+
+    Raises:
+        FileNotFoundError: if the folder of ``path`` does not exist.
+        IsADirectoryError: if ``path`` is an existing folder (for files).
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Cannot write the {what} {path!r}: folder {folder!r} does not exist. "
+            "Create it first (exporters do not create folders)."
+        )
+    if what == "output file" and os.path.isdir(path):
+        raise IsADirectoryError(f"Cannot write the {what} {path!r}: it is a folder.")
+    return path
+
+
+def exportable_model(model):
+    """The model to export: the lean fixed model of a fixed search model.
+
+    A search model (with ``MetaPoolingBlock`` layers) whose points are all
+    fixed is rebuilt as its lean model with its weights
+    (``keras_metapool.search.to_fixed_model``), so that no unused candidate
+    op reaches the exported graph. Any other model is returned as is.
+
+    Raises:
+        ValueError: if ``model`` is not a single-input, single-output Keras
+            model, or if it is a search model with unfixed points (the
+            message says to finish the search or derive the architecture).
+    """
+    from keras_metapool._keras import keras
+    from keras_metapool.search import to_fixed_model  # deferred: search imports models
+
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"Expected a tf_keras Model (e.g. keras_metapool.MobileNetV2MP), got "
+            f"{type(model).__name__}. Keras 3 models (tf.keras / import keras) are not "
+            "supported; build with keras_metapool._keras.keras."
+        )
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            f"Expected a model with one image input and one output, got "
+            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
+        )
+    return to_fixed_model(model)
+
+
+def _activation_name(layer):
+    """Name of a Dense layer's activation, seeing through TF-MOT's wrappers."""
+    layer = getattr(layer, "layer", layer)  # QuantizeWrapper(Dense) -> Dense
+    activation = getattr(layer, "activation", None)
+    activation = getattr(activation, "activation", activation)  # QuantizeAwareActivation
+    return getattr(activation, "__name__", None)
+
+
+def classifier_output(model):
+    """What the model outputs: ``"probabilities"``, ``"logits"`` or ``"features"``.
+
+    A model whose last layer is a Dense with softmax outputs probabilities,
+    one whose last Dense is linear (``classifier_activation=None``) logits;
+    anything else (``include_top=False``, another activation) features.
+    """
+    from keras_metapool._keras import keras
+
+    last = model.layers[-1]
+    inner = getattr(last, "layer", last)
+    if not isinstance(inner, keras.layers.Dense):
+        return FEATURES
+    name = _activation_name(last)
+    if name == "softmax":
+        return PROBABILITIES
+    if name == "linear":
+        return LOGITS
+    return FEATURES
