@@ -77,3 +77,52 @@ def randomize_weights(layer, rng):
         else:  # biases, beta, moving_mean
             value = rng.normal(0.0, 0.5, shape)
         var.assign(value.astype(var.dtype.as_numpy_dtype))
+
+
+# -- tiny search models ----------------------------------------------------------------
+def tiny_search_model(candidates, input_shape=(16, 16, 1), points=(1, 2), classes=2, pool="max"):
+    """A small functional model with MobileNetV2MP-named search points.
+
+    Conv1x1 -> [MetaPoolingBlock "block_<i>_mp" for i in points] -> global
+    pooling -> Dense. PMPLCallback and derive_architecture find points by
+    name, so this exercises the search machinery at a fraction of
+    MobileNetV2MP's tracing cost.
+    """
+    from keras_metapool.layers import MetaPoolingBlock
+
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(4, 1, name="stem")(inputs)
+    for index in points:
+        x = MetaPoolingBlock(
+            candidates=candidates, batch_norm_momentum=0.9, name=f"block_{index}_mp", seed=index
+        )(x)
+    pooling = (
+        keras.layers.GlobalMaxPooling2D if pool == "max" else keras.layers.GlobalAveragePooling2D
+    )
+    x = pooling(name="pool")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="tiny_search")
+
+
+def block_or_scatter_task(count, seed, size=16):
+    """Images with one bright 3x3 block (label 1) or 9 scattered bright pixels (label 0).
+
+    Under global max pooling, only a 3x3 average tells them apart (1 vs 1/9):
+    the identity and max pooling see a maximum of 1 in both. A search over
+    {identity, max3, avg3} before a global max pool has one right answer.
+    """
+    rng = np.random.default_rng(seed)
+    images = np.zeros((count, size, size, 1), np.float32)
+    labels = rng.integers(0, 2, count)
+    for i in range(count):
+        if labels[i]:
+            r, c = rng.integers(1, size - 4, 2)
+            images[i, r : r + 3, c : c + 3] = 1.0
+        else:
+            # 9 pixels on a grid of stride 4 with jitter: never adjacent.
+            cells = rng.choice(16, 9, replace=False)
+            for cell in cells:
+                r, c = divmod(int(cell), 4)
+                images[i, 4 * r + rng.integers(0, 3), 4 * c + rng.integers(0, 3)] = 1.0
+    images += rng.normal(0.0, 0.05, images.shape).astype(np.float32)
+    return images, labels

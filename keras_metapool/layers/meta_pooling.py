@@ -129,7 +129,10 @@ class MetaPoolingBlock(keras.layers.Layer):
         input_shape = feature_map_shape(self, input_shape)
         count = len(self.candidates)
         # alpha and the mask stay float32 under mixed precision: softmax over
-        # tiny logits (init N(0, 1e-3)) would lose them in float16.
+        # tiny logits (init N(0, 1e-3)) would lose them in float16. Under a
+        # tf.distribute strategy, the search updates them inside the replicated
+        # train step with the same value on every replica: ONLY_FIRST_REPLICA
+        # lets it assign there.
         self.alpha = self.add_weight(
             name="alpha",
             shape=(count,),
@@ -138,6 +141,7 @@ class MetaPoolingBlock(keras.layers.Layer):
             ),
             trainable=False,
             dtype="float32",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             experimental_autocast=False,
         )
         self.fixed_mask = self.add_weight(
@@ -146,6 +150,7 @@ class MetaPoolingBlock(keras.layers.Layer):
             initializer=keras.initializers.Constant(self._mask_for(self._initial_fixed)),
             trainable=False,
             dtype="float32",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             experimental_autocast=False,
         )
         for sublayer in self.ops + [self.bn]:

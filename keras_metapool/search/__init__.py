@@ -14,8 +14,24 @@ from keras_metapool.search.derive import (
     to_fixed_model,
     transfer_weights,
 )
+from keras_metapool.search.plot import plot_search
+from keras_metapool.search.pmpl import (
+    PMPLCallback,
+    decode_fixed_code,
+    fixed_code,
+    is_enlarging,
+    late_stage_epoch,
+    split_for_search,
+)
 
 __all__ = [
+    "PMPLCallback",
+    "decode_fixed_code",
+    "fixed_code",
+    "is_enlarging",
+    "late_stage_epoch",
+    "plot_search",
+    "split_for_search",
     "builder_arguments",
     "derive_architecture",
     "search_blocks",

@@ -1,0 +1,154 @@
+"""plot_search: what PMPL did, epoch by epoch, as one PNG."""
+
+import math
+import os
+
+from keras_metapool.search.pmpl import LOG_PREFIX, decode_fixed_code, is_enlarging
+
+
+def _records_from_logs(history):
+    """Per-epoch records out of a History dict with PMPL entries."""
+    probability_keys = {}
+    code_keys = []
+    for key in history:
+        parts = key.split("/")
+        if len(parts) != 3 or parts[0] != LOG_PREFIX:
+            continue
+        _, point, op = parts
+        if op == "fixed":
+            code_keys.append(point)
+        else:
+            probability_keys.setdefault(point, []).append(op)
+    if not code_keys:
+        raise ValueError(
+            "No PMPL entries in this history: was PMPLCallback among fit's callbacks "
+            "(and before CSVLogger, for a CSV)?"
+        )
+    epochs = len(history[f"{LOG_PREFIX}/{code_keys[0]}/fixed"])
+    records = []
+    for epoch in range(epochs):
+        probabilities, fixed = {}, {}
+        for point in code_keys:
+            ops = probability_keys.get(point, [])
+            probabilities[point] = {op: history[f"{LOG_PREFIX}/{point}/{op}"][epoch] for op in ops}
+            code = history[f"{LOG_PREFIX}/{point}/fixed"][epoch]
+            # Without the probabilities (log_probabilities=False) the op
+            # order is unknown: only "fixed or not" is; the counts come from
+            # the logged totals then.
+            fixed[point] = decode_fixed_code(code, ops) if ops else (("?",) if code else None)
+        record = {"epoch": epoch, "probabilities": probabilities, "fixed": fixed}
+        enlarging_key = f"{LOG_PREFIX}/enlarging_points"
+        if enlarging_key in history:
+            record["enlarging_points"] = int(history[enlarging_key][epoch])
+        records.append(record)
+    return records
+
+
+def _records(source):
+    history = getattr(source, "history", source)
+    if isinstance(history, list):  # PMPLCallback.history
+        if not history:
+            raise ValueError("The PMPLCallback has no epochs recorded yet: run fit first.")
+        return history
+    if isinstance(history, dict):  # keras History (or its .history dict)
+        return _records_from_logs(history)
+    raise ValueError(
+        "plot_search takes a PMPLCallback, the History fit returned, or its .history dict; "
+        f"got {type(source).__name__}."
+    )
+
+
+def plot_search(history_or_callback, path, title=None):
+    """Draws a PMPL search: probability trajectories and the choices made.
+
+    One panel per search point shows every candidate's probability over the
+    epochs, with a marker where the point was fixed (and to what); the last
+    panel counts, per epoch, the points with no enhancer (fixed to
+    ``identity``), with an enlarging enhancer, and still searching.
+
+    Args:
+        history_or_callback: The ``PMPLCallback`` used in ``fit``, the
+            ``History`` that ``fit`` returned, or ``History.history``.
+        path: Where to write the PNG; its folder must exist.
+        title: Figure title (default "PMPL search").
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: if the input holds no PMPL record or the folder is missing.
+        ImportError: if matplotlib is not installed (``pip install
+            keras_metapool[plot]``).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"plot_search: folder {folder!r} does not exist.")
+    records = _records(history_or_callback)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError(
+            "plot_search needs matplotlib: pip install 'keras_metapool[plot]'."
+        ) from error
+
+    points = list(records[-1]["fixed"])
+    epochs = [record["epoch"] + 1 for record in records]
+    ops = []
+    for record in records:
+        for point in points:
+            for op in record["probabilities"].get(point, {}):
+                if op not in ops:
+                    ops.append(op)
+    colors = {op: plt.cm.tab10(i % 10) for i, op in enumerate(ops)}
+    has_probabilities = bool(ops)
+    panels = (len(points) if has_probabilities else 0) + 1
+    columns = min(4, panels)
+    rows = math.ceil(panels / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(3.6 * columns, 2.6 * rows), squeeze=False, sharex=True
+    )
+    flat = axes.ravel()
+    if has_probabilities:
+        for axis, point in zip(flat, points):
+            for op in ops:
+                values = [r["probabilities"].get(point, {}).get(op) for r in records]
+                if any(v is not None for v in values):
+                    axis.plot(epochs, values, color=colors[op], lw=1.5, marker=".")
+            first = next((r for r in records if r["fixed"].get(point)), None)
+            if first is not None:
+                label = "+".join(first["fixed"][point])
+                axis.axvline(first["epoch"] + 1, color="0.4", ls="--", lw=1)
+                axis.set_title(f"{point}: {label}", fontsize=9)
+            else:
+                axis.set_title(f"{point}: searching", fontsize=9)
+            axis.set_ylim(0.0, 1.0)
+            axis.tick_params(labelsize=7)
+            axis.grid(alpha=0.3)
+    counts = flat[panels - 1]
+    none_counts, enlarging_counts, searching_counts = [], [], []
+    for record in records:
+        decided = [ops_ for ops_ in record["fixed"].values() if ops_]
+        enlarging = record.get("enlarging_points", sum(is_enlarging(o) for o in decided))
+        none_counts.append(len(decided) - enlarging)
+        enlarging_counts.append(enlarging)
+        searching_counts.append(len(record["fixed"]) - len(decided))
+    counts.plot(epochs, none_counts, marker="o", color="tab:gray", label="no enhancer")
+    counts.plot(epochs, enlarging_counts, marker="o", color="tab:green", label="enlarging")
+    counts.plot(epochs, searching_counts, marker="o", color="tab:orange", label="searching")
+    counts.set_title("points per epoch", fontsize=9)
+    counts.set_xlabel("epoch", fontsize=8)
+    counts.legend(fontsize=7)
+    counts.grid(alpha=0.3)
+    for axis in flat[panels:]:
+        axis.axis("off")
+    if has_probabilities:
+        handles = [plt.Line2D([], [], color=colors[op], lw=2) for op in ops]
+        figure.legend(handles, ops, loc="upper right", ncol=len(ops), fontsize=8)
+    figure.suptitle(title or "PMPL search", x=0.01, ha="left")
+    figure.tight_layout(rect=(0, 0, 1, 0.95))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

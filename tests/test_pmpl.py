@@ -1,0 +1,358 @@
+"""PMPLCallback mechanics: alpha steps, the fixing rule, logs, resume, errors.
+
+Most tests use a tiny model whose search points carry MobileNetV2MP names
+(tests/helpers.py): the callback only looks at MetaPoolingBlocks, and the tiny
+model traces in a second where MobileNetV2MP's supernet takes ~20 s.
+"""
+
+import csv
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import block_or_scatter_task, tiny_search_model
+
+from keras_metapool._keras import keras
+from keras_metapool.search import (
+    PMPLCallback,
+    decode_fixed_code,
+    fixed_code,
+    late_stage_epoch,
+    split_for_search,
+)
+
+CANDIDATES = ("identity", "max3", "avg3", "avg5")
+
+
+def _compiled(model, learning_rate=1e-2):
+    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy")
+    return model
+
+
+def _logits_for(probabilities):
+    return np.log(np.asarray(probabilities, np.float32))
+
+
+def _data(count=64, seed=0):
+    return block_or_scatter_task(count, seed)
+
+
+class _Probe(keras.callbacks.Callback):
+    """Records every point's fixed ops at each epoch end."""
+
+    def __init__(self):
+        super().__init__()
+        self.fixed = []
+        self.traces = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.traces.append(self.model.train_function.experimental_get_tracing_count())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.fixed.append(
+            {
+                layer.name: layer.fixed_ops
+                for layer in self.model.layers
+                if hasattr(layer, "fixed_ops")
+            }
+        )
+
+
+# -- the fixing rule ---------------------------------------------------------------
+def test_fixing_rule_fixes_the_argmax_only_past_the_threshold_then_top2_late():
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2, 3)))
+    blocks = [model.get_layer(f"block_{i}_mp") for i in (1, 2, 3)]
+    # block 1: the argmax is candidate #2 (avg3), margin 0.25 >= 0.2.
+    blocks[0].alpha.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))
+    # block 2: margin 0.15 < 0.2: stays searching until the late stage,
+    # which fixes its top two (avg5 and identity), in candidate order.
+    blocks[1].alpha.assign(_logits_for([0.3, 0.1, 0.15, 0.45]))
+    # block 3: the top-1 is candidate #0 with margin exactly 0.2.
+    blocks[2].alpha.assign(_logits_for([0.45, 0.25, 0.15, 0.15]))
+    x, y = _data(16)
+    probe = _Probe()
+    # learning_rate=0, weight_decay=0: alpha stays where it was set.
+    pmpl = PMPLCallback(learning_rate=1e-30, weight_decay=0.0, late_stage=2 / 3, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=3, callbacks=[pmpl, probe], verbose=0)
+    assert late_stage_epoch(3) == 2
+    first, second, third = probe.fixed
+    assert first == {"block_1_mp": ("avg3",), "block_2_mp": None, "block_3_mp": ("identity",)}
+    assert second["block_2_mp"] is None
+    assert third["block_2_mp"] == ("identity", "avg5")
+    rows = {row["point"]: row for row in pmpl.summary_rows()}
+    assert rows["block_1_mp"]["fixed_at_step"] == 1
+    assert rows["block_2_mp"]["fixed_at_step"] is None  # the late stage fixed it
+
+
+def test_threshold_and_fix_every_are_respected():
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    block = model.get_layer("block_1_mp")
+    block.alpha.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))  # margin 0.3
+    x, y = _data(16)
+    probe = _Probe()
+    pmpl = PMPLCallback(
+        learning_rate=1e-30, weight_decay=0.0, threshold=0.35, fix_every=2, verbose=0
+    )
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[pmpl, probe], verbose=0)
+    # Margin 0.3 < tau 0.35: never fixed to the argmax; the end of fit fixes
+    # the top two.
+    assert probe.fixed[0]["block_1_mp"] is None
+    assert block.fixed_ops == ("avg3", "avg5")
+
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    block = model.get_layer("block_1_mp")
+    block.alpha.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))
+    pmpl = PMPLCallback(learning_rate=1e-30, weight_decay=0.0, fix_every=2, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[pmpl], verbose=0)
+    # Confident from step 1, but checked only every 2nd step.
+    assert pmpl.summary_rows()[0]["fixed_at_step"] == 2
+
+
+def test_fixed_points_keep_their_alpha_and_fixing_does_not_retrace():
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
+    fixed_block = model.get_layer("block_1_mp")
+    fixed_block.fix("avg3")
+    frozen = fixed_block.alpha.numpy().copy()
+    x, y = _data(64)
+    pmpl = PMPLCallback(learning_rate=0.5, verbose=0)  # fixes block 2 within the fit
+    probe = _Probe()
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[pmpl, probe], verbose=0)
+    np.testing.assert_array_equal(fixed_block.alpha.numpy(), frozen)
+    assert model.get_layer("block_2_mp").is_fixed
+    assert pmpl.summary_rows()[1]["fixed_at_step"] is not None
+    # No retrace after the first step, though a point was fixed in mid-fit.
+    assert len(set(probe.traces)) == 1
+
+
+# -- alpha steps ---------------------------------------------------------------------
+def test_user_optimizer_never_touches_alpha_and_the_callback_does():
+    x, y = _data(64)
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    block = model.get_layer("block_1_mp")
+    before = block.alpha.numpy().copy()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # no PMPL: alpha untouched
+    np.testing.assert_array_equal(block.alpha.numpy(), before)
+    assert all("alpha" not in v.name for v in model.trainable_variables)
+    pmpl = PMPLCallback(verbose=0)
+    model.fit(x, y, batch_size=16, epochs=1, callbacks=[pmpl], verbose=0)
+    assert not np.allclose(block.alpha.numpy(), before)
+    state = model._pmpl_state
+    assert int(state.adam_steps.numpy()) == 4  # one alpha step per training step
+    assert int(state.arch_batches.numpy()) == 0  # one-level: no held-out batch drawn
+
+
+def test_bilevel_alpha_step_uses_only_the_held_out_batches():
+    x, y = _data(64)
+    # Held-out batches with zero sample weights carry no gradient: with no
+    # weight decay alpha must not move, though the weights train.
+    zero_weights = np.zeros(len(y), np.float32)
+    arch = tf.data.Dataset.from_tensor_slices((x, y, zero_weights)).batch(16)
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    block = model.get_layer("block_1_mp")
+    before = block.alpha.numpy().copy()
+    kernel = model.get_layer("stem").kernel.numpy().copy()
+    pmpl = PMPLCallback(arch_data=arch, learning_rate=0.1, weight_decay=0.0, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=[pmpl], verbose=0)
+    np.testing.assert_allclose(block.alpha.numpy(), before, atol=1e-7)
+    assert not np.allclose(model.get_layer("stem").kernel.numpy(), kernel)
+    assert int(model._pmpl_state.arch_batches.numpy()) == 8
+
+
+def test_search_finds_the_only_op_that_solves_the_task():
+    # Under a global max pool, only a 3x3 average separates a 3x3 block from
+    # 9 scattered pixels (tests/helpers.py); identity and max3 cannot.
+    x, y = block_or_scatter_task(1024, seed=0)
+    xa, ya = block_or_scatter_task(1024, seed=1)
+    arch = tf.data.Dataset.from_tensor_slices((xa, ya)).batch(32)
+    model = tiny_search_model(("identity", "max3", "avg3"), points=(1,))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", ["accuracy"])
+    pmpl = PMPLCallback(arch_data=arch, learning_rate=0.01, verbose=0)
+    history = model.fit(x, y, batch_size=32, epochs=6, callbacks=[pmpl], verbose=0)
+    row = pmpl.summary_rows()[0]
+    assert row["ops"] == ("avg3",)
+    assert row["fixed_at_step"] is not None  # fixed by the threshold, not the late stage
+    assert history.history["accuracy"][-1] > 0.95
+
+
+# -- visibility ----------------------------------------------------------------------
+def test_logs_reach_history_and_csv_logger(tmp_path):
+    x, y = _data(32)
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
+    model.get_layer("block_1_mp").alpha.assign(_logits_for([0.1, 0.1, 0.7, 0.1]))
+    csv_path = tmp_path / "log.csv"
+    pmpl = PMPLCallback(learning_rate=1e-30, weight_decay=0.0, verbose=0)
+    history = model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=2,
+        callbacks=[pmpl, keras.callbacks.CSVLogger(str(csv_path))],
+        verbose=0,
+    )
+    logs = history.history
+    np.testing.assert_allclose(logs["pmpl/block_1_mp/avg3"], [0.7, 0.7], rtol=1e-5)
+    probabilities = sum(logs[f"pmpl/block_2_mp/{op}"][0] for op in CANDIDATES)
+    assert probabilities == pytest.approx(1.0, abs=1e-5)
+    assert decode_fixed_code(logs["pmpl/block_1_mp/fixed"][0], CANDIDATES) == ("avg3",)
+    assert logs["pmpl/block_2_mp/fixed"][0] == 0
+    assert logs["pmpl/fixed_points"] == [1, 2]  # the late stage fixed block 2 at epoch 2
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[0]["pmpl/block_1_mp/avg3"]) == pytest.approx(0.7, rel=1e-5)
+    assert len(pmpl.history) == 2
+
+
+def test_verbose_line_and_summary_describe_the_decisions(capsys):
+    x, y = _data(16)
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
+    model.get_layer("block_1_mp").alpha.assign(_logits_for([0.1, 0.1, 0.1, 0.7]))
+    pmpl = PMPLCallback(learning_rate=1e-30, weight_decay=0.0, late_stage=1.0, verbose=1)
+    model.fit(x, y, batch_size=16, epochs=1, callbacks=[pmpl], verbose=0)
+    out = capsys.readouterr().out
+    assert "PMPL epoch 1: 1/2 points fixed; new: block_1_mp->avg5" in out
+    assert "end of fit" in out
+    lines = []
+    pmpl.summary(print_fn=lines.append)
+    row = next(line for line in lines if "block_1_mp" in line)
+    assert "avg5" in row and "5x5" in row and "0.700" in row
+    assert lines[-1].startswith("2/2 points fixed; 2 enlarge")
+
+
+def test_fixed_code_round_trip():
+    for ops in [("identity",), ("max3", "avg5"), ("identity", "avg3")]:
+        assert decode_fixed_code(fixed_code(ops, CANDIDATES), CANDIDATES) == ops
+    assert fixed_code(None, CANDIDATES) == 0
+    assert decode_fixed_code(0.0, CANDIDATES) is None
+    with pytest.raises(ValueError, match="not a fixed-state code"):
+        decode_fixed_code(2 ** len(CANDIDATES), CANDIDATES)
+
+
+# -- split_for_search ----------------------------------------------------------------
+@pytest.mark.parametrize("fraction", [0.5, 0.2, 0.75])
+def test_split_for_search_is_disjoint_complete_and_deterministic(fraction):
+    dataset = tf.data.Dataset.range(40)
+    train, arch = split_for_search(dataset, fraction)
+    train_items = [int(v) for v in train]
+    arch_items = [int(v) for v in arch]
+    assert sorted(train_items + arch_items) == list(range(40))
+    assert len(arch_items) == round(40 * fraction)
+    assert arch_items == [int(v) for v in split_for_search(dataset, fraction)[1]]
+
+
+def test_split_for_search_keeps_tuple_elements():
+    dataset = tf.data.Dataset.from_tensor_slices((np.arange(6), np.arange(6) * 10))
+    train, arch = split_for_search(dataset)
+    assert [(int(a), int(b)) for a, b in arch] == [(1, 10), (3, 30), (5, 50)]
+    assert [(int(a), int(b)) for a, b in train] == [(0, 0), (2, 20), (4, 40)]
+
+
+def test_split_for_search_rejects_bad_input():
+    with pytest.raises(ValueError, match="fraction"):
+        split_for_search(tf.data.Dataset.range(4), 1.0)
+    with pytest.raises(ValueError, match="tf.data.Dataset"):
+        split_for_search([1, 2, 3])
+
+
+# -- resuming ------------------------------------------------------------------------
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("interrupted")
+
+
+def _resume_run(tmp_path, interrupt_at=None):
+    x, y = block_or_scatter_task(256, seed=0)
+    xa, ya = block_or_scatter_task(256, seed=1)
+    arch = tf.data.Dataset.from_tensor_slices((xa, ya)).batch(32)
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+    def fresh():
+        keras.utils.set_random_seed(7)
+        model = tiny_search_model(CANDIDATES, points=(1, 2))
+        return _compiled(model)
+
+    def callbacks(extra=()):
+        pmpl = PMPLCallback(arch_data=arch, learning_rate=0.05, late_stage=0.75, verbose=0)
+        backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+        return pmpl, [backup, pmpl, *extra]
+
+    model = fresh()
+    pmpl, cbs = callbacks([_Interrupt(interrupt_at)] if interrupt_at is not None else [])
+    if interrupt_at is None:
+        model.fit(train, epochs=4, callbacks=cbs, verbose=0)
+        return model, pmpl
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(train, epochs=4, callbacks=cbs, verbose=0)
+    model = fresh()  # a new process would start from scratch like this
+    pmpl, cbs = callbacks()
+    model.fit(train, epochs=4, callbacks=cbs, verbose=0)
+    return model, pmpl
+
+
+def test_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path):
+    reference, reference_pmpl = _resume_run(tmp_path / "a")
+    resumed, resumed_pmpl = _resume_run(tmp_path / "b", interrupt_at=2)
+    for index in (1, 2):
+        name = f"block_{index}_mp"
+        ref_block, res_block = reference.get_layer(name), resumed.get_layer(name)
+        assert res_block.fixed_ops == ref_block.fixed_ops
+        np.testing.assert_allclose(res_block.alpha.numpy(), ref_block.alpha.numpy(), atol=1e-4)
+    ref_state, res_state = reference._pmpl_state, resumed._pmpl_state
+    for a, b in zip(ref_state.adam_v, res_state.adam_v):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-9)
+    assert int(res_state.adam_steps.numpy()) == int(ref_state.adam_steps.numpy())
+    assert int(res_state.arch_batches.numpy()) == int(ref_state.arch_batches.numpy())
+    # The resumed run saw only epochs 2-3; the step at which each point was
+    # fixed survives the restore.
+    assert [r["fixed_at_step"] for r in resumed_pmpl.summary_rows()] == [
+        r["fixed_at_step"] for r in reference_pmpl.summary_rows()
+    ]
+
+
+# -- the model after the search --------------------------------------------------------
+def test_train_step_is_restored_after_fit_and_the_model_saves(tmp_path):
+    x, y = _data(16)
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    model.fit(x, y, batch_size=16, epochs=1, callbacks=[PMPLCallback(verbose=0)], verbose=0)
+    assert "train_step" not in model.__dict__
+    alpha = model.get_layer("block_1_mp").alpha.numpy().copy()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # a plain fit: no alpha step
+    np.testing.assert_array_equal(model.get_layer("block_1_mp").alpha.numpy(), alpha)
+    path = str(tmp_path / "searched.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    assert reloaded.get_layer("block_1_mp").fixed_ops == model.get_layer("block_1_mp").fixed_ops
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+# -- bad input -----------------------------------------------------------------------
+def test_errors_are_clear():
+    x, y = _data(8)
+    plain = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(2)])  # fmt: skip
+    plain.compile("adam", "sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="no MetaPoolingBlock"):
+        plain.fit(x, y, epochs=1, callbacks=[PMPLCallback()], verbose=0)
+    with pytest.raises(ValueError, match="batched tf.data.Dataset"):
+        PMPLCallback(arch_data=(x, y))
+    with pytest.raises(ValueError, match="threshold"):
+        PMPLCallback(threshold=0.0)
+    with pytest.raises(ValueError, match="fix_every"):
+        PMPLCallback(fix_every=0)
+    with pytest.raises(ValueError, match="arch_step"):
+        PMPLCallback(arch_step="during")
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    unbatched = tf.data.Dataset.from_tensor_slices((x, y))
+    with pytest.raises(ValueError, match="Is the dataset batched"):
+        model.fit(x, y, epochs=1, callbacks=[PMPLCallback(arch_data=unbatched)], verbose=0)
+    no_labels = tf.data.Dataset.from_tensor_slices(x).batch(4)
+    with pytest.raises(ValueError, match=r"\(images, labels\)"):
+        model.fit(x, y, epochs=1, callbacks=[PMPLCallback(arch_data=no_labels)], verbose=0)
+    uncompiled = tiny_search_model(CANDIDATES, points=(1,))
+    uncompiled.compile("adam")  # no loss
+    with pytest.raises(ValueError, match="needs a loss"):
+        uncompiled.fit(x, y, epochs=1, callbacks=[PMPLCallback()], verbose=0)
