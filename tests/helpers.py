@@ -91,7 +91,7 @@ def tiny_search_model(candidates, input_shape=(16, 16, 1), points=(1, 2), classe
     from keras_metapool.layers import MetaPoolingBlock
 
     inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(4, 1, name="stem")(inputs)
+    x = keras.layers.Conv2D(8, 1, name="stem")(inputs)
     for index in points:
         x = MetaPoolingBlock(
             candidates=candidates, batch_norm_momentum=0.9, name=f"block_{index}_mp", seed=index
@@ -104,25 +104,46 @@ def tiny_search_model(candidates, input_shape=(16, 16, 1), points=(1, 2), classe
     return keras.Model(inputs, outputs, name="tiny_search")
 
 
-def block_or_scatter_task(count, seed, size=16):
-    """Images with one bright 3x3 block (label 1) or 9 scattered bright pixels (label 0).
+def block_or_scatter_task(count, seed, size=16, block=3):
+    """A bright ``block``x``block`` square (label 1) or as many scattered pixels (0).
 
-    Under global max pooling, only a 3x3 average tells them apart (1 vs 1/9):
-    the identity and max pooling see a maximum of 1 in both. A search over
-    {identity, max3, avg3} before a global max pool has one right answer.
+    Under a global max pool, the identity and max pooling see a maximum of 1
+    in both classes; only averaging over a window tells them apart (1 against
+    at most 2/9 for a 3x3 average): a task that needs a larger receptive
+    field, with a single right kind of answer.
     """
     rng = np.random.default_rng(seed)
+    cells_per_side = size // 4
+    if cells_per_side**2 < block**2:
+        raise ValueError(f"size {size} has too few 4x4 cells for {block**2} pixels")
     images = np.zeros((count, size, size, 1), np.float32)
     labels = rng.integers(0, 2, count)
     for i in range(count):
         if labels[i]:
-            r, c = rng.integers(1, size - 4, 2)
-            images[i, r : r + 3, c : c + 3] = 1.0
+            r, c = rng.integers(0, size - block + 1, 2)
+            images[i, r : r + block, c : c + block] = 1.0
         else:
-            # 9 pixels on a grid of stride 4 with jitter: never adjacent.
-            cells = rng.choice(16, 9, replace=False)
-            for cell in cells:
-                r, c = divmod(int(cell), 4)
+            # One pixel per 4x4 cell, jittered within its first 3x3: never adjacent.
+            for cell in rng.choice(cells_per_side**2, block**2, replace=False):
+                r, c = divmod(int(cell), cells_per_side)
                 images[i, 4 * r + rng.integers(0, 3), 4 * c + rng.integers(0, 3)] = 1.0
+    images += rng.normal(0.0, 0.05, images.shape).astype(np.float32)
+    return images, labels
+
+
+def peak_or_clutter_task(count, seed, size=24):
+    """One pixel at 1.0 (label 1) or none, in a clutter of pixels at 0.5 (20%).
+
+    Under a global max pool the identity separates the classes cleanly (1.0
+    against 0.5); averaging mixes the peak with its neighbours and with the
+    clutter, so a larger receptive field only hurts: a task where the
+    smallest receptive field is the answer.
+    """
+    rng = np.random.default_rng(seed)
+    images = (rng.random((count, size, size, 1)) < 0.2).astype(np.float32) * 0.5
+    labels = rng.integers(0, 2, count)
+    for i in np.flatnonzero(labels):
+        r, c = rng.integers(0, size, 2)
+        images[i, r, c] = 1.0
     images += rng.normal(0.0, 0.05, images.shape).astype(np.float32)
     return images, labels

@@ -6,11 +6,15 @@ model traces in a second where MobileNetV2MP's supernet takes ~20 s.
 """
 
 import csv
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import block_or_scatter_task, tiny_search_model
+from helpers import block_or_scatter_task, peak_or_clutter_task, tiny_search_model
 
 from keras_metapool._keras import keras
 from keras_metapool.search import (
@@ -172,6 +176,48 @@ def test_search_finds_the_only_op_that_solves_the_task():
     assert row["ops"] == ("avg3",)
     assert row["fixed_at_step"] is not None  # fixed by the threshold, not the late stage
     assert history.history["accuracy"][-1] > 0.95
+
+
+def _search_tiny(task, candidates, points, epochs, learning_rate):
+    x, y = task(1024, seed=0)
+    xa, ya = task(1024, seed=100)
+    keras.utils.set_random_seed(0)
+    model = tiny_search_model(candidates, input_shape=x.shape[1:], points=points)
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", ["accuracy"])
+    arch = tf.data.Dataset.from_tensor_slices((xa, ya)).batch(32)
+    pmpl = PMPLCallback(arch_data=arch, learning_rate=learning_rate, verbose=0)
+    history = model.fit(x, y, batch_size=32, epochs=epochs, callbacks=[pmpl], verbose=0)
+    return [row["ops"] for row in pmpl.summary_rows()], history.history["accuracy"][-1]
+
+
+def test_search_enlarges_the_receptive_field_only_where_the_task_needs_it():
+    candidates = ("identity", "avg3", "avg5")
+
+    def needs_large_field(count, seed):  # a 5x5 square vs 25 scattered pixels
+        return block_or_scatter_task(count, seed, size=24, block=5)
+
+    global_ops, global_accuracy = _search_tiny(needs_large_field, candidates, (1, 2), 8, 0.003)
+    local_ops, local_accuracy = _search_tiny(peak_or_clutter_task, candidates, (1, 2), 8, 0.003)
+    assert global_accuracy > 0.95 and local_accuracy > 0.95
+    # Every point enlarges where the label needs a wide view...
+    assert all("identity" not in ops for ops in global_ops), global_ops
+    # ...and none does where the single pixel decides: identity everywhere.
+    assert all(ops == ("identity",) for ops in local_ops), local_ops
+
+
+def test_mirrored_strategy_search_reaches_the_single_device_architecture():
+    script = os.path.join(os.path.dirname(__file__), "mirrored_search_script.py")
+    result = subprocess.run(
+        [sys.executable, script], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(result.stdout.strip().splitlines()[-1])
+    single, mirrored = runs["single"], runs["mirrored"]
+    assert mirrored["replicas"] == 2
+    assert single["ops"] == mirrored["ops"] == ["avg3"]
+    assert mirrored["fixed_at_step"] is not None and mirrored["accuracy"] > 0.95
+    # Each replica drew its own held-out batch every step.
+    assert mirrored["arch_batches"] == 2 * single["arch_batches"]
 
 
 # -- visibility ----------------------------------------------------------------------
