@@ -46,6 +46,7 @@ __all__ = [
     "OpReport",
     "edgetpu_report",
     "parse_edgetpu_compiler_log",
+    "report_for_graph",
     "run_edgetpu_compiler",
 ]
 
@@ -446,7 +447,11 @@ def edgetpu_report(tflite_path):
         >>> report.all_mapped, report.first_cpu_op
         (True, None)
     """
-    graph = read_tflite_graph(tflite_path)
+    return report_for_graph(read_tflite_graph(tflite_path))
+
+
+def report_for_graph(graph):
+    """``edgetpu_report`` of an already parsed ``TFLiteGraph``."""
     # Only the main subgraph is listed: control-flow bodies live in further
     # subgraphs, and the ops calling them (WHILE, IF) are not in the table.
     ops, partition_ended = [], False

@@ -150,7 +150,9 @@ class TFLiteRunner:
         if not scale:
             return images.astype(dtype)  # raw integer input (no quantization)
         info = np.iinfo(dtype)
-        quantized = np.round(images / scale + zero_point)
+        # As TFLite's QUANTIZE: round, then shift. Adding the zero point first
+        # would round near-ties differently for int8 and uint8.
+        quantized = np.round(images / np.float32(scale)) + zero_point
         return np.clip(quantized, info.min, info.max).astype(dtype)
 
     def _dequantize(self, values):
