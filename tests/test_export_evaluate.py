@@ -1,0 +1,145 @@
+"""evaluate_tflite / tflite_predict on a small CNN trained on real Fashion-MNIST.
+
+A trained network is what makes "the quantized model predicts like the Keras
+model" a meaningful claim (an untrained one amplifies any rounding), and a
+small one keeps training and five conversions within seconds.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_metapool._keras import keras
+from keras_metapool.data.fashion_mnist import load_fashion_mnist
+from keras_metapool.export import (
+    TFLITE_MODES,
+    evaluate_tflite,
+    measure_latency,
+    tflite_predict,
+    to_tflite,
+)
+
+NUM_TEST = 500
+
+
+def _scale(pixels):
+    return (pixels[..., None].astype(np.float32) / 127.5 - 1.0).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    train_x, train_y = load_fashion_mnist("train", limit=4000)
+    test_x, test_y = load_fashion_mnist("test", limit=NUM_TEST)
+    return _scale(train_x), train_y, _scale(test_x), test_y
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    train_x, train_y, _, _ = data
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(train_x, train_y, batch_size=64, epochs=3, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exports(trained, data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluate")
+    train_x = data[0]
+    return {
+        mode: to_tflite(trained, folder / f"{mode}.tflite", mode, representative_data=train_x)
+        for mode in TFLITE_MODES
+    }
+
+
+@pytest.fixture(scope="module")
+def keras_predictions(trained, data):
+    return trained.predict(data[2], verbose=0)
+
+
+def test_the_network_learned(keras_predictions, data):
+    accuracy = np.mean(keras_predictions.argmax(-1) == data[3])
+    assert accuracy > 0.7  # chance is 0.1: the comparisons below are meaningful
+
+
+@pytest.mark.parametrize("mode", TFLITE_MODES)
+def test_tflite_predicts_like_keras(mode, exports, keras_predictions, data):
+    outputs = tflite_predict(exports[mode].path, data[2])
+    assert outputs.shape == keras_predictions.shape and outputs.dtype == np.float32
+    agreement = np.mean(outputs.argmax(-1) == keras_predictions.argmax(-1))
+    if mode == "float":
+        np.testing.assert_allclose(outputs, keras_predictions, atol=1e-5)
+    else:
+        assert agreement >= 0.97, agreement
+        # Dequantized probabilities, not raw int8/uint8 codes.
+        np.testing.assert_allclose(outputs.sum(-1), 1.0, atol=0.05)
+
+
+@pytest.mark.parametrize("mode", TFLITE_MODES)
+def test_evaluate_tflite_accuracy_and_latency(mode, exports, keras_predictions, data):
+    test_x, test_y = data[2], data[3]
+    result = evaluate_tflite(exports[mode].path, (test_x, test_y))
+    keras_accuracy = np.mean(keras_predictions.argmax(-1) == test_y)
+    expected = np.mean(tflite_predict(exports[mode].path, test_x).argmax(-1) == test_y)
+    assert result.accuracy == pytest.approx(expected)
+    assert abs(result.accuracy - keras_accuracy) <= (0.002 if mode == "float" else 0.02)
+    assert result.num_examples == NUM_TEST
+    assert result.latency.batch_size == 1 and result.latency.runs == NUM_TEST
+    assert 0 < result.latency.median_ms <= result.latency.p90_ms
+
+
+def test_evaluate_tflite_takes_datasets_and_one_hot_labels(exports, data):
+    test_x, test_y = data[2], data[3]
+    path = exports["int8"].path
+    reference = evaluate_tflite(path, (test_x, test_y))
+    one_hot = tf.one_hot(test_y, 10)
+    batched = tf.data.Dataset.from_tensor_slices((test_x, one_hot)).batch(64)
+    from_dataset = evaluate_tflite(path, batched, batch_size=16)
+    assert from_dataset.accuracy == pytest.approx(reference.accuracy)
+    assert from_dataset.latency.batch_size == 16
+    unbatched = tf.data.Dataset.from_tensor_slices((test_x, test_y))
+    first = evaluate_tflite(path, unbatched, max_examples=50)
+    assert first.num_examples == 50
+    assert first.accuracy == pytest.approx(
+        evaluate_tflite(path, (test_x[:50], test_y[:50])).accuracy
+    )
+
+
+def test_static_batch_model_pads_the_last_batch(exports, data):
+    # The edgetpu model has batch 1; a dynamic model evaluated at batch 7
+    # leaves a remainder of 500 % 7 = 3 images.
+    test_x = data[2][:20]
+    expected = tflite_predict(exports["uint8"].path, test_x)
+    np.testing.assert_array_equal(
+        tflite_predict(exports["uint8"].path, test_x, batch_size=7), expected
+    )
+    np.testing.assert_array_equal(tflite_predict(exports["edgetpu"].path, test_x), expected)
+
+
+def test_measure_latency(exports):
+    stats = measure_latency(exports["float"].path, runs=12, warmup=2)
+    assert stats.runs == 12 and stats.batch_size == 1
+    assert 0 < stats.median_ms <= stats.p90_ms
+
+
+def test_bad_input(exports, data, tmp_path):
+    path = exports["float"].path
+    with pytest.raises(ValueError, match="no output named 'logits'.*probabilities"):
+        tflite_predict(path, data[2][:2], output="logits")
+    with pytest.raises(ValueError, match=r"dataset of \(images, labels\)"):
+        evaluate_tflite(path, tf.data.Dataset.from_tensor_slices(data[2][:4]))
+    with pytest.raises(ValueError, match="4 images but 3 labels"):
+        evaluate_tflite(path, (data[2][:4], data[3][:3]))
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"nonsense")
+    with pytest.raises(ValueError, match="bad.tflite.*not a TFLite model"):
+        evaluate_tflite(bad, (data[2][:4], data[3][:4]))
