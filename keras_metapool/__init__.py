@@ -19,6 +19,14 @@ from keras_metapool.models import (
     MobileNetV2MP,
     from_mobilenet_v2,
 )
+from keras_metapool.search import (
+    PMPLCallback,
+    derive_architecture,
+    plot_search,
+    split_for_search,
+    to_fixed_model,
+    transfer_weights,
+)
 
 __version__ = "0.1.0"
 
@@ -34,8 +42,14 @@ __all__ = [
     "HardSwish",
     "MetaPoolingBlock",
     "MobileNetV2MP",
+    "PMPLCallback",
     "SpatialEnhancer",
     "decode_predictions",
+    "derive_architecture",
     "from_mobilenet_v2",
+    "plot_search",
     "preprocess_input",
+    "split_for_search",
+    "to_fixed_model",
+    "transfer_weights",
 ]

@@ -22,6 +22,7 @@ from keras_metapool.search import (
     decode_fixed_code,
     fixed_code,
     late_stage_epoch,
+    plot_search,
     split_for_search,
 )
 
@@ -402,3 +403,39 @@ def test_errors_are_clear():
     uncompiled.compile("adam")  # no loss
     with pytest.raises(ValueError, match="needs a loss"):
         uncompiled.fit(x, y, epochs=1, callbacks=[PMPLCallback()], verbose=0)
+
+
+# -- plot_search -----------------------------------------------------------------------
+def _png_size(path):
+    with open(path, "rb") as f:
+        header = f.read(24)
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_plot_search_draws_from_the_callback_and_from_history(tmp_path):
+    x, y = _data(16)
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2, 3)))
+    model.get_layer("block_1_mp").alpha.assign(_logits_for([0.1, 0.1, 0.7, 0.1]))
+    pmpl = PMPLCallback(learning_rate=0.05, verbose=0)
+    history = model.fit(x, y, batch_size=8, epochs=3, callbacks=[pmpl], verbose=0)
+    from_callback = _png_size(plot_search(pmpl, str(tmp_path / "a.png")))
+    from_history = _png_size(plot_search(history, str(tmp_path / "b.png")))
+    # 3 point panels + the counts panel: one row of 4 panels.
+    assert from_callback == from_history
+    assert from_callback[0] > 2 * from_callback[1]
+
+
+def test_plot_search_counts_without_probabilities_and_rejects_bad_input(tmp_path):
+    x, y = _data(16)
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    pmpl = PMPLCallback(log_probabilities=False, verbose=0)
+    history = model.fit(x, y, batch_size=8, epochs=2, callbacks=[pmpl], verbose=0)
+    width, height = _png_size(plot_search(history.history, str(tmp_path / "counts.png")))
+    assert width > 0 and height > 0
+    with pytest.raises(ValueError, match="No PMPL entries"):
+        plot_search({"loss": [1.0]}, str(tmp_path / "x.png"))
+    with pytest.raises(ValueError, match="does not exist"):
+        plot_search(pmpl, str(tmp_path / "missing" / "x.png"))
+    with pytest.raises(ValueError, match="run fit first"):
+        plot_search(PMPLCallback(), str(tmp_path / "x.png"))
