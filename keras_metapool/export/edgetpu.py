@@ -611,7 +611,9 @@ def main(argv, verbose=False, compile_model=False, output_dir=None):
         print("usage: python -m keras_metapool.export.edgetpu MODEL.tflite ...", file=sys.stderr)
         return 2
     status = 0
-    for path in paths:
+    for number, path in enumerate(paths):
+        if number:
+            print()
         try:
             report = edgetpu_report(path)
         except (OSError, ValueError) as error:
