@@ -360,6 +360,49 @@ def test_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path):
     ]
 
 
+def test_search_split_over_two_fits_resumes_from_a_tf_checkpoint(tmp_path):
+    reference, _ = _resume_run(tmp_path / "a")
+    x, y = block_or_scatter_task(256, seed=0)
+    xa, ya = block_or_scatter_task(256, seed=1)
+    arch = tf.data.Dataset.from_tensor_slices((xa, ya)).batch(32)
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+    def fresh():
+        keras.utils.set_random_seed(7)
+        return _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
+
+    def pmpl():
+        return PMPLCallback(
+            arch_data=arch, learning_rate=0.05, late_stage=0.75, search_epochs=4, verbose=0
+        )
+
+    first = fresh()
+    first.fit(train, epochs=2, callbacks=[pmpl()], verbose=0)
+    first.save_weights(str(tmp_path / "ckpt"))  # TF format: carries the search state
+    second = fresh()
+    second.load_weights(str(tmp_path / "ckpt"))
+    second.fit(train, initial_epoch=2, epochs=4, callbacks=[pmpl()], verbose=0)
+    for index in (1, 2):
+        name = f"block_{index}_mp"
+        assert second.get_layer(name).fixed_ops == reference.get_layer(name).fixed_ops
+        np.testing.assert_allclose(
+            second.get_layer(name).alpha.numpy(), reference.get_layer(name).alpha.numpy(), atol=1e-4
+        )
+    assert int(second._pmpl_state.adam_steps.numpy()) == int(
+        reference._pmpl_state.adam_steps.numpy()
+    )
+
+
+def test_a_fit_shorter_than_search_epochs_leaves_undecided_points_searching():
+    x, y = _data(16)
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    pmpl = PMPLCallback(learning_rate=1e-30, weight_decay=0.0, search_epochs=3, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=1, callbacks=[pmpl], verbose=0)
+    assert model.get_layer("block_1_mp").fixed_ops is None
+    model.fit(x, y, batch_size=16, initial_epoch=1, epochs=3, callbacks=[pmpl], verbose=0)
+    assert len(model.get_layer("block_1_mp").fixed_ops) == 2  # late stage at epoch 2
+
+
 # -- the model after the search --------------------------------------------------------
 def test_train_step_is_restored_after_fit_and_the_model_saves(tmp_path):
     x, y = _data(16)

@@ -149,6 +149,12 @@ class PMPLCallback(keras.callbacks.Callback):
         fix_every: Check for points to fix every this many training steps.
         late_stage: Fraction of the epochs after which undecided points are
             fixed to their top two ops; 1.0 leaves that to the end of ``fit``.
+        search_epochs: Length of the whole search in epochs, when it spans
+            several ``fit`` calls (e.g. ``fit(epochs=10)`` then
+            ``fit(initial_epoch=10, epochs=30)``); default: ``fit``'s
+            ``epochs``. The late stage counts from it, and a ``fit`` ending
+            before it (unless stopped early, e.g. by ``EarlyStopping``) leaves
+            undecided points searching.
         arch_step: ``"before"`` (default, as DARTS) or ``"after"`` the weight
             step.
         loss: Loss of the alpha step (default: the model's compiled loss),
@@ -168,6 +174,7 @@ class PMPLCallback(keras.callbacks.Callback):
         threshold=0.2,
         fix_every=1,
         late_stage=2.0 / 3.0,
+        search_epochs=None,
         arch_step="before",
         loss=None,
         log_probabilities=True,
@@ -195,6 +202,12 @@ class PMPLCallback(keras.callbacks.Callback):
                 raise ValueError(f"`{name}` is out of range: {locals()[name]!r}.")
         if isinstance(fix_every, bool) or not isinstance(fix_every, int) or fix_every < 1:
             raise ValueError(f"`fix_every` must be a positive integer, got {fix_every!r}.")
+        if search_epochs is not None and (
+            isinstance(search_epochs, bool)
+            or not isinstance(search_epochs, int)
+            or search_epochs < 1
+        ):
+            raise ValueError(f"`search_epochs` must be a positive integer, got {search_epochs!r}.")
         if arch_step not in ARCH_STEP_POSITIONS:
             raise ValueError(
                 f"Unknown arch_step {arch_step!r}. Valid values: {', '.join(ARCH_STEP_POSITIONS)}."
@@ -208,6 +221,7 @@ class PMPLCallback(keras.callbacks.Callback):
         self.threshold = float(threshold)
         self.fix_every = int(fix_every)
         self.late_stage = float(late_stage)
+        self.search_epochs = search_epochs
         self.arch_step = arch_step
         self.loss = loss
         self.log_probabilities = bool(log_probabilities)
@@ -275,8 +289,9 @@ class PMPLCallback(keras.callbacks.Callback):
             # and restore it (deferred if the restore already happened).
             model._pmpl_state = state
         self._state = state
-        epochs = self.params.get("epochs") or 1
-        self._late_epoch = late_stage_epoch(epochs, self.late_stage)
+        self._total_epochs = self.search_epochs or self.params.get("epochs") or 1
+        self._late_epoch = late_stage_epoch(self._total_epochs, self.late_stage)
+        self._last_epoch = -1
         self._arch_iterator = None
         # The alpha step and the fixing rule join the model's compiled train
         # step, so they run without Python per step, with steps_per_execution
@@ -394,6 +409,7 @@ class PMPLCallback(keras.callbacks.Callback):
         return probabilities, fixed
 
     def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
         probabilities, fixed = self._snapshot()
         previous = self.history[-1]["fixed"] if self.history else {}
         self.history.append({"epoch": epoch, "probabilities": probabilities, "fixed": fixed})
@@ -415,7 +431,8 @@ class PMPLCallback(keras.callbacks.Callback):
             self._print(line + f"; totals: {self._totals(fixed)}")
 
     def on_train_end(self, logs=None):
-        fixed = self._fix_undecided_to_top2()
+        finished = self._last_epoch + 1 >= self._total_epochs or self.model.stop_training
+        fixed = self._fix_undecided_to_top2() if finished else {}
         if fixed and self.verbose:
             self._print(f"PMPL end of fit: undecided points fixed to their top two: "
                         f"{self._describe(fixed)}")  # fmt: skip
@@ -509,6 +526,7 @@ class PMPLCallback(keras.callbacks.Callback):
             threshold=self.threshold,
             fix_every=self.fix_every,
             late_stage=self.late_stage,
+            search_epochs=self.search_epochs,
             arch_step=self.arch_step,
             log_probabilities=self.log_probabilities,
             verbose=self.verbose,
