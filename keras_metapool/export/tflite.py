@@ -19,6 +19,8 @@ __all__ = [
     "ExportValidationError",
     "TFLiteExport",
     "TensorDetails",
+    "calibration_samples",
+    "full_integer_problems",
     "to_tflite",
 ]
 
