@@ -311,16 +311,23 @@ class _Interrupt(keras.callbacks.Callback):
             raise RuntimeError("interrupted")
 
 
-def _resume_run(tmp_path, interrupt_at=None):
+def _resume_data():
+    """(train, arch) datasets, deterministic: no shuffling."""
     x, y = block_or_scatter_task(256, seed=0)
     xa, ya = block_or_scatter_task(256, seed=1)
     arch = tf.data.Dataset.from_tensor_slices((xa, ya)).batch(32)
-    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(32), arch
 
-    def fresh():
-        keras.utils.set_random_seed(7)
-        model = tiny_search_model(CANDIDATES, points=(1, 2))
-        return _compiled(model)
+
+def _fresh_resume_model():
+    """The same initial model every time, as a restarted process would build."""
+    keras.utils.set_random_seed(7)
+    return _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
+
+
+def _resume_run(tmp_path, interrupt_at=None):
+    train, arch = _resume_data()
+    fresh = _fresh_resume_model
 
     def callbacks(extra=()):
         pmpl = PMPLCallback(arch_data=arch, learning_rate=0.05, late_stage=0.75, verbose=0)
@@ -362,14 +369,8 @@ def test_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path):
 
 def test_search_split_over_two_fits_resumes_from_a_tf_checkpoint(tmp_path):
     reference, _ = _resume_run(tmp_path / "a")
-    x, y = block_or_scatter_task(256, seed=0)
-    xa, ya = block_or_scatter_task(256, seed=1)
-    arch = tf.data.Dataset.from_tensor_slices((xa, ya)).batch(32)
-    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-
-    def fresh():
-        keras.utils.set_random_seed(7)
-        return _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
+    train, arch = _resume_data()
+    fresh = _fresh_resume_model
 
     def pmpl():
         return PMPLCallback(

@@ -497,7 +497,7 @@ class PMPLCallback(keras.callbacks.Callback):
         print_fn = print_fn or print
         rows = self.summary_rows()
         header = f"{'block':>5}  {'point':<18} {'state':<9} {'op(s)':<14} {'p':>6}  "
-        header += f"{'receptive field':<28} fixed at step"
+        header += f"{'receptive field':<34} fixed at step"
         print_fn(header)
         print_fn("-" * len(header))
         for row in rows:
@@ -507,7 +507,7 @@ class PMPLCallback(keras.callbacks.Callback):
             print_fn(
                 f"{row['block']:>5}  {row['point']:<18} {row['state']:<9} "
                 f"{'+'.join(row['ops']):<14} {row['probability']:>6.3f}  "
-                f"{row['receptive_field']:<28} {step}"
+                f"{row['receptive_field']:<34} {step}"
             )
         fixed = [row for row in rows if row["state"] == "fixed"]
         enlarging = sum(is_enlarging(row["ops"]) for row in fixed)
