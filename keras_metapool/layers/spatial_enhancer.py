@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_metapool._keras import keras
-from keras_metapool.layers.activations import hard_swish
+from keras_metapool.layers.activations import HARD_SWISH_SCALE, hard_swish_times_six
 from keras_metapool.layers.common import build_in_own_scope, build_sublayer, feature_map_shape
 
 
@@ -37,6 +37,13 @@ class SpatialEnhancer(keras.layers.Layer):
     at inference, and the graph needs no TRANSPOSE or CONCATENATION, which
     keeps it convertible for the Edge TPU. ``gate_h`` and ``gate_w`` are two
     separate convolutions, as in coordinate attention, which SSP derives from.
+
+    The 1/6 of the bottleneck's hard swish is folded into the gate kernels at
+    call time (``gate(x * relu6(x + 3))`` with the kernel scaled by 1/6; the
+    stored weights are the plain ones): the TFLite converter would otherwise
+    fuse the hard swish into a HARD_SWISH op, which the Edge TPU does not run.
+    This way the int8 model of SSP is MEAN, CONV_2D, ADD (ReLU6 fused), MUL,
+    CONV_2D, LOGISTIC and MUL, all Edge TPU ops.
 
     The layer works for any spatial size >= 1, static or dynamic, and under
     mixed precision (``mixed_float16`` / ``mixed_bfloat16``).
@@ -121,13 +128,26 @@ class SpatialEnhancer(keras.layers.Layer):
         super().build(input_shape)
 
     def _bottleneck(self, z, training):
-        return hard_swish(self.reduce_bn(self.reduce(z), training=training))
+        """Six times the bottleneck, ``6 * hswish(BN(reduce(z)))``; see ``_gate``."""
+        return hard_swish_times_six(self.reduce_bn(self.reduce(z), training=training))
+
+    def _gate(self, gate_conv, features):
+        """``sigmoid(gate_conv(features / 6))``, the 1/6 folded into the kernel.
+
+        Scaling the (constant) kernel rather than the features is what keeps
+        the converter from fusing a HARD_SWISH op; for the float function it is
+        the same convolution up to rounding.
+        """
+        kernel = tf.cast(gate_conv.kernel, features.dtype) * HARD_SWISH_SCALE
+        logits = gate_conv.convolution_op(features, kernel)
+        logits = tf.nn.bias_add(logits, tf.cast(gate_conv.bias, features.dtype))
+        return tf.sigmoid(logits)
 
     def call(self, inputs, training=None):
         pooled_h = tf.reduce_mean(inputs, axis=2, keepdims=True)  # (B, H, 1, C)
         pooled_w = tf.reduce_mean(inputs, axis=1, keepdims=True)  # (B, 1, W, C)
-        gate_h = tf.sigmoid(self.gate_h(self._bottleneck(pooled_h, training)))
-        gate_w = tf.sigmoid(self.gate_w(self._bottleneck(pooled_w, training)))
+        gate_h = self._gate(self.gate_h, self._bottleneck(pooled_h, training))
+        gate_w = self._gate(self.gate_w, self._bottleneck(pooled_w, training))
         return inputs * gate_h * gate_w
 
     def compute_output_shape(self, input_shape):
