@@ -173,6 +173,8 @@ def to_tflite(
         raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(TFLITE_MODES)}.")
     path = common.check_output_path(path)
     batch_size = _resolve_batch_size(mode, batch_size)
+    if mode in FULL_INTEGER_MODES and representative_data is None:
+        raise _missing_data_error(mode)  # before the lean-model rebuild
     model = common.exportable_model(model)
     input_shape = tuple(model.inputs[0].shape[1:])
     if mode == "edgetpu" and any(size is None for size in input_shape):
@@ -260,12 +262,7 @@ def calibration_samples(data, input_shape, limit=DEFAULT_CALIBRATION_SAMPLES, mo
             holds images of the wrong shape.
     """
     if data is None:
-        raise ValueError(
-            f"mode={mode!r} quantizes activations to 8 bits and needs "
-            "representative_data to calibrate their ranges: about 100-200 training "
-            "images preprocessed as the model's input (a tf.data.Dataset, a NumPy "
-            "array (N, H, W, C) or a generator of batches). A QAT model needs it too."
-        )
+        raise _missing_data_error(mode)
     if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
         raise ValueError(f"`num_calibration_samples` must be a positive int, got {limit!r}.")
     samples = []
@@ -289,6 +286,15 @@ def calibration_samples(data, input_shape, limit=DEFAULT_CALIBRATION_SAMPLES, mo
             high,
         )
     return samples
+
+
+def _missing_data_error(mode):
+    return ValueError(
+        f"mode={mode!r} quantizes activations to 8 bits and needs "
+        "representative_data to calibrate their ranges: about 100-200 training "
+        "images preprocessed as the model's input (a tf.data.Dataset, a NumPy "
+        "array (N, H, W, C) or a generator of batches). A QAT model needs it too."
+    )
 
 
 def _iterate_batches(data):
