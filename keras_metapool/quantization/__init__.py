@@ -1,1 +1,37 @@
-"""TF-MOT quantization-aware training for MobileNetV2MP (to come; see README Status)."""
+"""Quantization-aware training (TF-MOT) for MobileNetV2MP.
+
+- ``quantize_model(model)``: the QAT model of any fixed MobileNetV2MP (or of a
+  search model whose points are all fixed);
+- ``calibrate_activation_ranges(qat_model, images)``: activation ranges from
+  data (``quantize_model(..., representative_data=...)`` calls it);
+- ``quantize_scope()``: the context to load a saved QAT model in (``.h5`` or
+  SavedModel; ``.keras`` does not reload TF-MOT models and is refused);
+- ``QuantizedSpatialEnhancer``, ``QuantizedHardSwish``,
+  ``QuantizedBatchNormalization``: the quantized twins ``quantize_model``
+  swaps in.
+
+TF-MOT itself is imported only when ``quantize_model`` or ``quantize_scope``
+is called (importing it sets ``TF_USE_LEGACY_KERAS``).
+"""
+
+from keras_metapool.quantization.layers import (
+    QuantizedBatchNormalization,
+    QuantizedHardSwish,
+    QuantizedSpatialEnhancer,
+)
+from keras_metapool.quantization.qat import (
+    MOBILENET_INPUT_RANGE,
+    calibrate_activation_ranges,
+    quantize_model,
+    quantize_scope,
+)
+
+__all__ = [
+    "MOBILENET_INPUT_RANGE",
+    "QuantizedBatchNormalization",
+    "QuantizedHardSwish",
+    "QuantizedSpatialEnhancer",
+    "calibrate_activation_ranges",
+    "quantize_model",
+    "quantize_scope",
+]
