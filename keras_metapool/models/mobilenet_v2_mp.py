@@ -308,6 +308,9 @@ def MobileNetV2MP(
             keras.applications) or ``"paper"``: global average pool, 1x1
             convolution 1280->1280 with bias, hard swish, Dropout(0.2),
             Dense. The paper head adds about 1.64M parameters at alpha=1.0.
+            Its hard swish (like SSP's and the post-norm's) is written so that
+            int8 TFLite models contain only Edge TPU ops (ADD, MUL; no
+            HARD_SWISH): see ``keras_metapool.layers.activations``.
         batch_norm_momentum: Momentum of every BatchNormalization. 0.999 (the
             keras.applications value) suits long ImageNet runs; for short runs
             (a few epochs) use 0.9, or the moving statistics stay unsettled
