@@ -6,6 +6,7 @@
 Built on ``tf_keras`` (Keras 2), which TF Model Optimization requires.
 """
 
+from keras_metapool import export, quantization
 from keras_metapool._keras import keras as _keras
 from keras_metapool.layers import (
     CANDIDATE_OPS,
@@ -19,6 +20,7 @@ from keras_metapool.models import (
     MobileNetV2MP,
     from_mobilenet_v2,
 )
+from keras_metapool.quantization import quantize_model, quantize_scope
 from keras_metapool.search import (
     PMPLCallback,
     derive_architecture,
@@ -46,9 +48,13 @@ __all__ = [
     "SpatialEnhancer",
     "decode_predictions",
     "derive_architecture",
+    "export",
     "from_mobilenet_v2",
     "plot_search",
     "preprocess_input",
+    "quantization",
+    "quantize_model",
+    "quantize_scope",
     "split_for_search",
     "to_fixed_model",
     "transfer_weights",
