@@ -183,12 +183,19 @@ def small_model(kind, seed=0):
         x = HardSwish(name="hswish")(x)
     elif kind == "average_pool":
         x = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="pool")(x)
-    elif kind == "pair":
+    elif kind in ("pair", "classifier"):
         pair = [keras.layers.Identity(name="identity"), SpatialEnhancer(min_channels=4)]
         x = keras.layers.Add()([op(x) for op in pair])
         x = keras.layers.BatchNormalization(name="post_bn")(x)
         x = HardSwish(name="hswish")(x)
-    outputs = x if kind == "average_pool" else keras.layers.Conv2D(8, 1, name="head")(x)
+    if kind == "classifier":  # every kind of quantizer keras_metapool adds
+        x = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="pool")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        outputs = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
+    elif kind == "average_pool":
+        outputs = x
+    else:
+        outputs = keras.layers.Conv2D(8, 1, name="head")(x)
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(seed)
     for layer in model.layers[1:]:
@@ -364,7 +371,7 @@ def test_fixed_search_model_quantizes_as_its_lean_model(rng):
 @pytest.fixture(scope="module")
 def small_qat():
     keras.utils.set_random_seed(0)
-    model = small_model("pair", seed=3)
+    model = small_model("classifier", seed=3)
     x = np.random.default_rng(5).uniform(-1.0, 1.0, (16, 6, 5, 3)).astype(np.float32)
     return quantize_model(model, representative_data=x), x
 
@@ -382,8 +389,16 @@ def test_qat_model_round_trips_in_quantize_scope(small_qat, filename, kwargs, tm
     assert [type(layer).__name__ for layer in loaded.layers] == [
         type(layer).__name__ for layer in qat.layers
     ]
-    twin = quantize_wrappers(loaded)["post_bn"].layer
-    assert type(twin) is QuantizedBatchNormalization
+    # (configs imports TF-MOT, which sets TF_USE_LEGACY_KERAS: not at collection.)
+    from keras_metapool.quantization import configs
+
+    wrappers = quantize_wrappers(loaded)
+    assert type(wrappers["post_bn"].layer) is QuantizedBatchNormalization
+    assert type(wrappers["predictions"].quantize_config) is configs.SoftmaxClassifierQuantizeConfig
+    assert type(wrappers["pool"].quantize_config) is configs.AveragePoolingQuantizeConfig
+    assert type(loaded.layers[1].quantizer) is configs.FixedRangeQuantizer
+    # Their quantizers work after loading: the output is on the SOFTMAX grid.
+    np.testing.assert_allclose(expected * 256, np.round(expected * 256), atol=1e-3)
     for original, restored in zip(qat.weights, loaded.weights):
         np.testing.assert_array_equal(restored.numpy(), original.numpy())
 
