@@ -53,6 +53,42 @@ def infer_alpha(model):
     raise ValueError("Could not infer `alpha` of base_model from its channel counts; pass alpha=.")
 
 
+def builder_arguments(model, alpha=None):
+    """The ``MobileNetV2MP`` arguments that rebuild ``model``'s frame.
+
+    Everything but the Meta-Pooling choices: input shape, width (inferred
+    unless given), classifier (classes, activation, head) or pooling, and BN
+    momentum. Read from the layers, so it works on a keras.applications
+    MobileNetV2, a MobileNetV2MP, and either one loaded from a file.
+
+    Raises:
+        ValueError: if the model is not a MobileNetV2(MP) or ``alpha`` does
+            not match its channel counts.
+    """
+    alpha = infer_alpha(model) if alpha is None else alpha
+    if not _alpha_fits(model, alpha):
+        raise ValueError(f"`alpha`={alpha} does not match the model's channel counts.")
+    layer_names = {layer.name for layer in model.layers}
+    kwargs = dict(
+        input_shape=tuple(model.input_shape[1:]),
+        alpha=alpha,
+        include_top="predictions" in layer_names,
+        weights=None,
+        batch_norm_momentum=model.get_layer("bn_Conv1").momentum,
+    )
+    if kwargs["include_top"]:
+        predictions = model.get_layer("predictions")
+        kwargs["classes"] = predictions.units
+        kwargs["classifier_activation"] = keras.activations.serialize(predictions.activation)
+        kwargs["head"] = "paper" if "head_conv" in layer_names else "classic"
+    else:
+        kwargs["pooling"] = {
+            "GlobalAveragePooling2D": "avg",
+            "GlobalMaxPooling2D": "max",
+        }.get(type(model.layers[-1]).__name__)
+    return kwargs
+
+
 def from_mobilenet_v2(
     base_model,
     meta_pooling="paper",
@@ -110,23 +146,9 @@ def from_mobilenet_v2(
             f"`base_model` must be a tf_keras Model (keras.applications.MobileNetV2), "
             f"got {type(base_model).__name__}. Keras 3 models are not supported."
         )
-    alpha = infer_alpha(base_model) if alpha is None else alpha
-    if not _alpha_fits(base_model, alpha):
-        raise ValueError(f"`alpha`={alpha} does not match base_model's channel counts.")
-    layer_names = {layer.name for layer in base_model.layers}
-    include_top = "predictions" in layer_names
-    kwargs = {}
-    if include_top:
-        predictions = base_model.get_layer("predictions")
-        kwargs["classes"] = predictions.units
-        kwargs["classifier_activation"] = keras.activations.serialize(predictions.activation)
-    else:
-        kwargs["pooling"] = {
-            "GlobalAveragePooling2D": "avg",
-            "GlobalMaxPooling2D": "max",
-        }.get(type(base_model.layers[-1]).__name__)
-    if batch_norm_momentum is None:
-        batch_norm_momentum = base_model.get_layer("bn_Conv1").momentum
+    frame = builder_arguments(base_model, alpha)
+    if batch_norm_momentum is not None:
+        frame["batch_norm_momentum"] = batch_norm_momentum
     spec = resolve_spec(meta_pooling, placement)
     preserving = enhancer_init == "identity"
     lone_ssp = [i for i, entry in enumerate(spec.ops) if entry == "ssp" and not spec.post_norm]
@@ -138,15 +160,10 @@ def from_mobilenet_v2(
             spec,
         )
     model = MobileNetV2MP(
-        input_shape=base_model.input_shape[1:],
-        alpha=alpha,
-        include_top=include_top,
-        weights=None,
         meta_pooling=spec,
-        batch_norm_momentum=batch_norm_momentum,
         enhancer_init="open_gates" if preserving else "paper",
         name=name,
-        **kwargs,
+        **frame,
     )
     for layer in base_model.layers:
         if not layer.weights:

@@ -8,7 +8,6 @@
 """
 
 from keras_metapool.search.derive import (
-    builder_arguments,
     derive_architecture,
     search_blocks,
     to_fixed_model,
@@ -32,7 +31,6 @@ __all__ = [
     "late_stage_epoch",
     "plot_search",
     "split_for_search",
-    "builder_arguments",
     "derive_architecture",
     "search_blocks",
     "to_fixed_model",

@@ -21,7 +21,7 @@ from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, IDENTITY
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.models.architecture import NUM_BLOCKS, ArchitectureSpec
 from keras_metapool.models.mobilenet_v2_mp import MobileNetV2MP, block_prefix
-from keras_metapool.models.transfer import infer_alpha
+from keras_metapool.models.transfer import builder_arguments
 
 #: What an undecided point becomes in ``derive_architecture``.
 UNDECIDED_RULES = ("argmax", "top2", "error")
@@ -96,7 +96,8 @@ def _fixed_entry(model, block_id, placement):
     return (ops[0] if len(ops) == 1 else ops), f"{name}_BN" in layer_names
 
 
-def _top_ops(block, count):
+def top_ops(block, count):
+    """A block's ``count`` most probable ops, in candidate order (ties: candidate order)."""
     probs = np.asarray(list(block.probabilities().values()))
     order = np.argsort(-probs, kind="stable")[:count]
     return tuple(block.candidates[i] for i in sorted(order))
@@ -155,7 +156,7 @@ def derive_architecture(model, undecided="argmax", name=None):
         fixed = block.fixed_ops
         if fixed is None:
             unfixed.append(block_id)
-            fixed = _top_ops(block, 1 if undecided == "argmax" else 2)
+            fixed = top_ops(block, 1 if undecided == "argmax" else 2)
         ops.append(fixed[0] if len(fixed) == 1 else fixed)
     if unfixed and undecided == "error":
         raise ValueError(_unfixed_message(model, unfixed))
@@ -169,37 +170,6 @@ def _unfixed_message(model, unfixed):
         "the end of fit), or fix them yourself with keras_metapool.derive_architecture("
         "model) and MobileNetV2MP(meta_pooling=spec) plus transfer_weights."
     )
-
-
-def builder_arguments(model):
-    """The ``MobileNetV2MP`` arguments that rebuild ``model``'s frame.
-
-    Everything but ``meta_pooling``/``placement``: input shape, width,
-    classifier (classes, activation, head) or pooling, BN momentum. Read from
-    the layers, so it also works on a model loaded from a file.
-
-    Raises:
-        ValueError: if the model is not a MobileNetV2MP.
-    """
-    layer_names = {layer.name for layer in model.layers}
-    kwargs = dict(
-        input_shape=tuple(model.input_shape[1:]),
-        alpha=infer_alpha(model),
-        include_top="predictions" in layer_names,
-        weights=None,
-        batch_norm_momentum=model.get_layer("bn_Conv1").momentum,
-    )
-    if kwargs["include_top"]:
-        predictions = model.get_layer("predictions")
-        kwargs["classes"] = predictions.units
-        kwargs["classifier_activation"] = keras.activations.serialize(predictions.activation)
-        kwargs["head"] = "paper" if "head_conv" in layer_names else "classic"
-    else:
-        kwargs["pooling"] = {
-            "GlobalAveragePooling2D": "avg",
-            "GlobalMaxPooling2D": "max",
-        }.get(type(model.layers[-1]).__name__)
-    return kwargs
 
 
 def _enhancer_sources(search_model):

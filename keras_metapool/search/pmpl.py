@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from keras_metapool._keras import keras
 from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, IDENTITY
-from keras_metapool.search.derive import derive_architecture, search_blocks
+from keras_metapool.search.derive import derive_architecture, search_blocks, top_ops
 
 ARCH_STEP_POSITIONS = ("before", "after")
 #: Prefix of the PMPL entries of ``logs`` (History, CSVLogger, TensorBoard).
@@ -384,9 +384,7 @@ class PMPLCallback(keras.callbacks.Callback):
         for block in self._blocks.values():
             if block.is_fixed:
                 continue
-            probs = np.asarray(list(block.probabilities().values()))
-            top2 = sorted(np.argsort(-probs, kind="stable")[:2])
-            block.fix(tuple(block.candidates[i] for i in top2))
+            block.fix(top_ops(block, 2))
             fixed[block.name] = block.fixed_ops
         return fixed
 
