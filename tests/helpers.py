@@ -62,6 +62,13 @@ def np_bn(z, gamma, beta, mean, var, eps):
     return (z - mean) / np.sqrt(var + eps) * gamma + beta
 
 
+def randomize_layers(layers, rng):
+    """``randomize_weights`` on every layer of ``layers`` that has weights."""
+    for layer in layers:
+        if layer.weights:
+            randomize_weights(layer, rng)
+
+
 def randomize_weights(layer, rng):
     """Assigns random non-trivial values to every weight of ``layer``."""
     assert layer.weights, "layer has no weights to randomize"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
-from helpers import np_hswish, randomize_weights
+from helpers import np_hswish, randomize_layers
 
 from keras_metapool._keras import keras
 from keras_metapool.layers import HardSwish, SpatialEnhancer, hard_swish
@@ -123,9 +123,7 @@ def conv_model(middle, shape=(6, 6, 8), seed=0):
     outputs = keras.layers.Conv2D(8, 1)(x)
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(seed)
-    for layer in model.layers[1:]:
-        if layer.weights:
-            randomize_weights(layer, rng)
+    randomize_layers(model.layers[1:], rng)
     return model
 
 

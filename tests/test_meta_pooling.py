@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import np_bn, np_hswish, randomize_weights
+from helpers import np_bn, np_hswish, randomize_layers
 
 from keras_metapool._keras import keras
 from keras_metapool.layers import (
@@ -23,9 +23,7 @@ def make_block(channels, rng, candidates=DEFAULT_CANDIDATES, **kwargs):
     """A built block with random weights everywhere and alpha = linspace."""
     block = MetaPoolingBlock(candidates=candidates, **kwargs)
     block.build((None, None, None, channels))
-    for layer in list(block.ops) + [block.bn]:
-        if layer.weights:
-            randomize_weights(layer, rng)
+    randomize_layers(list(block.ops) + [block.bn], rng)
     block.alpha.assign(np.linspace(-1.0, 1.5, len(candidates)).astype(np.float32))
     return block
 
@@ -260,9 +258,7 @@ def _tiny_model(channels=8):
 @pytest.mark.parametrize("fixed", [("ssp", "avg3"), "max3"])
 def test_saved_model_keeps_fixed_state(rng, tmp_path, fmt, fixed):
     model, block = _tiny_model()
-    for layer in list(block.ops) + [block.bn]:
-        if layer.weights:
-            randomize_weights(layer, rng)
+    randomize_layers(list(block.ops) + [block.bn], rng)
     block.alpha.assign(np.linspace(0.5, -0.5, 4).astype(np.float32))
     x = rng.normal(0.0, 1.0, (3, 6, 5, 8)).astype(np.float32)
     unfixed_pred = model.predict(x, verbose=0)

@@ -11,7 +11,7 @@ import collections
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import calibrate_batch_norms, randomize_weights
+from helpers import calibrate_batch_norms, randomize_layers
 
 import keras_metapool as km
 from keras_metapool._keras import keras
@@ -198,9 +198,7 @@ def small_model(kind, seed=0):
         outputs = keras.layers.Conv2D(8, 1, name="head")(x)
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(seed)
-    for layer in model.layers[1:]:
-        if layer.weights:
-            randomize_weights(layer, rng)
+    randomize_layers(model.layers[1:], rng)
     return model
 
 
