@@ -1,9 +1,11 @@
 """Datasets for keras_metapool.
 
-For now this holds the offline Fashion-MNIST loader, which returns numpy
-arrays read from local IDX files (no download, no TensorFlow import), and
-``to_model_input`` to resize and scale them for MobileNetV2. The ``tf.data``
-input pipelines built on top of them come later.
+- :func:`load_dataset`: ``tf.data`` pipelines of MobileNetV2 inputs from
+  Fashion-MNIST, tensorflow-datasets or an image folder (batched, shuffled,
+  augmented, shardable across replicas), with a :class:`DatasetInfo`;
+- :func:`load_fashion_mnist`: the offline Fashion-MNIST reader, numpy arrays
+  from local IDX files (no download; that module does not import TensorFlow);
+- :func:`to_model_input`: resize and scale numpy images for MobileNetV2.
 """
 
 from keras_metapool.data.fashion_mnist import (
@@ -11,11 +13,23 @@ from keras_metapool.data.fashion_mnist import (
     fashion_mnist_search_path,
     load_fashion_mnist,
 )
+from keras_metapool.data.pipelines import (
+    AUGMENTATIONS,
+    DATASET_SOURCES,
+    DatasetInfo,
+    DatasetNotFoundError,
+    load_dataset,
+)
 from keras_metapool.data.preprocessing import to_model_input
 
 __all__ = [
+    "AUGMENTATIONS",
+    "DATASET_SOURCES",
     "FASHION_MNIST_CLASS_NAMES",
+    "DatasetInfo",
+    "DatasetNotFoundError",
     "fashion_mnist_search_path",
+    "load_dataset",
     "load_fashion_mnist",
     "to_model_input",
 ]
