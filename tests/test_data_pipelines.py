@@ -303,6 +303,15 @@ def test_same_seed_same_batches_other_seed_other_batches(augment):
     assert not np.allclose(images, other_images)
 
 
+def test_randaugment_adds_ops_to_the_basic_crop_and_flip():
+    basic_images, basic_labels = training_batch(7, "basic")
+    rand_images, rand_labels = training_batch(7, "randaugment")
+    np.testing.assert_array_equal(basic_labels, rand_labels)  # same seed, same order
+    changed = np.abs(basic_images - rand_images).max(axis=(1, 2, 3)) > 0.05
+    # Two ops per image, one of seven is identity: nearly all images change.
+    assert changed.mean() > 0.7
+
+
 def test_each_epoch_is_reshuffled_and_augmented_anew(image_folder):
     root, _ = image_folder
     dataset, _ = load_dataset(

@@ -538,17 +538,15 @@ def _preprocess(images, image_size, augment, seed):
     if augment == "none":
         images = tf.image.resize(images, size, method="bilinear")
     else:
-        crop_seed, flip_seed, rand_seed = tf.unstack(
-            tf.random.experimental.stateless_split(seed, 3)
-        )
+        crop_seed, rand_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         if augment == "randaugment":
             # At source resolution: cheaper than at image_size, same effect.
             images = _rand_augment(images, rand_seed)
-        images = _random_resized_crop(images, size, crop_seed)
-        images = tf.image.stateless_random_flip_left_right(images, flip_seed)
-    images = _to_rgb(images)
+        images = _random_resized_crop_and_flip(images, size, crop_seed)
+    # Scale before repeating grey to RGB: a third of the arithmetic.
+    images = _to_rgb(images / 127.5 - 1.0)
     images.set_shape([None, image_size, image_size, 3])
-    return images / 127.5 - 1.0
+    return images
 
 
 def _to_rgb(images):
@@ -572,10 +570,10 @@ def _uniform(seed, batch, low, high):
     return tf.random.stateless_uniform([batch], seed, minval=low, maxval=high)
 
 
-def _random_resized_crop(images, size, seed):
-    """Per-image random crop (area and aspect ratio as CROP_*), resized to ``size``."""
+def _random_resized_crop_and_flip(images, size, seed):
+    """Per-image random crop (area and aspect ratio as CROP_*) resized to ``size``, half flipped."""
     batch = tf.shape(images)[0]
-    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 5))
     area = _uniform(seeds[0], batch, *CROP_AREA_RANGE)
     log_aspect = _uniform(seeds[1], batch, *(math.log(r) for r in CROP_ASPECT_RANGE))
     aspect = tf.exp(log_aspect)
@@ -584,7 +582,12 @@ def _random_resized_crop(images, size, seed):
     width = tf.minimum(tf.sqrt(area * aspect), 1.0)
     top = _uniform(seeds[2], batch, 0.0, 1.0) * (1.0 - height)
     left = _uniform(seeds[3], batch, 0.0, 1.0) * (1.0 - width)
-    boxes = tf.stack([top, left, top + height, left + width], axis=1)
+    right = left + width
+    # crop_and_resize mirrors a box whose left edge is right of its right
+    # edge: the horizontal flip comes free with the crop.
+    flip = _uniform(seeds[4], batch, 0.0, 1.0) < 0.5
+    left, right = tf.where(flip, right, left), tf.where(flip, left, right)
+    boxes = tf.stack([top, left, top + height, right], axis=1)
     return tf.image.crop_and_resize(images, boxes, tf.range(batch), size, method="bilinear")
 
 
