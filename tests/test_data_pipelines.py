@@ -465,6 +465,7 @@ def test_folder_errors_say_what_layout_was_expected(tmp_path, image_folder):
         ({"image_size": 16}, "`image_size` must be an integer >= 32"),
         ({"batch_size": 0}, "`batch_size` must be an integer >= 1"),
         ({"limit": 0}, "`limit` must be an integer >= 1"),
+        ({"seed": 1.5}, "`seed` must be an integer >= 0"),
         ({"augment": "mixup"}, "`augment` must be one of"),
         ({"search_part": "alpha"}, "`search_part` must be None, 'weights' or 'arch'"),
         ({"search_fraction": 1.0}, r"`search_fraction` must be in \(0, 1\)"),

@@ -220,7 +220,7 @@ def load_dataset(
     """
     image_size = _positive_int("image_size", image_size, minimum=MIN_IMAGE_SIZE)
     batch_size = _positive_int("batch_size", batch_size)
-    seed = operator.index(seed)
+    seed = _positive_int("seed", seed, minimum=0)
     if limit is not None:
         limit = _positive_int("limit", limit)
     if augment not in AUGMENTATIONS:
