@@ -1,0 +1,144 @@
+"""The ``keras-metapool`` command line: search, train, qat, export, evaluate, demo.
+
+    keras-metapool SUBCOMMAND [--flag=value ...] [--flagfile=FILE]
+    python -m keras_metapool.cli SUBCOMMAND ...
+
+``keras-metapool --help`` documents every flag. Each subcommand is also a
+Python function taking an ``Options`` and a ``tf.distribute.Strategy``::
+
+    from keras_metapool.cli import Options, make_strategy, train
+    options = Options(image_size=64, alpha=0.35, epochs=3, output_dir="runs/train")
+    result = train(options, make_strategy(options))
+    print(result.test_accuracy, result.model_path)
+
+Errors in what the user asked for (a bad flag, a missing file, an unknown
+dataset, ...) end the program with one line on stderr and a non-zero status:
+2 for command-line mistakes, 1 for the rest; ``--show_traceback`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from keras_metapool.cli.demo_cmd import demo, demo_defaults
+from keras_metapool.cli.evaluate_cmd import EvaluationResult, evaluate
+from keras_metapool.cli.export_cmd import ExportResult, export
+from keras_metapool.cli.options import (
+    SUBCOMMANDS,
+    Options,
+    define_flags,
+    format_help,
+)
+from keras_metapool.cli.qat_cmd import QATResult, qat
+from keras_metapool.cli.search_cmd import SearchResult, search
+from keras_metapool.cli.train_cmd import TrainResult, train
+
+#: The function of each subcommand: ``function(options, strategy)``.
+COMMANDS = dict(search=search, train=train, qat=qat, export=export, evaluate=evaluate, demo=demo)
+
+#: Exit status of a command-line mistake (as argparse).
+USAGE_ERROR = 2
+#: Exit status of a failure while running.
+RUN_ERROR = 1
+_PROGRAM = "keras-metapool"
+_HELP_ARGS = ("-h", "--help", "-?", "--helpshort")
+
+
+def _one_line(error):
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def _fail(message, status, subcommand=None):
+    where = f"{_PROGRAM} {subcommand}" if subcommand else _PROGRAM
+    sys.stderr.write(f"{where}: error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(status)
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, with our help text and one-line errors."""
+    arguments = argv[1:]
+    if "--" in arguments:
+        arguments = arguments[: arguments.index("--")]
+    if any(argument in _HELP_ARGS for argument in arguments):
+        sys.stdout.write(format_help() + "\n")
+        sys.exit(0)
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        _fail(f"{_one_line(error)} (see {_PROGRAM} --help)", USAGE_ERROR)
+
+
+def make_strategy(options):
+    """The ``tf.distribute.Strategy`` of ``options.strategy`` (``--tpu``, ``--cpu_devices``)."""
+    from keras_metapool.distribute import make_strategy as make
+
+    return make(options.strategy, tpu=options.tpu, cpu_devices=options.cpu_devices)
+
+
+def main(argv):
+    """Runs the subcommand in ``argv[1]`` with the parsed flags; returns the exit status."""
+    arguments = argv[1:]
+    expected = f"expected one of: {', '.join(SUBCOMMANDS)} (see {_PROGRAM} --help)"
+    if not arguments:
+        _fail(f"missing subcommand; {expected}", USAGE_ERROR)
+    subcommand = arguments[0]
+    if subcommand not in SUBCOMMANDS:
+        _fail(f"unknown subcommand {subcommand!r}; {expected}", USAGE_ERROR)
+    if len(arguments) > 1:
+        _fail(
+            f"unexpected arguments {arguments[1:]}: flags are --name=value", USAGE_ERROR, subcommand
+        )
+    if not flags.FLAGS["verbosity"].present:
+        # TensorFlow's INFO lines (e.g. one per checkpoint) would drown the progress.
+        logging.set_verbosity(logging.WARNING)
+    defaults = {"output_dir": os.path.join("runs", subcommand)}
+    if subcommand == "demo":
+        defaults.update(demo_defaults(flags.FLAGS.quick))
+    options = Options.from_flags(flags.FLAGS, defaults=defaults)
+    try:
+        strategy = make_strategy(options)
+        COMMANDS[subcommand](options, strategy)
+    except KeyboardInterrupt:
+        resume = " Rerun the same command to resume from the backup." if subcommand in (
+            "search", "train", "qat") else ""  # fmt: skip
+        _fail(f"interrupted.{resume}", 130, subcommand)
+    except (ValueError, OSError, ImportError, RuntimeError) as error:
+        if options.show_traceback:
+            raise
+        _fail(_one_line(error), RUN_ERROR, subcommand)
+    return 0
+
+
+def run(argv=None):
+    """The console script's entry point (``keras-metapool``)."""
+    # C++ logs of TensorFlow's runtime (not those at import, which come first).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    define_flags()
+    app.run(main, argv=argv, flags_parser=_parse_flags)
+
+
+__all__ = [
+    "COMMANDS",
+    "EvaluationResult",
+    "ExportResult",
+    "Options",
+    "QATResult",
+    "SUBCOMMANDS",
+    "SearchResult",
+    "TrainResult",
+    "demo",
+    "evaluate",
+    "export",
+    "main",
+    "make_strategy",
+    "qat",
+    "run",
+    "search",
+    "train",
+]

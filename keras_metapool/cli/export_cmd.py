@@ -1,0 +1,159 @@
+"""``keras-metapool export``: TFLite files, a SavedModel and the Edge TPU report."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from keras_metapool.cli import common
+from keras_metapool.cli.qat_cmd import options_for_model
+
+#: TFLite modes whose files are fully integer (Edge TPU report applies).
+FULL_INTEGER_MODES = ("int8", "uint8", "edgetpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What ``export`` wrote.
+
+    Attributes:
+        paths: ``{format: path}`` of every output written.
+        exports: ``{mode: TFLiteExport}`` of the .tflite files (paths final).
+        edgetpu_reports: ``{mode: EdgeTPUReport}`` of the full-integer files.
+        report_path: ``edgetpu_report.txt`` (None without full-integer files).
+        summary_path: ``export.json``: files, sizes, inputs/outputs, Edge
+            TPU mapping.
+    """
+
+    paths: dict
+    exports: dict
+    edgetpu_reports: dict
+    report_path: str | None
+    summary_path: str
+
+
+def _tensor(details):
+    return dataclasses.asdict(details) if details is not None else None
+
+
+def export_tflite(model, path, mode, representative_data):
+    """``to_tflite`` through a temporary file; returns its ``TFLiteExport`` at ``path``.
+
+    A file that fails the checks of its mode is still moved to ``path`` for
+    inspection, and the error names it.
+    """
+    from keras_metapool.export import ExportValidationError, edgetpu_report, to_tflite
+
+    tmp = common.temporary_path(path)
+    try:
+        result = to_tflite(model, tmp, mode=mode, representative_data=representative_data)
+    except ExportValidationError as error:
+        common.replace(tmp, path)
+        problems = "; ".join(error.problems[:3]) + ("; ..." if len(error.problems) > 3 else "")
+        raise ValueError(
+            f"the {mode} export failed its checks ({problems}); the file is kept at {path}"
+        ) from error
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    common.replace(tmp, path)
+    report = edgetpu_report(path) if result.edgetpu_report is not None else None
+    return dataclasses.replace(result, path=path, edgetpu_report=report)
+
+
+def export(options, strategy=None):
+    """Writes ``--formats`` of ``--model`` to ``output_dir``, with the Edge TPU report.
+
+    ``float``, ``dynamic``, ``int8``, ``uint8`` and ``edgetpu`` become
+    ``model_MODE.tflite`` (``keras_metapool.export.to_tflite``; the
+    full-integer modes are calibrated on ``calibration_samples`` training
+    images, at most 128), ``saved_model`` the folder ``saved_model/``
+    (``export_saved_model``, signature ``serving_default``: images ->
+    probabilities, logits). For every full-integer file the offline Edge TPU
+    report (``edgetpu_report``) is printed and saved to
+    ``edgetpu_report.txt``. A QAT model (from ``qat``) converts with the
+    ranges it learned.
+
+    Args:
+        options: ``keras_metapool.cli.Options`` (``model``, ``formats``).
+        strategy: Unused (conversion runs on one device); for a uniform
+            signature.
+
+    Returns:
+        An ``ExportResult``.
+    """
+    from keras_metapool.export import export_saved_model
+
+    del strategy
+    model = common.load_model(options.model)
+    options = options_for_model(options, model)
+    folder = options.output_dir
+    os.makedirs(folder, exist_ok=True)
+    common.remove_stale_temporaries(folder)
+    formats = list(dict.fromkeys(options.formats))  # in order, once each
+    representative = None
+    if any(mode in FULL_INTEGER_MODES for mode in formats):
+        calibration, _ = common.load_split(
+            options, "train", training=False, limit=options.calibration_samples
+        )
+        representative = common.take_images(calibration, options.calibration_samples)
+    common.say(
+        f"export: {options.model} ({model.name}, "
+        f"{'quantization-aware' if common.is_quantization_aware(model) else 'float'}) -> "
+        f"{', '.join(formats)}"
+    )
+    paths, exports, reports = {}, {}, {}
+    for mode in formats:
+        if mode == "saved_model":
+            path = os.path.join(folder, "saved_model")
+            with common.atomic_output(path) as tmp:
+                export_saved_model(model, tmp, include_preprocessing=options.include_preprocessing)
+            paths[mode] = path
+            common.say(f"  saved_model   {path}")
+            continue
+        path = os.path.join(folder, f"model_{mode}.tflite")
+        result = export_tflite(model, path, mode, representative)
+        paths[mode], exports[mode] = path, result
+        common.say(
+            f"  {mode:<13} {path}  ({common.size_text(result.size_bytes)}, input "
+            f"{result.input.dtype}{list(result.input.shape)}, {result.num_ops} ops)"
+        )
+        if result.edgetpu_report is not None:
+            reports[mode] = result.edgetpu_report
+
+    report_path = None
+    if reports:
+        text = "\n\n".join(report.format(verbose=True) for report in reports.values())
+        report_path = common.write_text(os.path.join(folder, "edgetpu_report.txt"), text + "\n")
+        common.say("\n" + text + "\n")
+        common.say(f"  Edge TPU report  {report_path}")
+    summary = {"model": options.model, "image_size": options.image_size, "outputs": {}}
+    for mode, path in paths.items():
+        entry = {"path": path}
+        if mode in exports:
+            result = exports[mode]
+            entry.update(
+                size_bytes=result.size_bytes,
+                input=_tensor(result.input),
+                output=_tensor(result.output),
+                num_ops=result.num_ops,
+            )
+        if mode in reports:
+            report = reports[mode]
+            entry["edgetpu"] = {
+                "ops": report.num_ops,
+                "tpu_ops": report.num_tpu_ops,
+                "subgraphs": report.tpu_subgraphs,
+                "all_mapped": report.all_mapped,
+            }
+        summary["outputs"][mode] = entry
+    summary_path = common.write_json(os.path.join(folder, "export.json"), summary)
+    common.say(f"  summary       {summary_path}")
+    return ExportResult(
+        paths=paths,
+        exports=exports,
+        edgetpu_reports=reports,
+        report_path=report_path,
+        summary_path=summary_path,
+    )

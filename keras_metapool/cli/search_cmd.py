@@ -1,0 +1,156 @@
+"""``keras-metapool search``: a PMPL search, from data to ``architecture.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from keras_metapool._keras import keras
+from keras_metapool.cli import common
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """What ``search`` wrote and found.
+
+    Attributes:
+        architecture: The searched ``ArchitectureSpec``.
+        architecture_path: ``architecture.json`` (``ArchitectureSpec.load``).
+        plot_path: ``search.png``: probability trajectories (``plot_search``).
+        summary_path: ``search_summary.txt``: the per-block table.
+        history_path: ``search_history.csv``: per-epoch logs, PMPL's included.
+        train_accuracy: Supernet training accuracy of the last epoch.
+        seconds: Wall time of the search (``fit``).
+    """
+
+    architecture: object
+    architecture_path: str
+    plot_path: str
+    summary_path: str
+    history_path: str
+    train_accuracy: float
+    seconds: float
+
+
+def search(options, strategy):
+    """Runs PMPL on a ``MobileNetV2MP(meta_pooling="search")`` supernet.
+
+    The training split (first ``train_limit`` images) is dealt into a weight
+    part and a held-out part for the architecture steps
+    (``load_dataset(search_part=...)``, ``search_fraction`` held out). The
+    weights train with ``--optimizer`` on a warm-up + cosine schedule; the
+    ``PMPLCallback`` takes an alpha step per weight step on a held-out batch
+    (``arch_learning_rate``), fixes points whose top-2 margin reaches
+    ``threshold`` and, at ``late_stage``, fixes the rest to their top two.
+    Interrupted, the same command resumes from ``OUTPUT_DIR/backup``.
+
+    Args:
+        options: ``keras_metapool.cli.Options``.
+        strategy: The ``tf.distribute.Strategy`` to build the supernet under.
+
+    Returns:
+        A ``SearchResult``.
+    """
+    from keras_metapool import PMPLCallback, plot_search
+
+    with common.artifact_folder(options, strategy) as folder:
+        repeat = bool(options.steps_per_epoch)
+        parts = dict(limit=options.train_limit, search_fraction=options.search_fraction)
+        weights_data, info = common.load_split(
+            options, "train", training=True, repeat=repeat, search_part="weights", **parts
+        )
+        arch_data, arch_info = common.load_split(
+            options, "train", training=True, search_part="arch", **parts
+        )
+        steps = common.steps_per_epoch(options, info.num_examples)
+        common.say(
+            f"search: supernet MobileNetV2MP alpha {options.alpha}, "
+            f"{options.image_size}x{options.image_size}, {info.num_classes} classes; "
+            f"{info.num_examples} images for the weights, {arch_info.num_examples} held out "
+            f"for alpha; {options.epochs} epochs of {steps} steps, alpha lr "
+            f"{options.arch_learning_rate}, threshold {options.threshold}, late stage at "
+            f"{options.late_stage:.2f} of the epochs."
+        )
+        keras.utils.set_random_seed(options.seed)
+        with strategy.scope():
+            supernet = common.build_model(
+                options,
+                "search",
+                info.num_classes,
+                placement=options.placement,
+                search_candidates=list(options.candidates) if options.candidates else None,
+            )
+            optimizer = common.make_optimizer(
+                options,
+                options.peak_learning_rate,
+                options.epochs * steps,
+                round(options.warmup_epochs * steps),
+            )
+            common.compile_model(supernet, options, optimizer)
+        pmpl = PMPLCallback(
+            arch_data=common.one_hot_labels(arch_data, info.num_classes),
+            learning_rate=options.arch_learning_rate,
+            threshold=options.threshold,
+            late_stage=options.late_stage,
+        )
+        history_path = os.path.join(folder, "search_history.csv")
+        callbacks, _ = common.training_callbacks(
+            options,
+            folder,
+            "search_history.csv",
+            "search",
+            options.output_path("backup"),
+            options.epochs,
+            extra=[pmpl],  # first: its logs reach the CSV and TensorBoard
+        )
+        callbacks.append(common.HideFromProgressBar())
+        start = time.perf_counter()
+        history = supernet.fit(
+            common.one_hot_labels(weights_data, info.num_classes),
+            epochs=options.epochs,
+            steps_per_epoch=steps if repeat else None,
+            callbacks=callbacks,
+            verbose=common.keras_verbosity(),
+        )
+        seconds = time.perf_counter() - start
+        common.remove_empty_backup(options.output_path("backup"))
+
+        spec = pmpl.architecture
+        architecture_path = os.path.join(folder, "architecture.json")
+        with common.atomic_output(architecture_path) as tmp:
+            spec.save(tmp)
+        # The CSV holds every epoch, also those before a resume (the
+        # callback's own record: only those of this process).
+        plot_source = common.read_csv_columns(history_path)
+        with common.atomic_output(os.path.join(folder, "search.png")) as tmp:
+            plot_search(plot_source, tmp, title=f"PMPL search ({options.dataset})")
+        lines = [
+            f"PMPL search on {options.dataset}: MobileNetV2MP alpha {options.alpha}, "
+            f"{options.image_size}x{options.image_size}, {options.epochs} epochs, "
+            f"{info.num_examples} + {arch_info.num_examples} images, alpha lr "
+            f"{options.arch_learning_rate}, threshold {options.threshold}",
+            "",
+        ]
+        pmpl.summary(print_fn=lines.append)
+        lines += ["", f"Architecture: {spec!r}"]
+        common.write_text(os.path.join(folder, "search_summary.txt"), "\n".join(lines) + "\n")
+        common.say("\n".join(lines))
+        accuracy = float(history.history.get(common.ACCURACY, [float("nan")])[-1])
+        common.say(
+            f"search: done in {seconds:.0f} s (training accuracy {accuracy:.4f}).\n"
+            f"  architecture  {options.output_path('architecture.json')}\n"
+            f"  plot          {options.output_path('search.png')}\n"
+            f"  summary       {options.output_path('search_summary.txt')}\n"
+            f"  history       {options.output_path('search_history.csv')}\n"
+            f"  TensorBoard   {options.output_path('logs')}"
+        )
+        return SearchResult(
+            architecture=spec,
+            architecture_path=options.output_path("architecture.json"),
+            plot_path=options.output_path("search.png"),
+            summary_path=options.output_path("search_summary.txt"),
+            history_path=options.output_path("search_history.csv"),
+            train_accuracy=accuracy,
+            seconds=seconds,
+        )

@@ -1,0 +1,204 @@
+"""``keras-metapool train``: a fixed architecture, trained and saved whole."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from keras_metapool._keras import keras
+from keras_metapool.cli import common
+from keras_metapool.cli.options import NAMED_ARCHITECTURES
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What ``train`` wrote and measured.
+
+    Attributes:
+        model_path: The final model (``model.keras``, last epoch).
+        checkpoint_path: ``checkpoints/best.keras`` (best validation
+            accuracy; the last epoch without validation).
+        history_path: ``history.csv`` (every epoch, across resumes).
+        metrics_path: ``train_metrics.json``.
+        architecture: The ``ArchitectureSpec`` trained (or a preset name).
+        test_accuracy: Accuracy of the final model on the test split.
+        resumed_at_epoch: The epoch (0-based) this run resumed at; 0 if it
+            started fresh.
+        seconds: Wall time of ``fit``.
+    """
+
+    model_path: str
+    checkpoint_path: str
+    history_path: str
+    metrics_path: str
+    architecture: object
+    test_accuracy: float
+    resumed_at_epoch: int
+    seconds: float
+
+
+def resolve_architecture(value):
+    """``--architecture``: a preset name or an ``architecture.json``, as a MobileNetV2MP spec.
+
+    Raises:
+        FileNotFoundError: if ``value`` is neither a preset nor an existing file.
+        ValueError: if the file is not a valid spec, or still has searching points.
+    """
+    from keras_metapool import ArchitectureSpec
+
+    if value in ("paper", "none"):
+        return value
+    if value in NAMED_ARCHITECTURES:
+        return ArchitectureSpec.ablation(value)
+    if not value or not os.path.isfile(value):
+        raise FileNotFoundError(
+            f"--architecture: {value!r} is not a file (expected an architecture.json written by "
+            f"`keras-metapool search`, or one of {', '.join(NAMED_ARCHITECTURES)})."
+        )
+    try:
+        spec = ArchitectureSpec.load(value)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"--architecture: {value} is not a valid architecture spec: {error}")
+    if spec.is_searchable:
+        raise ValueError(
+            f"--architecture: {value} still has searching points; train takes a fixed "
+            "architecture (the architecture.json that `search` writes is fixed)."
+        )
+    return spec
+
+
+def _best_so_far(history_path, monitor):
+    """The best ``monitor`` value logged before a resume (ModelCheckpoint starts from it)."""
+    if not os.path.exists(history_path):
+        return None
+    values = common.read_csv_columns(history_path).get(monitor, [])
+    values = [v for v in values if isinstance(v, (int, float))]
+    return max(values) if values else None
+
+
+def train(options, strategy):
+    """Trains ``MobileNetV2MP(meta_pooling=--architecture)`` from scratch.
+
+    A share (``validation_fraction``) of the training images is held out,
+    deterministically, to choose the best checkpoint; the test split is only
+    evaluated at the end. Weights: ``--optimizer`` with linear warm-up and
+    cosine decay (Keras' ``CosineDecay``), label smoothing. Per epoch:
+    ``history.csv``, TensorBoard logs, ``checkpoints/best.keras`` and the
+    ``backup`` that lets the same command resume after an interruption. The
+    final model (last epoch) is ``model.keras``. Every file is written under a
+    temporary name and renamed.
+
+    Args:
+        options: ``keras_metapool.cli.Options``.
+        strategy: The ``tf.distribute.Strategy`` to build the model under.
+
+    Returns:
+        A ``TrainResult``.
+    """
+    architecture = resolve_architecture(options.architecture)
+    with common.artifact_folder(options, strategy) as folder:
+        repeat = bool(options.steps_per_epoch)
+        validate = options.validation_fraction > 0
+        if validate:
+            parts = dict(limit=options.train_limit, search_fraction=options.validation_fraction)
+            train_data, info = common.load_split(
+                options, "train", training=True, repeat=repeat, search_part="weights", **parts
+            )
+            validation_data, _ = common.load_split(
+                options, "train", training=False, search_part="arch", **parts
+            )
+        else:
+            train_data, info = common.load_split(
+                options, "train", training=True, repeat=repeat, limit=options.train_limit
+            )
+            validation_data = None
+        test_data, test_info = common.load_split(
+            options, "test", training=False, limit=options.test_limit
+        )
+        steps = common.steps_per_epoch(options, info.num_examples)
+        name = architecture if isinstance(architecture, str) else options.architecture
+        common.say(
+            f"train: MobileNetV2MP ({name}, {options.head} head) alpha {options.alpha}, "
+            f"{options.image_size}x{options.image_size}, {info.num_classes} classes; "
+            f"{info.num_examples} training images, {options.epochs} epochs of {steps} steps, "
+            f"{options.optimizer} lr {options.peak_learning_rate} (warm-up "
+            f"{options.warmup_epochs} epochs, cosine), batch {options.batch_size} over "
+            f"{strategy.num_replicas_in_sync} replica(s)."
+        )
+        keras.utils.set_random_seed(options.seed)
+        with strategy.scope():
+            model = common.build_model(options, architecture, info.num_classes)
+            optimizer = common.make_optimizer(
+                options,
+                options.peak_learning_rate,
+                options.epochs * steps,
+                round(options.warmup_epochs * steps),
+            )
+            common.compile_model(model, options, optimizer)
+
+        history_path = os.path.join(folder, "history.csv")
+        monitor = "val_accuracy" if validate else common.ACCURACY
+        checkpoint_path = options.output_path("checkpoints", "best.keras")
+        callbacks, resumed_at = common.training_callbacks(
+            options, folder, "history.csv", "train", options.output_path("backup"), options.epochs
+        )
+        checkpoint = common.AtomicModelCheckpoint(
+            checkpoint_path,
+            monitor=monitor,
+            mode="max",
+            save_best_only=validate,
+            initial_value_threshold=_best_so_far(history_path, monitor) if resumed_at else None,
+        )
+        # Before BackupAndRestore (last): an epoch is backed up once its
+        # checkpoint and logs are written.
+        callbacks.insert(len(callbacks) - 1, checkpoint)
+        start = time.perf_counter()
+        model.fit(
+            common.one_hot_labels(train_data, info.num_classes),
+            validation_data=(
+                common.one_hot_labels(validation_data, info.num_classes) if validate else None
+            ),
+            epochs=options.epochs,
+            steps_per_epoch=steps if repeat else None,
+            callbacks=callbacks,
+            verbose=common.keras_verbosity(),
+        )
+        seconds = time.perf_counter() - start
+        common.remove_empty_backup(options.output_path("backup"))
+        test_accuracy = common.evaluate_accuracy(model, test_data, info.num_classes)
+        common.save_keras_model(model, os.path.join(folder, "model.keras"))
+        metrics = {
+            "dataset": options.dataset,
+            "architecture": architecture if isinstance(architecture, str)
+            else architecture.to_dict(),
+            "alpha": options.alpha,
+            "image_size": options.image_size,
+            "head": options.head,
+            "epochs": options.epochs,
+            "resumed_at_epoch": resumed_at,
+            "train_images": info.num_examples,
+            "test_images": test_info.num_examples,
+            "test_accuracy": test_accuracy,
+            "fit_seconds": seconds,
+        }  # fmt: skip
+        common.write_json(os.path.join(folder, "train_metrics.json"), metrics)
+        common.say(
+            f"train: test accuracy {test_accuracy:.4f} on {test_info.num_examples} images "
+            f"({seconds:.0f} s of training).\n"
+            f"  model         {options.output_path('model.keras')}\n"
+            f"  checkpoint    {checkpoint_path}\n"
+            f"  history       {options.output_path('history.csv')}\n"
+            f"  metrics       {options.output_path('train_metrics.json')}\n"
+            f"  TensorBoard   {options.output_path('logs')}"
+        )
+    return TrainResult(
+        model_path=options.output_path("model.keras"),
+        checkpoint_path=checkpoint_path,
+        history_path=options.output_path("history.csv"),
+        metrics_path=options.output_path("train_metrics.json"),
+        architecture=architecture,
+        test_accuracy=test_accuracy,
+        resumed_at_epoch=resumed_at,
+        seconds=seconds,
+    )
