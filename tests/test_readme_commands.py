@@ -16,7 +16,8 @@ def _readme_commands():
 
 def test_readme_starts_with_main_job_and_test_command():
     main_job, tests = _readme_commands()[:2]
-    assert "examples/quickstart.py" in main_job
+    # The main job is the CLI's demo (tests/test_cli_demo.py runs its --quick form).
+    assert main_job.endswith(".venv/bin/keras-metapool demo")
     assert "pytest" in tests
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
         ci_commands = [

@@ -1,0 +1,189 @@
+"""The ``keras-metapool`` subcommands end to end, each in its own process.
+
+One chain on a small Fashion-MNIST subset (32x32, alpha 0.35), run once per
+module: ``search`` -> ``train`` (the searched architecture) -> ``qat`` ->
+``export`` -> ``evaluate`` (Keras and .tflite), each reading what the
+previous one wrote, as a user would chain them. The tests check the
+artifacts, that they agree with each other, and that training learned
+(accuracy above the 10% of chance).
+"""
+
+import os
+
+import numpy as np
+import pytest
+from cli_helpers import (
+    SMALL,
+    check_ok,
+    png_size,
+    read_json,
+    run_cli,
+    temporaries,
+)
+
+import keras_metapool as km
+from keras_metapool._keras import keras
+from keras_metapool.export.tflite import full_integer_problems
+from keras_metapool.export.tflite_graph import read_tflite_graph
+
+CHANCE = 0.1  # ten classes
+TEST_IMAGES = 300
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    out = {name: str(root / name) for name in ("search", "train", "qat", "export", "evaluate")}
+    results = {}
+    results["search"] = check_ok(
+        run_cli(
+            "search", *SMALL, "--train_limit=256", "--epochs=1", "--arch_learning_rate=0.05",
+            "--candidates=identity,ssp,avg3", "--run_eagerly", f"--output_dir={out['search']}",
+        )
+    )  # fmt: skip
+    architecture = os.path.join(out["search"], "architecture.json")
+    results["train"] = check_ok(
+        run_cli(
+            "train", *SMALL, f"--architecture={architecture}", "--train_limit=2048",
+            f"--test_limit={TEST_IMAGES}", "--epochs=2", "--learning_rate=5e-3",
+            "--warmup_epochs=0", "--augment=none", f"--output_dir={out['train']}",
+        )
+    )  # fmt: skip
+    results["qat"] = check_ok(
+        run_cli(
+            "qat", "--model=" + os.path.join(out["train"], "model.keras"), "--batch_size=32",
+            "--train_limit=512", f"--test_limit={TEST_IMAGES}", "--steps_per_epoch=8",
+            "--calibration_samples=64", "--augment=none", f"--output_dir={out['qat']}",
+        )
+    )  # fmt: skip
+    results["export"] = check_ok(
+        run_cli(
+            "export", "--model=" + os.path.join(out["qat"], "qat_model.h5"),
+            "--formats=saved_model,float,int8,edgetpu", "--calibration_samples=64",
+            f"--output_dir={out['export']}",
+        )
+    )  # fmt: skip
+    for model in (
+        os.path.join(out["export"], "model_edgetpu.tflite"),
+        os.path.join(out["train"], "model.keras"),
+    ):
+        results[f"evaluate {os.path.basename(model)}"] = check_ok(
+            run_cli(
+                "evaluate", f"--model={model}", f"--test_limit={TEST_IMAGES}",
+                f"--output_dir={out['evaluate']}",
+            )
+        )  # fmt: skip
+    return out, results
+
+
+def test_search_writes_a_fixed_architecture_plot_and_summary(chain):
+    out, results = chain
+    spec = km.ArchitectureSpec.load(os.path.join(out["search"], "architecture.json"))
+    assert not spec.is_searchable and len(spec.ops) == 17
+    # Every point chose among the three candidates given, one op or a pair.
+    for ops in spec.ops:
+        chosen = {ops} if isinstance(ops, str) else set(ops)
+        assert chosen <= {"identity", "ssp", "avg3"}
+    width, height = png_size(os.path.join(out["search"], "search.png"))
+    assert width > 400 and height > 300
+    with open(os.path.join(out["search"], "search_summary.txt"), encoding="utf-8") as f:
+        summary = f.read()
+    points = ["expanded_conv_mp"] + [f"block_{i}_mp" for i in range(1, 17)]
+    assert all(point in summary for point in points)
+    assert "17/17 points fixed" in summary and "17/17 points fixed" in results["search"].stdout
+    history = open(os.path.join(out["search"], "search_history.csv"), encoding="utf-8").read()
+    assert "pmpl/block_1_mp/ssp" in history.splitlines()[0]
+    assert not os.path.exists(os.path.join(out["search"], "backup"))  # removed when done
+
+
+def test_train_learns_the_searched_architecture(chain):
+    out, results = chain
+    spec = km.ArchitectureSpec.load(os.path.join(out["search"], "architecture.json"))
+    metrics = read_json(os.path.join(out["train"], "train_metrics.json"))
+    assert km.ArchitectureSpec.from_dict(metrics["architecture"]) == spec
+    assert metrics["test_images"] == TEST_IMAGES and metrics["epochs"] == 2
+    assert metrics["test_accuracy"] > 2 * CHANCE
+    model = keras.models.load_model(os.path.join(out["train"], "model.keras"))
+    assert model.input_shape == (None, 32, 32, 3)
+    # The lean model of the spec: no search mixtures, one enhancer per kept point.
+    assert not any(isinstance(layer, km.MetaPoolingBlock) for layer in model.layers)
+    best = keras.models.load_model(os.path.join(out["train"], "checkpoints", "best.keras"))
+    assert [w.shape for w in best.weights] == [w.shape for w in model.weights]
+    with open(os.path.join(out["train"], "history.csv"), encoding="utf-8") as f:
+        rows = f.read().splitlines()
+    assert rows[0].startswith("epoch") and "val_accuracy" in rows[0] and len(rows) == 3
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in results["train"].stdout
+    # TensorBoard logs of both runs (training and validation).
+    for run in ("train", "validation"):
+        folder = os.path.join(out["train"], "logs", "train", run)
+        assert any(name.startswith("events.out.tfevents") for name in os.listdir(folder))
+
+
+def test_qat_model_reloads_and_keeps_the_accuracy(chain):
+    out, _ = chain
+    metrics = read_json(os.path.join(out["qat"], "qat_metrics.json"))
+    train_metrics = read_json(os.path.join(out["train"], "train_metrics.json"))
+    # The float model qat evaluates is the one train saved, on the same images.
+    assert metrics["float_accuracy"] == pytest.approx(train_metrics["test_accuracy"], abs=1e-6)
+    assert metrics["qat_accuracy"] > 2 * CHANCE
+    assert abs(metrics["qat_accuracy"] - metrics["float_accuracy"]) < 0.1
+    with km.quantize_scope():
+        qat_model = keras.models.load_model(os.path.join(out["qat"], "qat_model.h5"))
+    assert any(type(layer).__name__ == "QuantizeWrapperV2" for layer in qat_model.layers)
+
+
+def test_export_writes_every_format_and_an_edgetpu_clean_model(chain):
+    out, results = chain
+    summary = read_json(os.path.join(out["export"], "export.json"))
+    assert set(summary["outputs"]) == {"saved_model", "float", "int8", "edgetpu"}
+    edgetpu = summary["outputs"]["edgetpu"]
+    assert edgetpu["input"]["dtype"] == "uint8" and edgetpu["input"]["shape"] == [1, 32, 32, 3]
+    assert edgetpu["edgetpu"]["all_mapped"] and edgetpu["edgetpu"]["subgraphs"] == 1
+    assert summary["outputs"]["float"]["input"]["dtype"] == "float32"
+    graph = read_tflite_graph(os.path.join(out["export"], "model_edgetpu.tflite"))
+    assert full_integer_problems(graph, "uint8") == []
+    assert full_integer_problems(read_tflite_graph(edgetpu["path"].replace("edgetpu", "int8")),
+                                 "int8") == []  # fmt: skip
+    report = open(os.path.join(out["export"], "edgetpu_report.txt"), encoding="utf-8").read()
+    assert "Operator" in report and "Count" in report and "Status" in report
+    assert f"{edgetpu['edgetpu']['tpu_ops']}" in results["export"].stdout
+    assert not temporaries(out["export"])
+
+
+def test_export_saved_model_predicts_like_the_qat_model(chain):
+    import tensorflow as tf
+
+    out, _ = chain
+    with km.quantize_scope():
+        qat_model = keras.models.load_model(os.path.join(out["qat"], "qat_model.h5"))
+    serving = tf.saved_model.load(os.path.join(out["export"], "saved_model"))
+    signature = serving.signatures["serving_default"]
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    outputs = signature(images=tf.constant(images))
+    assert "probabilities" in outputs
+    np.testing.assert_allclose(
+        outputs["probabilities"].numpy(), qat_model(images, training=False).numpy(), atol=1e-5
+    )
+
+
+def test_evaluate_tflite_and_keras_report_accuracy_and_confusion_matrix(chain):
+    out, results = chain
+    tflite = read_json(os.path.join(out["evaluate"], "model_edgetpu_metrics.json"))
+    keras_metrics = read_json(os.path.join(out["evaluate"], "model_metrics.json"))
+    qat = read_json(os.path.join(out["qat"], "qat_metrics.json"))
+    train = read_json(os.path.join(out["train"], "train_metrics.json"))
+    for metrics in (tflite, keras_metrics):
+        matrix = np.array(metrics["confusion_matrix"])
+        assert matrix.shape == (10, 10) and matrix.sum() == TEST_IMAGES
+        assert metrics["accuracy"] == pytest.approx(np.trace(matrix) / TEST_IMAGES)
+        assert len(metrics["class_names"]) == 10
+    # The Keras model evaluates as train measured it; the int8 model
+    # predicts what its QAT model does, within a few images.
+    assert keras_metrics["accuracy"] == pytest.approx(train["test_accuracy"], abs=1e-6)
+    assert tflite["accuracy"] > 2 * CHANCE
+    assert abs(tflite["accuracy"] - qat["qat_accuracy"]) <= 0.03
+    assert tflite["latency"]["median_ms"] > 0 and keras_metrics["latency"] is None
+    for name in ("model_edgetpu", "model"):
+        width, height = png_size(os.path.join(out["evaluate"], f"{name}_confusion_matrix.png"))
+        assert width > 300 and height > 300
+    assert "accuracy" in results["evaluate model_edgetpu.tflite"].stdout

@@ -1,0 +1,173 @@
+"""``keras-metapool train`` survives a kill, and trains under tf.distribute strategies."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from cli_helpers import (
+    ROOT,
+    SMALL,
+    check_ok,
+    cli_env,
+    command,
+    read_json,
+    run_cli,
+    temporaries,
+)
+
+from keras_metapool.cli import common
+
+TIMEOUT = 600
+CHANCE = 0.1
+
+
+def _csv_epochs(path):
+    with open(path, encoding="utf-8") as f:
+        rows = f.read().splitlines()[1:]
+    return [int(row.split(",")[0]) for row in rows if row]
+
+
+def _backed_up(folder):
+    return common.backup_epoch(os.path.join(folder, "backup")) is not None
+
+
+def test_train_killed_mid_epoch_resumes_from_the_backup_and_finishes(tmp_path):
+    out = tmp_path / "train"
+    flags = (
+        *SMALL, "--architecture=paper", "--train_limit=1536", "--test_limit=200", "--epochs=3",
+        "--learning_rate=5e-3", "--warmup_epochs=0", "--augment=none", f"--output_dir={out}",
+    )  # fmt: skip
+    process = subprocess.Popen(
+        command("train", *flags),
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        # Wait for the first epoch's backup, then kill in the second epoch.
+        while not _backed_up(out):
+            assert process.poll() is None, process.communicate()[1].decode()[-3000:]
+            assert time.monotonic() < deadline, "no backup written"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert process.poll() is None, "training ended before it could be interrupted"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "model.keras").exists()  # not finished: no final model yet
+    done_before = _csv_epochs(out / "history.csv")
+    assert done_before and done_before == list(range(len(done_before)))
+    # A temporary file of a save the kill cut short (as it would be left).
+    (out / f".model{common.TEMP_MARK}12345.keras").write_bytes(b"half a model")
+
+    result = check_ok(run_cli("train", *flags))
+    assert "Resuming from the backup" in result.stdout
+    metrics = read_json(out / "train_metrics.json")
+    assert metrics["resumed_at_epoch"] >= 1
+    # Every epoch logged once, in order: those before the kill are kept, the
+    # one it interrupted is run again, not logged twice.
+    assert _csv_epochs(out / "history.csv") == [0, 1, 2]
+    assert metrics["test_accuracy"] > 2 * CHANCE
+    assert not temporaries(out)  # the stale temporary is gone, no new one left
+    assert not (out / "backup").exists()
+    from keras_metapool._keras import keras
+
+    model = keras.models.load_model(out / "model.keras")
+    assert model.optimizer.iterations.numpy() == 3 * 44  # ceil(1383 / 32) steps an epoch
+
+
+def test_atomic_output_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_text("old", encoding="utf-8")
+    with pytest.raises(RuntimeError):
+        with common.atomic_output(str(path)) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("half")
+            raise RuntimeError("killed while writing")
+    assert path.read_text(encoding="utf-8") == "old"
+    assert not temporaries(tmp_path)
+    with common.atomic_output(str(path)) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("new")
+    assert path.read_text(encoding="utf-8") == "new" and not temporaries(tmp_path)
+
+
+def _train_flags(out):
+    return (
+        *SMALL, "--architecture=paper", "--train_limit=256", "--test_limit=64", "--epochs=1",
+        "--steps_per_epoch=2", "--validation_fraction=0", "--augment=none",
+        f"--output_dir={out}",
+    )  # fmt: skip
+
+
+def _trained_steps(history_csv):
+    with open(history_csv, encoding="utf-8") as f:
+        header, row = f.read().splitlines()[:2]
+    values = dict(zip(header.split(","), row.split(",")))
+    return float(values["loss"])
+
+
+def test_train_mirrored_on_two_logical_cpus(tmp_path):
+    out = tmp_path / "mirrored"
+    result = check_ok(run_cli("train", *_train_flags(out), "--strategy=mirrored",
+                              "--cpu_devices=2"))  # fmt: skip
+    assert "batch 32 over 2 replica(s)" in result.stdout
+    assert _trained_steps(out / "history.csv") > 0
+    from keras_metapool._keras import keras
+
+    model = keras.models.load_model(out / "model.keras")
+    assert model.optimizer.iterations.numpy() == 2
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_train_multi_worker_with_two_local_processes(tmp_path):
+    out = tmp_path / "multi"
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    processes = [
+        subprocess.Popen(
+            command("train", *_train_flags(out), "--strategy=multi_worker"),
+            cwd=ROOT,
+            env=cli_env(
+                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=TIMEOUT))
+    finally:
+        for process in processes:
+            process.kill()
+    for process, (stdout, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+        assert "over 2 replica(s)" in stdout
+    # Worker 0 (the chief) wrote the artifacts; worker 1's scratch folder is gone.
+    assert (out / "model.keras").exists() and _trained_steps(out / "history.csv") > 0
+    assert not [name for name in os.listdir(out) if name.startswith(".worker-")]
+    from keras_metapool._keras import keras
+
+    model = keras.models.load_model(out / "model.keras")
+    assert model.optimizer.iterations.numpy() == 2
