@@ -29,22 +29,21 @@ float under XNNPACK here); compare models within a format, not formats.
 """
 
 import os
-import statistics
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import interleaved_latency, settle_batch_norms  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import keras_metapool as km  # noqa: E402
 from keras_metapool._keras import keras  # noqa: E402
 from keras_metapool.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from keras_metapool.data.preprocessing import to_model_input  # noqa: E402
-from keras_metapool.export import TFLiteRunner, evaluate_tflite, to_tflite  # noqa: E402
+from keras_metapool.export import evaluate_tflite, to_tflite  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("alphas", ["0.35", "1.0"], "Width multipliers.")
@@ -76,31 +75,6 @@ def build(alpha, size, options):
         batch_norm_momentum=0.9,
         **options,
     )
-
-
-def settle_batch_norms(model, images):
-    """BN statistics from real images (random-init stats saturate the network)."""
-    norms = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)]
-    for bn in norms:
-        bn.momentum = 0.0
-    model(images, training=True)
-    for bn in norms:
-        bn.momentum = 0.9
-
-
-def interleaved_latency(paths, runs, threads):
-    """Median invoke ms of each model, their invokes alternating."""
-    runners = [TFLiteRunner(path, num_threads=threads) for path in paths]
-    rng = np.random.default_rng(0)
-    inputs = [rng.uniform(-1, 1, (1, *r.input_shape)).astype(np.float32) for r in runners]
-    for runner, x in zip(runners, inputs):
-        for _ in range(10):  # warm-up: allocation, XNNPACK packing
-            runner.run(x)
-    times = [[] for _ in runners]
-    for _ in range(runs):
-        for runner, x, bucket in zip(runners, inputs, times):
-            bucket.append(runner.run(x)[1] * 1000.0)
-    return [statistics.median(bucket) for bucket in times]
 
 
 def deploy_rows(alpha, size, calibration, folder):

@@ -1,0 +1,197 @@
+"""benchmarks/study.py: the --quick study's artifacts are valid and consistent; it resumes.
+
+One quick study (alpha 0.35 at 32x32, one seed, MobileNetV2, MP paper, the
+parameter-matched baseline and a PMPL search over three candidates) runs
+once per module, in this process (no second TensorFlow start-up); the tests
+read what it wrote.
+"""
+
+import json
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import study  # noqa: E402
+
+QUICK_VARIANTS = ["mobilenet_v2", "mp_paper", "param_matched", "searched"]
+CONFIG = "a0.35_px32"
+TRAIN_RUNS = [f"{variant}_{CONFIG}_seed0" for variant in QUICK_VARIANTS]
+ALL_RUNS = [*TRAIN_RUNS, f"search_{CONFIG}_seed0", f"latency_{CONFIG}", "param_match_a0.35_c10"]
+
+
+def run_study(output_dir, *flags):
+    study.FLAGS.unparse_flags()
+    study.FLAGS(["study.py", "--quick", f"--output_dir={output_dir}", *flags])
+    study.main(["study.py"])
+
+
+def read(folder, run_id):
+    with open(os.path.join(folder, f"{run_id}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study")
+    run_study(folder)
+    return folder
+
+
+def table_rows(markdown, title):
+    """The data rows of the markdown table under ``## title``, as lists of cells."""
+    section = markdown.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+
+
+def test_every_run_writes_one_json_with_the_settings(quick_study):
+    names = sorted(f for f in os.listdir(quick_study) if f.endswith(".json"))
+    assert names == sorted(f"{run_id}.json" for run_id in ALL_RUNS)
+    settings = read(quick_study, TRAIN_RUNS[0])["settings"]
+    assert settings["train_images"] == 512 and settings["epochs"] == 1
+    for run_id in ALL_RUNS:
+        assert read(quick_study, run_id)["settings"] == settings
+    # Atomic writes leave no temporary files behind.
+    assert not [f for f in os.listdir(quick_study) if f.startswith(".tmp")]
+
+
+def test_training_runs_are_consistent(quick_study):
+    runs = {
+        variant: read(quick_study, run_id) for variant, run_id in zip(QUICK_VARIANTS, TRAIN_RUNS)
+    }
+    for run in runs.values():
+        assert 0.0 <= run["test_accuracy"] <= 1.0
+        assert run["train_examples"] == 512 and run["test_examples"] == 256
+        assert run["steps"] == 8  # 512 images / batch 64, one epoch
+        assert run["train_seconds"] > 0 and run["cpu_seconds"] > 0
+    base, paper, matched = runs["mobilenet_v2"], runs["mp_paper"], runs["param_matched"]
+    assert paper["params"] > base["params"] and paper["macs"] > base["macs"]
+    # The parameter-matched baseline: a wider plain MobileNetV2 within 1% of MP's count.
+    assert matched["meta_pooling"] == "none" and matched["model_alpha"] > 0.35
+    assert abs(matched["params"] / paper["params"] - 1) <= 0.01
+    match = read(quick_study, "param_match_a0.35_c10")
+    assert match["params"] == matched["params"] and match["target_params"] == paper["params"]
+    # The searched model is the search's architecture, and its time includes the search.
+    search = read(quick_study, f"search_{CONFIG}_seed0")
+    searched = runs["searched"]
+    assert searched["meta_pooling"] == search["architecture"]
+    assert searched["search_seconds"] == search["search_seconds"] > 0
+    assert searched["time_to_model_seconds"] == pytest.approx(
+        searched["train_seconds"] + search["search_seconds"]
+    )
+    for entry in search["architecture"]["ops"]:  # only the quick search's candidates
+        ops = entry if isinstance(entry, list) else [entry]
+        assert set(ops) <= {"identity", "ssp", "avg3"}
+    assert len(search["points"]) == 17
+
+
+def test_latency_is_relative_to_mobilenet_v2(quick_study):
+    latency = read(quick_study, f"latency_{CONFIG}")
+    models = latency["models"]
+    assert set(models) == {"mobilenet_v2", "mp_paper", "param_matched", "searched/seed0"}
+    assert latency["searched_by_seed"] == {"0": "searched/seed0"}
+    base = models["mobilenet_v2"]
+    assert base["float_ratio"] == 1.0 and base["int8_ratio"] == 1.0
+    # A second interpreter of the same file: only measurement noise apart.
+    assert 0.5 < base["float_control_ratio"] < 2.0 and 0.5 < base["int8_control_ratio"] < 2.0
+    for key, entry in models.items():
+        assert entry["float_ms"] > 0 and entry["int8_ms"] > 0
+        assert entry["float_ratio"] == pytest.approx(entry["float_ms"] / base["float_ms"])
+        assert entry["int8_bytes"] < entry["float_bytes"], key  # int8 weights: a smaller file
+
+
+def test_markdown_reports_every_variant_run(quick_study):
+    with open(os.path.join(quick_study, "study.md"), encoding="utf-8") as f:
+        markdown = f.read()
+    assert f"--output_dir={quick_study} --quick" in markdown
+    assert f"{os.cpu_count()} CPUs (`os.cpu_count()`)" in markdown
+    rows = table_rows(markdown, "alpha 0.35, 32x32")
+    labels = [study.VARIANT_BY_KEY[v].label for v in QUICK_VARIANTS]
+    assert [row[0] for row in rows] == labels
+    by_label = dict(zip(labels, TRAIN_RUNS))
+    for row in rows:
+        run = read(quick_study, by_label[row[0]])
+        assert row[6].startswith(f"{100 * run['test_accuracy']:.2f} (1)")
+        assert row[2] == f"{run['params'] / 1e6:.3f}M"
+    assert rows[0][9] == "1.00x" and rows[0][10] == "1.00x"  # the baseline against itself
+    assert "## What this shows" in markdown and "## What this does not show" in markdown
+    assert "One seed per variant" in markdown  # the quick study cannot judge differences
+    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown):
+        assert os.path.exists(os.path.join(quick_study, image))
+
+
+@pytest.mark.parametrize("name", ["study_accuracy.png", "study_cost.png"])
+def test_plots_are_drawn_pngs(quick_study, name):
+    import matplotlib.image
+
+    path = os.path.join(quick_study, name)
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 300
+    assert pixels[..., :3].std() > 0.05  # something is drawn on the canvas
+
+
+def test_rerun_skips_finished_runs(quick_study, capsys):
+    before = {f: os.stat(os.path.join(quick_study, f)).st_mtime_ns for f in os.listdir(quick_study)}
+    run_study(quick_study)
+    out = capsys.readouterr().out
+    assert f"{len(ALL_RUNS) - 1} runs, {len(ALL_RUNS) - 1} already done (skipped)" in out
+    for name, mtime in before.items():
+        if name.endswith(".json"):
+            assert os.stat(os.path.join(quick_study, name)).st_mtime_ns == mtime, name
+
+
+def test_rerun_with_other_settings_is_refused(quick_study):
+    with pytest.raises(SystemExit, match="other settings .*epochs"):
+        run_study(quick_study, "--epochs=2")
+
+
+def test_conclusions_follow_the_numbers(quick_study):
+    """Synthetic seed results: a clear gain is called beyond noise, a small one is not."""
+    config = study.Config(32, 0.35)
+
+    def runs(accuracies, params=1000, macs=10):
+        return [
+            dict(test_accuracy=a, params=params, macs=macs, model_alpha=0.35,
+                 time_to_model_seconds=1.0, search_seconds=0.0)
+            for a in accuracies
+        ]  # fmt: skip
+
+    groups = {
+        config: {
+            "mobilenet_v2": runs([0.800, 0.805, 0.795]),
+            "mp_paper": runs([0.850, 0.853, 0.848], params=1030),
+            "param_matched": runs([0.801, 0.806, 0.797], params=1031),
+            "local": runs([0.802, 0.799, 0.806]),
+        }
+    }
+    shows, caveats = study.conclusions(groups, {}, {})
+    text = " ".join(shows[0][1])
+    assert "MP paper 85.03% vs MobileNetV2 80.00% (3 and 3 seeds): +5.03 points" in text
+    assert text.count("larger than seed noise") == 2  # vs MobileNetV2 and vs param-matched
+    assert "survives the parameter-matched baseline" in text
+    assert "local +0.23." in text and "(beyond noise)" not in text
+    assert any("3 seeds per variant" in c for c in caveats)
+
+    groups[config]["mp_paper"] = runs([0.806, 0.792, 0.809], params=1030)
+    text = " ".join(study.conclusions(groups, {}, {})[0][0][1])
+    assert "within seed noise" in text and "larger than seed noise" not in text
+    assert "cannot tell the gain from the effect of the extra parameters" in text
+
+
+def test_welch_matches_scipy():
+    from scipy import stats
+
+    a, b = [0.81, 0.83, 0.82, 0.80], [0.79, 0.80, 0.78]
+    ours = study.welch(a, b)
+    t, p = stats.ttest_ind(a, b, equal_var=False)
+    assert ours["t"] == pytest.approx(t) and ours["p"] == pytest.approx(p)
+    assert ours["diff"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert study.welch([0.8], b) is None
