@@ -75,7 +75,7 @@ subcommands:
   export    TFLite (--formats), SavedModel and the Edge TPU report of a model (--model)
   evaluate  accuracy, confusion matrix (PNG) and metrics (JSON) of a model or .tflite (--model)
   demo      search -> train -> QAT -> Edge TPU int8 TFLite -> report, on Fashion-MNIST
-            (about 10 min on 2 CPU cores; --quick: about a minute)
+            (about 8 min on 2 CPU cores; --quick: about 2 minutes)
 
 Every artifact is written under --output_dir (default runs/SUBCOMMAND) by
 writing a temporary file and renaming it, so no file is ever half-written.
@@ -275,7 +275,7 @@ def _define(flag_values):
     flags.DEFINE_bool(
         "quick", False,
         "[demo] A reduced demo (tiny model, few hundred images, one epoch per stage) that "
-        "checks the whole pipeline in about a minute; its accuracies mean little.",
+        "checks the whole pipeline in about 2 minutes; its accuracies mean little.",
         flag_values=f)
     flags.DEFINE_bool(
         "show_traceback", False, "Print the full traceback of an error (default: one line).",
