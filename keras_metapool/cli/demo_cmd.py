@@ -11,7 +11,7 @@ step costs about 3.5 plain steps.
 |---|---|---|
 | input, width | 64x64, alpha 0.35 | 32x32, alpha 0.35 |
 | search | 4,000 images (half held out for alpha), 3 epochs, alpha lr 0.02 | 256 images, 1 epoch |
-| train | 20,000 images (10% held out to pick the best epoch), 5 epochs, Adam 2e-3, no augmentation | 2,048 images, 2 epochs |
+| train | 20,000 images (10% held out), 5 epochs, Adam 2e-3, no augmentation | 2,048, 2 epochs |
 | QAT | 1 epoch on 10,000 of them, Adam 1e-4 | 16 steps |
 | test | 2,000 images | 500 images |
 | time on 2 CPU cores | about 8 minutes | about 2 minutes |

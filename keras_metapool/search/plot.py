@@ -2,8 +2,28 @@
 
 import math
 import os
+import re
 
+from keras_metapool.layers.candidate_ops import DEFAULT_CANDIDATES
 from keras_metapool.search.pmpl import LOG_PREFIX, decode_fixed_code, is_enlarging
+
+
+def _network_order(point):
+    """Sort key of a point's layer name: its block's place in the network.
+
+    Logs may list points in any order (CSVLogger sorts its columns, which
+    puts ``block_10_mp`` before ``block_1_mp``); panels follow the network.
+    """
+    if point.startswith("expanded_conv"):  # block 0 in keras.applications' names
+        return (0, point)
+    match = re.match(r"block_(\d+)_", point)
+    return (int(match.group(1)), point) if match else (10**6, point)
+
+
+def _canonical_ops(ops):
+    """Ops in the registry's order (the order logs and codes use), others after."""
+    known = [op for op in DEFAULT_CANDIDATES if op in ops]
+    return known + [op for op in ops if op not in DEFAULT_CANDIDATES]
 
 
 def _records_from_logs(history):
@@ -24,18 +44,17 @@ def _records_from_logs(history):
             "No PMPL entries in this history: was PMPLCallback among fit's callbacks "
             "(and before CSVLogger, for a CSV)?"
         )
+    code_keys.sort(key=_network_order)
     epochs = len(history[f"{LOG_PREFIX}/{code_keys[0]}/fixed"])
     records = []
     for epoch in range(epochs):
         probabilities, fixed = {}, {}
         for point in code_keys:
-            ops = probability_keys.get(point, [])
+            ops = _canonical_ops(probability_keys.get(point, []))
             probabilities[point] = {op: history[f"{LOG_PREFIX}/{point}/{op}"][epoch] for op in ops}
-            code = history[f"{LOG_PREFIX}/{point}/fixed"][epoch]
-            # Without the probabilities (log_probabilities=False) the op
-            # order is unknown: only "fixed or not" is; the counts come from
-            # the logged totals then.
-            fixed[point] = decode_fixed_code(code, ops) if ops else (("?",) if code else None)
+            # Codes are over the registry's order (fixed_code), so they decode
+            # with or without the probabilities being logged.
+            fixed[point] = decode_fixed_code(history[f"{LOG_PREFIX}/{point}/fixed"][epoch])
         record = {"epoch": epoch, "probabilities": probabilities, "fixed": fixed}
         enlarging_key = f"{LOG_PREFIX}/enlarging_points"
         if enlarging_key in history:
@@ -94,14 +113,10 @@ def plot_search(history_or_callback, path, title=None):
             "plot_search needs matplotlib: pip install 'keras_metapool[plot]'."
         ) from error
 
-    points = list(records[-1]["fixed"])
+    points = sorted(records[-1]["fixed"], key=_network_order)
     epochs = [record["epoch"] + 1 for record in records]
-    ops = []
-    for record in records:
-        for point in points:
-            for op in record["probabilities"].get(point, {}):
-                if op not in ops:
-                    ops.append(op)
+    logged = {op for r in records for point in points for op in r["probabilities"].get(point, {})}
+    ops = _canonical_ops(logged)
     colors = {op: plt.cm.tab10(i % 10) for i, op in enumerate(ops)}
     has_probabilities = bool(ops)
     panels = (len(points) if has_probabilities else 0) + 1

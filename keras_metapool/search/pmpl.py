@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_metapool._keras import keras
-from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, IDENTITY
+from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, DEFAULT_CANDIDATES, IDENTITY
 from keras_metapool.search.derive import derive_architecture, search_blocks, top_ops
 
 ARCH_STEP_POSITIONS = ("before", "after")
@@ -14,19 +14,22 @@ ARCH_STEP_POSITIONS = ("before", "after")
 LOG_PREFIX = "pmpl"
 
 
-def fixed_code(ops, candidates):
+def fixed_code(ops, candidates=DEFAULT_CANDIDATES):
     """The number ``logs`` holds for a point's fixed state.
 
     0 while the point searches; else the sum of ``2**k`` over the indices
     ``k`` (in ``candidates``) of the fixed op(s). ``decode_fixed_code``
-    inverts it.
+    inverts it. The logs use the default, the registry's order of all
+    candidate ops (``DEFAULT_CANDIDATES``), whatever order a model lists its
+    own candidates in: a code then means the same ops in every log, and a
+    CSV (whose columns CSVLogger sorts) decodes without knowing the model.
     """
     if not ops:
         return 0
     return int(sum(2 ** candidates.index(op) for op in ops))
 
 
-def decode_fixed_code(code, candidates):
+def decode_fixed_code(code, candidates=DEFAULT_CANDIDATES):
     """Inverse of ``fixed_code``: a tuple of op names, or None while searching."""
     code = int(round(float(code)))
     if code == 0:
@@ -127,7 +130,7 @@ class PMPLCallback(keras.callbacks.Callback):
     Logs: at each epoch end, for every point ``P`` (its layer name, e.g.
     ``block_6_mp``) and candidate ``op``, ``logs["pmpl/P/op"]`` is the
     probability of ``op`` and ``logs["pmpl/P/fixed"]`` the fixed state
-    (``fixed_code``: 0 while searching), plus ``pmpl/fixed_points`` and
+    (``fixed_code``, over ``DEFAULT_CANDIDATES``: 0 while searching), plus ``pmpl/fixed_points`` and
     ``pmpl/enlarging_points``. Listed before ``CSVLogger``/``TensorBoard`` in
     ``callbacks``, the callback's entries reach them (and always reach
     ``History``). Keras' progress bar prints every log entry; pass
@@ -416,7 +419,7 @@ class PMPLCallback(keras.callbacks.Callback):
                 if self.log_probabilities:
                     for op, p in probabilities[name].items():
                         logs[f"{LOG_PREFIX}/{name}/{op}"] = p
-                logs[f"{LOG_PREFIX}/{name}/fixed"] = fixed_code(fixed[name], block.candidates)
+                logs[f"{LOG_PREFIX}/{name}/fixed"] = fixed_code(fixed[name])
             done = [ops for ops in fixed.values() if ops]
             logs[f"{LOG_PREFIX}/fixed_points"] = len(done)
             logs[f"{LOG_PREFIX}/enlarging_points"] = sum(is_enlarging(ops) for ops in done)
