@@ -154,3 +154,17 @@ def peak_or_clutter_task(count, seed, size=24):
         images[i, r, c] = 1.0
     images += rng.normal(0.0, 0.05, images.shape).astype(np.float32)
     return images, labels
+
+
+def free_ports(count):
+    """``count`` TCP ports free on the loopback address (for local multi-worker clusters)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

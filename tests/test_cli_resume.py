@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -18,6 +17,7 @@ from cli_helpers import (
     run_cli,
     temporaries,
 )
+from helpers import free_ports
 
 from keras_metapool.cli import common
 
@@ -127,20 +127,9 @@ def test_train_mirrored_on_two_logical_cpus(tmp_path):
     assert model.optimizer.iterations.numpy() == 2
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def test_train_multi_worker_with_two_local_processes(tmp_path):
     out = tmp_path / "multi"
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     processes = [
         subprocess.Popen(
             command("train", *_train_flags(out), "--strategy=multi_worker"),

@@ -7,13 +7,13 @@ starts run in subprocesses (tests/distribute_script.py): two logical CPUs for
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import free_ports
 
 from keras_metapool.distribute import STRATEGIES, make_strategy
 
@@ -27,17 +27,6 @@ def _env(**extra):
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _finish(processes):
@@ -159,7 +148,7 @@ def test_mirrored_on_two_cpus_splits_the_global_batch(tmp_path):
 
 
 def test_multi_worker_shards_the_data_and_keeps_weights_in_sync(tmp_path):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     outs = [tmp_path / f"worker{index}.npz" for index in range(2)]
     processes = [

@@ -354,6 +354,26 @@ def compile_model(model, options, optimizer):
     )
 
 
+def build_for_training(options, strategy, meta_pooling, num_classes, steps, **kwargs):
+    """A compiled ``MobileNetV2MP`` for ``search``/``train``, built under ``strategy``.
+
+    Seeds Keras with ``options.seed`` first; the optimizer warms up over
+    ``warmup_epochs`` and decays (cosine) over ``epochs`` of ``steps`` steps.
+    ``kwargs`` go to ``MobileNetV2MP`` (``placement``, ``search_candidates``).
+    """
+    keras.utils.set_random_seed(options.seed)
+    with strategy.scope():
+        model = build_model(options, meta_pooling, num_classes, **kwargs)
+        optimizer = make_optimizer(
+            options,
+            options.peak_learning_rate,
+            options.epochs * steps,
+            round(options.warmup_epochs * steps),
+        )
+        compile_model(model, options, optimizer)
+    return model
+
+
 def load_model(path):
     """A Keras model from ``.keras``, ``.h5`` or a SavedModel folder (QAT ones too).
 

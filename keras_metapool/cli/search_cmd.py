@@ -6,7 +6,6 @@ import dataclasses
 import os
 import time
 
-from keras_metapool._keras import keras
 from keras_metapool.cli import common
 
 
@@ -72,22 +71,15 @@ def search(options, strategy):
             f"{options.arch_learning_rate}, threshold {options.threshold}, late stage at "
             f"{options.late_stage:.2f} of the epochs."
         )
-        keras.utils.set_random_seed(options.seed)
-        with strategy.scope():
-            supernet = common.build_model(
-                options,
-                "search",
-                info.num_classes,
-                placement=options.placement,
-                search_candidates=list(options.candidates) if options.candidates else None,
-            )
-            optimizer = common.make_optimizer(
-                options,
-                options.peak_learning_rate,
-                options.epochs * steps,
-                round(options.warmup_epochs * steps),
-            )
-            common.compile_model(supernet, options, optimizer)
+        supernet = common.build_for_training(
+            options,
+            strategy,
+            "search",
+            info.num_classes,
+            steps,
+            placement=options.placement,
+            search_candidates=list(options.candidates) if options.candidates else None,
+        )
         pmpl = PMPLCallback(
             arch_data=common.one_hot_labels(arch_data, info.num_classes),
             learning_rate=options.arch_learning_rate,

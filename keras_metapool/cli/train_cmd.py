@@ -6,7 +6,6 @@ import dataclasses
 import os
 import time
 
-from keras_metapool._keras import keras
 from keras_metapool.cli import common
 from keras_metapool.cli.options import NAMED_ARCHITECTURES
 
@@ -126,16 +125,7 @@ def train(options, strategy):
             f"{options.warmup_epochs} epochs, cosine), batch {options.batch_size} over "
             f"{strategy.num_replicas_in_sync} replica(s)."
         )
-        keras.utils.set_random_seed(options.seed)
-        with strategy.scope():
-            model = common.build_model(options, architecture, info.num_classes)
-            optimizer = common.make_optimizer(
-                options,
-                options.peak_learning_rate,
-                options.epochs * steps,
-                round(options.warmup_epochs * steps),
-            )
-            common.compile_model(model, options, optimizer)
+        model = common.build_for_training(options, strategy, architecture, info.num_classes, steps)
 
         history_path = os.path.join(folder, "history.csv")
         monitor = "val_accuracy" if validate else common.ACCURACY
