@@ -2,11 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from cli_helpers import (
+    ROOT,
     SMALL,
     check_ok,
+    cli_env,
     own_stderr_lines,
     png_size,
     read_json,
@@ -56,62 +60,87 @@ def test_demo_quick_runs_every_stage_to_an_edgetpu_clean_int8_model(tmp_path):
     assert not temporaries(out)
 
 
-def _check_one_line_error(result, status, *fragments):
-    lines = own_stderr_lines(result.stderr)
-    assert result.returncode == status, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+def _check_one_line_error(status, stderr, expected_status, *fragments):
+    lines = own_stderr_lines(stderr)
+    assert status == expected_status, stderr[-2000:]
+    assert "Traceback" not in stderr
     assert len(lines) == 1, lines
     assert lines[0].startswith("keras-metapool")
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
 
 
-@pytest.mark.parametrize(
-    "subcommand, flags, status, fragments",
-    [
-        ("train", ["--dataset=imagenet"], 2, ["--dataset", "fashion_mnist", "tfds:NAME"]),
-        ("train", ["--image_size=16"], 2, ["--image_size", ">= 32"]),
-        ("train", ["--epochs=0"], 2, ["--epochs"]),
-        ("train", ["--architecture=/no/such/architecture.json"], 1,
-         ["--architecture", "/no/such/architecture.json", "not a file"]),
-        ("evaluate", ["--model=/no/such/model.tflite"], 1, ["/no/such/model.tflite",
-                                                              "does not exist"]),
-        ("frobnicate", [], 2, ["unknown subcommand", "search", "demo"]),
-    ],
-)  # fmt: skip
-def test_bad_command_lines_exit_with_one_clear_line(subcommand, flags, status, fragments):
-    _check_one_line_error(run_cli(subcommand, *flags), status, *fragments)
+def test_bad_command_lines_in_their_own_process_exit_with_one_clear_line():
+    # The real process: a command-line mistake (status 2) and a run error (1).
+    result = run_cli("train", "--image_size=16")
+    _check_one_line_error(result.returncode, result.stderr, 2, "--image_size", ">= 32")
+    result = run_cli("train", "--architecture=/no/such/architecture.json")
+    _check_one_line_error(result.returncode, result.stderr, 1, "not a file")
 
 
-def test_missing_dataset_and_corrupt_architecture_exit_with_one_clear_line(tmp_path):
-    # A tfds dataset that is not prepared in --data_dir (nothing downloads).
-    result = run_cli(
-        "train", *SMALL, "--dataset=tfds:mnist", f"--data_dir={tmp_path}",
-        f"--output_dir={tmp_path / 'out'}",
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "architecture.json").write_text(json.dumps({"ops": ["ssp"] * 3}), encoding="utf-8")
+    (folder / "flags.txt").write_text("--image_size=8\n", encoding="utf-8")
+    return folder
+
+
+#: (command line, exit status, fragments of the one error line); ``{tmp}`` is a
+#: folder with a corrupt architecture.json and a flag file.
+BAD_COMMAND_LINES = [
+    (["train", "--dataset=imagenet"], 2, ["--dataset", "fashion_mnist", "tfds:NAME"]),
+    (["train", "--image_size=16"], 2, ["--image_size", ">= 32"]),
+    (["train", "--epochs=0"], 2, ["--epochs"]),
+    (["train", "--formats=int8,jpeg"], 2, ["--formats", "edgetpu"]),
+    (["train", "--flagfile={tmp}/flags.txt"], 2, ["--image_size", ">= 32"]),
+    (["train", "extra"], 2, ["unexpected arguments", "--name=value"]),
+    (["frobnicate"], 2, ["unknown subcommand", "search", "demo"]),
+    ([], 2, ["missing subcommand"]),
+    (["train", "--architecture=/no/such/architecture.json"], 1,
+     ["--architecture", "/no/such/architecture.json", "not a file"]),
+    (["train", *SMALL, "--architecture={tmp}/architecture.json", "--output_dir={tmp}/o"], 1,
+     ["not a valid architecture spec"]),
+    (["evaluate", "--model=/no/such/model.tflite"], 1, ["/no/such/model.tflite", "does not exist"]),
+    (["qat", "--output_dir={tmp}/o"], 1, ["--model is required"]),
+    # A tfds dataset not prepared in --data_dir (nothing downloads), a missing image folder.
+    (["train", *SMALL, "--dataset=tfds:mnist", "--data_dir={tmp}", "--output_dir={tmp}/o"], 1,
+     ["mnist", "tfds build"]),
+    (["search", *SMALL, "--dataset=folder:{tmp}/none", "--output_dir={tmp}/o"], 1,
+     ["{tmp}/none", "does not exist"]),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_results(folder):
+    """Every BAD_COMMAND_LINES entry run by the command's own code, in one process."""
+    command_lines = [[a.format(tmp=folder) for a in argv] for argv, _, _ in BAD_COMMAND_LINES]
+    command_lines.append(["--help"])
+    process = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "cli_batch_script.py"),
+         json.dumps(command_lines)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=cli_env(),
     )  # fmt: skip
-    _check_one_line_error(result, 1, "mnist")
-    # An architecture file that is not a spec.
-    bad = tmp_path / "architecture.json"
-    bad.write_text(json.dumps({"ops": ["ssp"] * 3}), encoding="utf-8")
-    result = run_cli("train", *SMALL, f"--architecture={bad}", f"--output_dir={tmp_path / 'o'}")
-    _check_one_line_error(result, 1, "not a valid architecture spec")
-    # An image folder that is not there.
-    result = run_cli("search", *SMALL, f"--dataset=folder:{tmp_path / 'none'}",
-                     f"--output_dir={tmp_path / 'o'}")  # fmt: skip
-    _check_one_line_error(result, 1, str(tmp_path / "none"))
+    assert process.returncode == 0, process.stderr[-3000:]
+    return json.loads(process.stdout.strip().splitlines()[-1])
 
 
-def test_help_documents_every_flag_and_flagfile_works(tmp_path):
+@pytest.mark.parametrize("index", range(len(BAD_COMMAND_LINES)))
+def test_bad_command_lines_exit_with_one_clear_line(bad_results, folder, index):
+    _, status, fragments = BAD_COMMAND_LINES[index]
+    result = bad_results[index]
+    fragments = [fragment.format(tmp=folder) for fragment in fragments]
+    _check_one_line_error(result["status"], result["stderr"], status, *fragments)
+
+
+def test_help_documents_every_flag(bad_results):
     from keras_metapool.cli.options import HELP_SECTIONS, Options
 
-    result = check_ok(run_cli("--help"))
+    result = bad_results[-1]
+    assert result["status"] == 0
     for _, names in HELP_SECTIONS:
         for name in names:
-            assert f"--{name}:" in result.stdout or f"--[no]{name}:" in result.stdout, name
+            assert f"--{name}:" in result["stdout"] or f"--[no]{name}:" in result["stdout"], name
     # Every Options field is a documented flag (and the reverse).
     documented = {name for _, names in HELP_SECTIONS for name in names}
-    assert documented == {field for field in Options.__dataclass_fields__}
-    # --flagfile: a flag read from a file is applied (here: the bad size is caught).
-    flagfile = tmp_path / "flags.txt"
-    flagfile.write_text("--image_size=8\n", encoding="utf-8")
-    _check_one_line_error(run_cli("train", f"--flagfile={flagfile}"), 2, "--image_size")
+    assert documented == set(Options.__dataclass_fields__)

@@ -238,8 +238,10 @@ def artifact_folder(options, strategy):
         yield options.output_dir
         return
     resolver = strategy.cluster_resolver
+    # Not named with TEMP_MARK: the chief removes stale temporaries when it
+    # starts, which may be after this worker created its folder.
     private = os.path.join(
-        options.output_dir, f".worker-{resolver.task_type}-{resolver.task_id}{TEMP_MARK}scratch"
+        options.output_dir, f".worker-{resolver.task_type}-{resolver.task_id}-scratch"
     )
     os.makedirs(private, exist_ok=True)
     try:
@@ -488,8 +490,15 @@ def training_callbacks(options, folder, csv_name, log_name, backup_dir, epochs, 
     return callbacks, resumed_epoch
 
 
-def remove_empty_backup(backup_dir):
-    """Removes ``backup_dir`` once training finished (BackupAndRestore leaves it empty)."""
+def remove_empty_backup(backup_dir, strategy):
+    """Removes ``backup_dir`` once training finished (BackupAndRestore leaves it empty).
+
+    Only the chief does: in a multi-worker run another worker can finish
+    ``fit`` while the chief's last backup is being written, and removing the
+    then empty ``chief`` folder under it made that save fail.
+    """
+    if not is_chief(strategy):
+        return
     for folder in (os.path.join(backup_dir, "chief"), backup_dir):
         try:
             os.rmdir(folder)

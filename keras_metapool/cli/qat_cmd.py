@@ -118,7 +118,7 @@ def qat(options, strategy):
             verbose=common.keras_verbosity(),
         )
         seconds = time.perf_counter() - start
-        common.remove_empty_backup(options.output_path("backup"))
+        common.remove_empty_backup(options.output_path("backup"), strategy)
         qat_accuracy = common.evaluate_accuracy(qat_model, test_data, info.num_classes)
         name = "qat_model.h5" if options.qat_format == "h5" else "qat_model"
         common.save_keras_model(qat_model, os.path.join(folder, name))

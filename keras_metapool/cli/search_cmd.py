@@ -106,7 +106,7 @@ def search(options, strategy):
             verbose=common.keras_verbosity(),
         )
         seconds = time.perf_counter() - start
-        common.remove_empty_backup(options.output_path("backup"))
+        common.remove_empty_backup(options.output_path("backup"), strategy)
 
         spec = pmpl.architecture
         architecture_path = os.path.join(folder, "architecture.json")

@@ -155,7 +155,7 @@ def train(options, strategy):
             verbose=common.keras_verbosity(),
         )
         seconds = time.perf_counter() - start
-        common.remove_empty_backup(options.output_path("backup"))
+        common.remove_empty_backup(options.output_path("backup"), strategy)
         test_accuracy = common.evaluate_accuracy(model, test_data, info.num_classes)
         common.save_keras_model(model, os.path.join(folder, "model.keras"))
         metrics = {
