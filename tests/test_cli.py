@@ -59,7 +59,7 @@ def chain(tmp_path_factory):
     results["export"] = check_ok(
         run_cli(
             "export", "--model=" + os.path.join(out["qat"], "qat_model.h5"),
-            "--formats=saved_model,float,int8,edgetpu", "--calibration_samples=64",
+            "--formats=saved_model,int8,edgetpu", "--calibration_samples=64",
             f"--output_dir={out['export']}",
         )
     )  # fmt: skip
@@ -135,11 +135,11 @@ def test_qat_model_reloads_and_keeps_the_accuracy(chain):
 def test_export_writes_every_format_and_an_edgetpu_clean_model(chain):
     out, results = chain
     summary = read_json(os.path.join(out["export"], "export.json"))
-    assert set(summary["outputs"]) == {"saved_model", "float", "int8", "edgetpu"}
+    assert set(summary["outputs"]) == {"saved_model", "int8", "edgetpu"}
     edgetpu = summary["outputs"]["edgetpu"]
     assert edgetpu["input"]["dtype"] == "uint8" and edgetpu["input"]["shape"] == [1, 32, 32, 3]
     assert edgetpu["edgetpu"]["all_mapped"] and edgetpu["edgetpu"]["subgraphs"] == 1
-    assert summary["outputs"]["float"]["input"]["dtype"] == "float32"
+    assert summary["outputs"]["int8"]["input"]["dtype"] == "int8"
     graph = read_tflite_graph(os.path.join(out["export"], "model_edgetpu.tflite"))
     assert full_integer_problems(graph, "uint8") == []
     assert full_integer_problems(read_tflite_graph(edgetpu["path"].replace("edgetpu", "int8")),
