@@ -996,7 +996,17 @@ def variant_stats(runs):
         "model_alpha": float(np.mean([r["model_alpha"] for r in runs])),
         "time": float(np.mean([r["time_to_model_seconds"] for r in runs])),
         "search_time": float(np.mean([r["search_seconds"] for r in runs])),
-    }
+        # CPU seconds of the process (all threads): the work, whatever else ran
+        # on the machine; wall times carry the machine's other load.
+        "cpu": _mean_or_none([r.get("cpu_seconds", 0) + r.get("search_cpu_seconds", 0)
+                              for r in runs if "cpu_seconds" in r]),
+        "search_cpu": _mean_or_none([r["search_cpu_seconds"] for r in runs
+                                     if "search_cpu_seconds" in r]),
+    }  # fmt: skip
+
+
+def _mean_or_none(values):
+    return float(np.mean(values)) if values else None
 
 
 def latency_ratio(latency, variant, mode):
@@ -1137,6 +1147,11 @@ def conclusions(groups, searches, latency):
 
 def write_report(configs, seeds, variants, tasks, started_machine):
     groups, searches, latency = collect(tasks)
+    for config, by_variant in groups.items():
+        for run in by_variant.get("searched", []):  # its cost includes its search's
+            search = searches.get(config, {}).get(search_seed(run["seed"], seeds))
+            if search is not None and "cpu_seconds" in search:
+                run["search_cpu_seconds"] = search["cpu_seconds"]
     if not groups:
         return None
     info = dataset_info()
@@ -1167,7 +1182,9 @@ def write_report(configs, seeds, variants, tasks, started_machine):
         "Accuracy: mean ± std over seeds (n); Δ and Welch p against MobileNetV2 of the same "
         "alpha and size. Latency: float / int8 TFLite, batch 1, "
         f"{FLAGS.threads} thread(s), median of {FLAGS.latency_runs} invokes interleaved with "
-        "MobileNetV2's, as a ratio to it. Time: training (+ search) per model, mean over seeds.",
+        "MobileNetV2's, as a ratio to it. Time: wall time of training (+ search) per model, "
+        "mean over seeds; CPU: process CPU time of training and test evaluation (+ the "
+        "search), which does not depend on what else the machine ran (wall time does).",
     ]
     for config in sorted(groups):
         stats = {v: variant_stats(r) for v, r in groups[config].items()}
@@ -1177,8 +1194,8 @@ def write_report(configs, seeds, variants, tasks, started_machine):
             f"## {config.title}",
             "",
             "| variant | alpha | params | vs MNv2 | MACs | vs MNv2 | test accuracy % | Δ (points) "
-            "| Welch p | float latency | int8 latency | time |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| Welch p | float latency | int8 latency | time | CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for variant in variants:
             if variant not in stats:
@@ -1198,13 +1215,16 @@ def write_report(configs, seeds, variants, tasks, started_machine):
                 ratio = latency_ratio(latency.get(config), variant, mode)
                 ratios.append("—" if ratio is None else f"{ratio:.2f}x")
             time_text = format_duration(s["time"])
+            cpu_text = format_duration(s["cpu"]) if s["cpu"] is not None else "—"
             if variant == "searched":
                 time_text += f" (search {format_duration(s['search_time'])})"
+                if s["search_cpu"] is not None:
+                    cpu_text += f" (search {format_duration(s['search_cpu'])})"
             lines.append(
                 f"| {VARIANT_BY_KEY[variant].label} | {s['model_alpha']:.4g} "
                 f"| {s['params'] / 1e6:.3f}M | {vs_params} | {s['macs'] / 1e6:.1f}M | {vs_macs} "
                 f"| {100 * s['mean']:.2f}{std} ({s['n']}) | {delta} | {p} "
-                f"| {ratios[0]} | {ratios[1]} | {time_text} |"
+                f"| {ratios[0]} | {ratios[1]} | {time_text} | {cpu_text} |"
             )
         notes = []
         if config in latency:

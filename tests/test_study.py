@@ -120,6 +120,8 @@ def test_markdown_reports_every_variant_run(quick_study):
         run = read(quick_study, by_label[row[0]])
         assert row[6].startswith(f"{100 * run['test_accuracy']:.2f} (1)")
         assert row[2] == f"{run['params'] / 1e6:.3f}M"
+        if row[0] != "PMPL searched":  # whose CPU time adds its search's
+            assert row[12] == study.format_duration(run["cpu_seconds"])
     assert rows[0][9] == "1.00x" and rows[0][10] == "1.00x"  # the baseline against itself
     assert "## What this shows" in markdown and "## What this does not show" in markdown
     assert "One seed per variant" in markdown  # the quick study cannot judge differences
