@@ -274,8 +274,9 @@ def _define(flag_values):
         lower_bound=1, flag_values=f)
     flags.DEFINE_bool(
         "quick", False,
-        "[demo] A reduced demo (32x32 inputs, 2,048 training images, a 1-epoch search, 2 training epochs) that "
-        "checks the whole pipeline in about 2 minutes; its accuracies mean little.",
+        "[demo] A reduced demo (32x32 inputs, 2,048 training images, a 1-epoch search, 2 "
+        "training epochs) that checks the whole pipeline in about 2 minutes; its accuracies "
+        "mean little.",
         flag_values=f)
     flags.DEFINE_bool(
         "show_traceback", False, "Print the full traceback of an error (default: one line).",
