@@ -29,25 +29,3 @@ def rng():
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: trains on real data (still part of the default run)")
     tf.config.threading.set_inter_op_parallelism_threads(2)
-
-
-#: The slowest test files (minutes each, mostly TensorFlow tracing and
-#: subprocesses), scheduled first: pytest-xdist's --dist loadfile hands files
-#: out in collection order, and a heavy file collected last ran alone at the
-#: end while the other worker idled.
-HEAVY_FILES_FIRST = (
-    "test_cli.py",
-    "test_study.py",
-    "test_quantization.py",
-    "test_cli_demo.py",
-    "test_cli_resume.py",
-    "test_export_tflite.py",
-    "test_save_load.py",
-    "test_pmpl.py",
-    "test_mixed_precision.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: index for index, name in enumerate(HEAVY_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
