@@ -85,7 +85,7 @@ def evaluate(options, strategy=None):
 
     A Keras model (``.keras``, ``.h5``, SavedModel; QAT models too) predicts
     batch by batch; a ``.tflite`` model runs in LiteRT
-    (``keras_metapool.export.evaluate_tflite``: float inputs are quantized as
+    (``TFLiteRunner``, as ``evaluate_tflite`` runs it: float inputs are quantized as
     the file says; the latency is the median invoke). Images are resized to
     the model's own input size. Writes ``<model name>_metrics.json`` (accuracy,
     per-class accuracy, confusion matrix, class names, latency) and
@@ -107,14 +107,23 @@ def evaluate(options, strategy=None):
         raise FileNotFoundError(f"--model: {path} does not exist.")
     is_tflite = path.endswith(".tflite")
     if is_tflite:
-        from keras_metapool.export import TFLiteRunner, evaluate_tflite
+        from keras_metapool.export import TFLiteRunner
+        from keras_metapool.export.evaluate import LatencyStats
 
         runner = TFLiteRunner(path, num_threads=options.num_threads)
         height, width, _ = runner.input_shape
         if height != width:
             raise ValueError(f"--model: expected a square input, got {runner.input_shape}.")
         options = dataclasses.replace(options, image_size=int(height))
-        predict = runner.predict
+        invoke_seconds = []
+
+        def predict(images):
+            # One image per invoke (the deployment latency, as evaluate_tflite
+            # times it): a single pass gives predictions and latency.
+            outputs, seconds = runner._predict_timed(images.astype(np.float32), batch_size=1)
+            invoke_seconds.extend(seconds)
+            return outputs
+
         kind = "TFLite"
     else:
         model = common.load_model(path)
@@ -137,9 +146,7 @@ def evaluate(options, strategy=None):
     accuracy = float(np.trace(matrix)) / total
     latency = None
     if is_tflite:
-        evaluation = evaluate_tflite(path, data, num_threads=options.num_threads)
-        accuracy = evaluation.accuracy  # same interpreter: the same predictions
-        latency = evaluation.latency
+        latency = LatencyStats.from_seconds(invoke_seconds, runner.static_batch or 1)
     rows = matrix.sum(axis=1)
     per_class = {
         name: (float(matrix[i, i] / rows[i]) if rows[i] else None)
