@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -504,6 +505,42 @@ def remove_empty_backup(backup_dir, strategy):
             os.rmdir(folder)
         except OSError:  # missing, or not empty (another run's backup): leave it
             pass
+
+
+def fit_timed(
+    model,
+    train_data,
+    *,
+    num_classes,
+    epochs,
+    steps,
+    repeat,
+    callbacks,
+    backup_dir,
+    strategy,
+    validation_data=None,
+):
+    """The one ``model.fit`` of ``search``, ``train`` and ``qat``, timed.
+
+    Labels are one-hot encoded, an epoch is ``steps`` steps when the data
+    repeats (else one pass), and once ``fit`` returns the emptied
+    BackupAndRestore folder ``backup_dir`` is removed (``remove_empty_backup``).
+    Returns ``(history, seconds)``: ``seconds`` is the wall time of ``fit`` alone.
+    """
+    start = time.perf_counter()
+    history = model.fit(
+        one_hot_labels(train_data, num_classes),
+        validation_data=(
+            None if validation_data is None else one_hot_labels(validation_data, num_classes)
+        ),
+        epochs=epochs,
+        steps_per_epoch=steps if repeat else None,
+        callbacks=callbacks,
+        verbose=keras_verbosity(),
+    )
+    seconds = time.perf_counter() - start
+    remove_empty_backup(backup_dir, strategy)
+    return history, seconds
 
 
 def tensorboard_available():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 
 from keras_metapool._keras import keras
 from keras_metapool.cli import common
@@ -109,16 +108,11 @@ def qat(options, strategy):
             options, folder, "qat_history.csv", "qat", options.output_path("backup"),
             options.qat_epochs,
         )  # fmt: skip
-        start = time.perf_counter()
-        qat_model.fit(
-            common.one_hot_labels(train_data, info.num_classes),
-            epochs=options.qat_epochs,
-            steps_per_epoch=steps if repeat else None,
-            callbacks=callbacks,
-            verbose=common.keras_verbosity(),
-        )
-        seconds = time.perf_counter() - start
-        common.remove_empty_backup(options.output_path("backup"), strategy)
+        _, seconds = common.fit_timed(
+            qat_model, train_data, num_classes=info.num_classes, epochs=options.qat_epochs,
+            steps=steps, repeat=repeat, callbacks=callbacks,
+            backup_dir=options.output_path("backup"), strategy=strategy,
+        )  # fmt: skip
         qat_accuracy = common.evaluate_accuracy(qat_model, test_data, info.num_classes)
         name = "qat_model.h5" if options.qat_format == "h5" else "qat_model"
         common.save_keras_model(qat_model, os.path.join(folder, name))

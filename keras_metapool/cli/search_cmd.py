@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 
 from keras_metapool.cli import common
 
@@ -97,16 +96,11 @@ def search(options, strategy):
             extra=[pmpl],  # first: its logs reach the CSV and TensorBoard
         )
         callbacks.append(common.HideFromProgressBar())
-        start = time.perf_counter()
-        history = supernet.fit(
-            common.one_hot_labels(weights_data, info.num_classes),
-            epochs=options.epochs,
-            steps_per_epoch=steps if repeat else None,
-            callbacks=callbacks,
-            verbose=common.keras_verbosity(),
-        )
-        seconds = time.perf_counter() - start
-        common.remove_empty_backup(options.output_path("backup"), strategy)
+        history, seconds = common.fit_timed(
+            supernet, weights_data, num_classes=info.num_classes, epochs=options.epochs,
+            steps=steps, repeat=repeat, callbacks=callbacks,
+            backup_dir=options.output_path("backup"), strategy=strategy,
+        )  # fmt: skip
 
         spec = pmpl.architecture
         architecture_path = os.path.join(folder, "architecture.json")

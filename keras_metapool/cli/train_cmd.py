@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 
 from keras_metapool.cli import common
 from keras_metapool.cli.options import NAMED_ARCHITECTURES
@@ -143,19 +142,12 @@ def train(options, strategy):
         # Before BackupAndRestore (last): an epoch is backed up once its
         # checkpoint and logs are written.
         callbacks.insert(len(callbacks) - 1, checkpoint)
-        start = time.perf_counter()
-        model.fit(
-            common.one_hot_labels(train_data, info.num_classes),
-            validation_data=(
-                common.one_hot_labels(validation_data, info.num_classes) if validate else None
-            ),
-            epochs=options.epochs,
-            steps_per_epoch=steps if repeat else None,
-            callbacks=callbacks,
-            verbose=common.keras_verbosity(),
-        )
-        seconds = time.perf_counter() - start
-        common.remove_empty_backup(options.output_path("backup"), strategy)
+        _, seconds = common.fit_timed(
+            model, train_data, num_classes=info.num_classes, epochs=options.epochs,
+            steps=steps, repeat=repeat, callbacks=callbacks,
+            backup_dir=options.output_path("backup"), strategy=strategy,
+            validation_data=validation_data if validate else None,
+        )  # fmt: skip
         test_accuracy = common.evaluate_accuracy(model, test_data, info.num_classes)
         common.save_keras_model(model, os.path.join(folder, "model.keras"))
         metrics = {
