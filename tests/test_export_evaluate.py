@@ -13,6 +13,7 @@ from keras_metapool._keras import keras
 from keras_metapool.data.fashion_mnist import load_fashion_mnist
 from keras_metapool.export import (
     TFLITE_MODES,
+    TFLiteRunner,
     evaluate_tflite,
     measure_latency,
     tflite_predict,
@@ -123,6 +124,17 @@ def test_static_batch_model_pads_the_last_batch(exports, data):
         tflite_predict(exports["uint8"].path, test_x, batch_size=7), expected
     )
     np.testing.assert_array_equal(tflite_predict(exports["edgetpu"].path, test_x), expected)
+
+
+def test_predict_timed_times_every_invoke_and_predicts_like_predict(exports, data):
+    test_x = data[2][:20]
+    dynamic = TFLiteRunner(exports["uint8"].path)
+    outputs, seconds = dynamic.predict_timed(test_x, batch_size=7)
+    np.testing.assert_array_equal(outputs, dynamic.predict(test_x, batch_size=7))
+    assert len(seconds) == 3 and all(s > 0 for s in seconds)  # 7 + 7 + 6 images
+    static = TFLiteRunner(exports["edgetpu"].path)  # batch 1: one invoke per image
+    outputs, seconds = static.predict_timed(test_x, batch_size=7)
+    assert outputs.shape[0] == 20 and len(seconds) == 20
 
 
 def test_measure_latency(exports):

@@ -120,7 +120,7 @@ def evaluate(options, strategy=None):
         def predict(images):
             # One image per invoke (the deployment latency, as evaluate_tflite
             # times it): a single pass gives predictions and latency.
-            outputs, seconds = runner._predict_timed(images.astype(np.float32), batch_size=1)
+            outputs, seconds = runner.predict_timed(images, batch_size=1)
             invoke_seconds.extend(seconds)
             return outputs
 

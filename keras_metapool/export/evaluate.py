@@ -181,10 +181,24 @@ class TFLiteRunner:
 
     def predict(self, images, batch_size=None):
         """Outputs for all ``images`` (N, H, W, C), as a float32 array (N, ...)."""
-        outputs, _ = self._predict_timed(np.asarray(images, np.float32), batch_size)
+        outputs, _ = self.predict_timed(images, batch_size)
         return outputs
 
-    def _predict_timed(self, images, batch_size=None):
+    def predict_timed(self, images, batch_size=None):
+        """``predict`` that also returns the seconds of every invoke.
+
+        Args:
+            images: Float array ``(N, H, W, C)``.
+            batch_size: Images per invoke for a dynamic-batch model (default
+                32); a static-batch model uses its own batch, the last one
+                padded with copies of its last image.
+
+        Returns:
+            ``(outputs, seconds)``: the float32 outputs ``(N, ...)`` and a
+            list of invoke times (``LatencyStats.from_seconds`` takes it, with
+            ``static_batch or batch_size``).
+        """
+        images = np.asarray(images, np.float32)
         batch = self.static_batch or batch_size or _DEFAULT_PREDICT_BATCH
         outputs, seconds = [], []
         for start in range(0, len(images), batch):
@@ -282,7 +296,7 @@ def evaluate_tflite(
             raise ValueError(f"{len(images)} images but {len(labels)} labels in a batch.")
         if max_examples is not None:
             images, labels = images[: max_examples - count], labels[: max_examples - count]
-        outputs, elapsed = runner._predict_timed(images.astype(np.float32), batch_size)
+        outputs, elapsed = runner.predict_timed(images, batch_size)
         if labels.ndim > 1:  # one-hot
             labels = labels.argmax(axis=-1)
         correct += int(np.sum(outputs.argmax(axis=-1) == labels.astype(np.int64)))
