@@ -87,13 +87,22 @@ def randomize_weights(layer, rng):
 
 
 # -- tiny search models ----------------------------------------------------------------
-def tiny_search_model(candidates, input_shape=(16, 16, 1), points=(1, 2), classes=2, pool="max"):
+def tiny_search_model(
+    candidates,
+    input_shape=(16, 16, 1),
+    points=(1, 2),
+    classes=2,
+    pool="max",
+    post_norm=False,
+    fixed=None,
+):
     """A small functional model with MobileNetV2MP-named search points.
 
     Conv1x1 -> [MetaPoolingBlock "block_<i>_mp" for i in points] -> global
     pooling -> Dense. PMPLCallback and derive_architecture find points by
     name, so this exercises the search machinery at a fraction of
-    MobileNetV2MP's tracing cost.
+    MobileNetV2MP's tracing cost. ``fixed`` fixes every point to that op
+    (a model of one candidate alone).
     """
     from keras_metapool.layers import MetaPoolingBlock
 
@@ -101,7 +110,12 @@ def tiny_search_model(candidates, input_shape=(16, 16, 1), points=(1, 2), classe
     x = keras.layers.Conv2D(8, 1, name="stem")(inputs)
     for index in points:
         x = MetaPoolingBlock(
-            candidates=candidates, batch_norm_momentum=0.9, name=f"block_{index}_mp", seed=index
+            candidates=candidates,
+            post_norm=post_norm,
+            fixed=fixed,
+            batch_norm_momentum=0.9,
+            name=f"block_{index}_mp",
+            seed=index,
         )(x)
     pooling = (
         keras.layers.GlobalMaxPooling2D if pool == "max" else keras.layers.GlobalAveragePooling2D
@@ -154,6 +168,45 @@ def peak_or_clutter_task(count, seed, size=24):
         images[i, r, c] = 1.0
     images += rng.normal(0.0, 0.05, images.shape).astype(np.float32)
     return images, labels
+
+
+def aligned_glyphs_task(count, seed, size=24, glyph=2, apart=10):
+    """Two bright glyphs far apart: on the same rows (label 1) or not (0).
+
+    The glyphs are ``glyph`` x ``glyph`` squares at least ``apart`` columns
+    apart, beyond every pooling window (7 at most); in class 0 their rows
+    differ by at least ``2 * glyph``. Under a global max pool only an op that
+    relates a pixel to its whole row can tell the classes apart: SSP (its row
+    descriptor doubles where both glyphs share a row). A task whose one
+    right answer is SSP.
+    """
+    rng = np.random.default_rng(seed)
+    images = np.zeros((count, size, size, 1), np.float32)
+    labels = rng.integers(0, 2, count)
+    last = size - glyph
+    for i in range(count):
+        c1 = int(rng.integers(0, last - apart + 1))
+        c2 = int(rng.integers(c1 + apart, last + 1))
+        r1 = int(rng.integers(0, last + 1))
+        if labels[i]:
+            r2 = r1
+        else:
+            rows = [r for r in range(last + 1) if abs(r - r1) >= 2 * glyph]
+            r2 = int(rng.choice(rows))
+        for r, c in ((r1, c1), (r2, c2)):
+            images[i, r : r + glyph, c : c + glyph] = 1.0
+        if rng.random() < 0.5:  # glyphs left/right of each other either way
+            images[i] = images[i, :, ::-1]
+    images += rng.normal(0.0, 0.05, images.shape).astype(np.float32)
+    return images, labels
+
+
+#: The planted tasks of the search tests and of benchmarks/planted_search.py.
+PLANTED_TASKS = {
+    "aligned_glyphs": aligned_glyphs_task,
+    "block_or_scatter": block_or_scatter_task,
+    "peak_or_clutter": peak_or_clutter_task,
+}
 
 
 def free_ports(count):

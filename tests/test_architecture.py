@@ -5,7 +5,7 @@ import json
 import pytest
 from helpers import CHOICES, METHOD_ABLATIONS
 
-from keras_metapool.layers import CANDIDATE_OPS
+from keras_metapool.layers import CANDIDATE_OPS, DEFAULT_CANDIDATES
 from keras_metapool.models.architecture import (
     ArchitectureSpec,
     resolve_spec,
@@ -294,3 +294,58 @@ def test_resolve_spec_presets_and_dicts():
 def test_resolve_spec_errors_name_the_argument(kwargs, word):
     with pytest.raises(ValueError, match=word):
         resolve_spec(**kwargs)
+
+
+# -- candidate pruning -----------------------------------------------------------------
+def test_prune_candidates_drops_windows_larger_than_the_map():
+    from keras_metapool.layers.candidate_ops import prune_candidates
+
+    assert prune_candidates(DEFAULT_CANDIDATES, (2, 2)) == ("identity", "ssp")
+    assert prune_candidates(DEFAULT_CANDIDATES, (4, 4)) == ("identity", "ssp", "max3", "avg3")
+    assert prune_candidates(DEFAULT_CANDIDATES, (8, 5)) == (
+        "identity", "ssp", "max3", "max5", "avg3", "avg5",
+    )  # fmt: skip
+    assert prune_candidates(DEFAULT_CANDIDATES, (7, 7)) == DEFAULT_CANDIDATES
+    assert prune_candidates(DEFAULT_CANDIDATES, (None, None)) == DEFAULT_CANDIDATES
+
+
+def test_pruned_search_spec_lists_each_points_candidates_and_round_trips():
+    from keras_metapool.models.mobilenet_v2_mp import block_map_sizes
+
+    sizes = block_map_sizes(64, 64)
+    assert sizes[0] == (32, 32) and sizes[6] == (4, 4) and sizes[16] == (2, 2)
+    spec = ArchitectureSpec.search().pruned_for_input(sizes)
+    for index in range(13, 17):  # 2x2 maps: no pooling window larger than the map
+        assert spec.candidates_at(index) == ("identity", "ssp")
+    assert spec.candidates_at(8) == ("identity", "ssp", "max3", "avg3")
+    assert spec.candidates_at(3) == DEFAULT_CANDIDATES  # 8x8: all fit
+    again = ArchitectureSpec.from_json(spec.to_json())
+    assert again == spec and again.candidates_at(16) == ("identity", "ssp")
+    assert eval(repr(spec), {"ArchitectureSpec": ArchitectureSpec}) == spec
+    # A point whose candidates the spec lists keeps them; the others are pruned.
+    again = spec.pruned_for_input(block_map_sizes(32, 32))  # block 8: 2x2, block 3: 4x4
+    assert again.candidates_at(8) == ("identity", "ssp", "max3", "avg3")
+    assert again.candidates_at(3) == ("identity", "ssp", "max3", "avg3")
+    # The model's points carry the pruned lists.
+    from keras_metapool import MobileNetV2MP
+    from keras_metapool.search import search_blocks
+
+    model = MobileNetV2MP(weights=None, input_shape=(64, 64, 3), alpha=0.35, classes=3)
+    blocks = search_blocks(model)
+    assert all(blocks[i].candidates == spec.candidates_at(i) for i in blocks)
+
+
+def test_point_candidates_are_validated():
+    ops = ["search"] * 17
+    with pytest.raises(ValueError, match="must list 17 entries"):
+        ArchitectureSpec(ops, point_candidates=[None])
+    bad = [None] * 17
+    bad[3] = ["identity", "avg9"]
+    with pytest.raises(ValueError, match=r"Unknown candidate op 'avg9' in `point_candidates\[3\]`"):
+        ArchitectureSpec(ops, point_candidates=bad)
+    bad[3] = ["identity"]
+    with pytest.raises(ValueError, match="must be >= 2 distinct op names"):
+        ArchitectureSpec(ops, point_candidates=bad)
+    bad[3] = ["identity", "ssp"]
+    with pytest.raises(ValueError, match="whose entry is 'ssp', not 'search'"):
+        ArchitectureSpec(["ssp"] * 17, point_candidates=bad)

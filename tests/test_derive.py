@@ -37,32 +37,41 @@ def _fix_at_random(model, seed, pairs=False):
     return chosen
 
 
-def _expected_layer_count(chosen, head):
+def _expected_layer_count(chosen, head, post_norm):
     """MobileNetV2's layers plus what each fixed point adds in the lean model."""
     base = len(_search_model(meta_pooling="none", head=head).layers)
     added = 0
     for ops in chosen.values():
         if ops == ("identity",):
             continue  # dropped entirely
-        added += len(ops) + (1 if len(ops) == 2 else 0) + 2  # ops, Add, BN, hswish
+        # ops, their Add, then BN + hswish with the post-norm
+        added += len(ops) + (1 if len(ops) == 2 else 0) + (2 if post_norm else 0)
     return base + added
 
 
 @pytest.mark.parametrize(
-    "placement, head, pairs",
-    [("output", "classic", False), ("hidden", "paper", True), ("output", "classic", True)],
+    "placement, head, pairs, post_norm, seed",
+    [
+        ("hidden", "classic", False, False, 2),  # the default supernet
+        ("output", "paper", True, False, 1),
+        ("output", "classic", True, True, 1),  # the paper's search mixture
+    ],
 )
-def test_fixed_model_is_lean_and_predicts_like_the_search_model(placement, head, pairs):
-    search = _search_model(placement=placement, head=head)
-    calibrate_batch_norms(search, seed=1, randomize_alpha=True)
+def test_fixed_model_is_lean_and_predicts_like_the_search_model(
+    placement, head, pairs, post_norm, seed
+):
+    # seed: random networks whose predictions are not all one class.
+    spec = ArchitectureSpec.search(placement, post_norm=post_norm)
+    search = _search_model(meta_pooling=spec, head=head)
+    calibrate_batch_norms(search, seed=seed, randomize_alpha=True)
     chosen = _fix_at_random(search, seed=3, pairs=pairs)
     fixed = to_fixed_model(search)
 
     assert not any(isinstance(layer, MetaPoolingBlock) for layer in fixed.layers)
     assert not any("alpha" in v.name for v in fixed.variables)
-    assert len(fixed.layers) == _expected_layer_count(chosen, head)
+    assert len(fixed.layers) == _expected_layer_count(chosen, head, post_norm)
     spec = derive_architecture(search)
-    assert spec.placement == placement and spec.post_norm
+    assert spec.placement == placement and spec.post_norm == post_norm
     for block_id, ops in chosen.items():
         assert spec.ops[block_id] == (ops[0] if len(ops) == 1 else ops)
     images = np.random.default_rng(0).uniform(-1, 1, (6, *SHAPE)).astype("float32")
@@ -88,13 +97,18 @@ def test_derived_spec_round_trips_through_json_and_builds_the_same_model():
 def test_undecided_points_follow_the_rule():
     search = _search_model(search_candidates=("identity", "ssp", "avg3"))
     blocks = search_blocks(search)
-    for block in blocks.values():
-        block.alpha.assign(np.log(np.array([0.2, 0.5, 0.3], np.float32)))
+    assert len(blocks) == 16  # hidden placement: blocks 1-16
+    odds = {"identity": 0.2, "ssp": 0.5, "avg3": 0.3}
+    for block in blocks.values():  # 32x32 input: avg3 is pruned on the small maps
+        probs = np.array([odds[op] for op in block.candidates], np.float32)
+        block.alpha.assign(np.log(probs / probs.sum()))
     blocks[4].fix("avg3")
     assert derive_architecture(search).ops[4] == "avg3"
-    assert derive_architecture(search).ops[0] == "ssp"
-    assert derive_architecture(search, undecided="top2").ops[0] == ("ssp", "avg3")
-    with pytest.raises(ValueError, match="16 unfixed search point"):
+    assert derive_architecture(search).ops[1] == "identity"  # the default rule
+    assert derive_architecture(search, undecided="argmax").ops[1] == "ssp"
+    assert derive_architecture(search, undecided="top2").ops[1] == ("ssp", "avg3")
+    assert derive_architecture(search, undecided="top2").ops[16] == ("identity", "ssp")
+    with pytest.raises(ValueError, match="15 unfixed search point"):
         derive_architecture(search, undecided="error")
     with pytest.raises(ValueError, match="Finish the search first"):
         to_fixed_model(search)
@@ -103,7 +117,8 @@ def test_undecided_points_follow_the_rule():
 
 
 def test_transfer_weights_warm_starts_another_architecture_and_rejects_misfits():
-    search = _search_model()
+    # The ablations have BN + hswish after each op: a paper-mixture supernet.
+    search = _search_model(meta_pooling=ArchitectureSpec.search("output", post_norm=True))
     calibrate_batch_norms(search, seed=2)
     other = MobileNetV2MP(
         weights=None, input_shape=SHAPE, alpha=0.35, classes=7,
@@ -123,7 +138,9 @@ def test_transfer_weights_warm_starts_another_architecture_and_rejects_misfits()
         transfer_weights(search, wider)
     for a, b in zip(wider.get_weights(), before):  # nothing assigned
         np.testing.assert_array_equal(a, b)
-    narrowed = _search_model(search_candidates=("identity", "avg3"))
+    narrowed = _search_model(
+        meta_pooling=ArchitectureSpec.search("output", ("identity", "avg3"), post_norm=True)
+    )
     with pytest.raises(ValueError, match="no counterpart"):
         transfer_weights(narrowed, other)
 

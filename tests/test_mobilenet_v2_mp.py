@@ -77,7 +77,7 @@ def spec_of(meta_pooling, placement=None):
     return {
         "none": ArchitectureSpec.plain(),
         "paper": ArchitectureSpec.paper(),
-        "search": ArchitectureSpec.search(placement or "output"),
+        "search": ArchitectureSpec.search(placement) if placement else ArchitectureSpec.search(),
     }[meta_pooling]
 
 
@@ -311,6 +311,9 @@ def test_search_structure(placement):
     )  # fmt: skip
     blocks = [layer for layer in model.layers if isinstance(layer, MetaPoolingBlock)]
     assert len(blocks) == (17 if placement == "output" else 16)
+    # 32x32 input: blocks 0-2 see 16x16 or 8x8 maps, 3-5 4x4, 6-9 2x2, 10-16 1x1;
+    # a 3x3 window is larger than the last two kinds, so avg3 is pruned there.
+    large_maps = range(6)
     for i in range(NUM_BLOCKS):
         found = enhancer_layers(model, i, placement)
         if placement == "hidden" and i == 0:
@@ -318,7 +321,9 @@ def test_search_structure(placement):
             continue
         assert len(found) == 1 and isinstance(found[0], MetaPoolingBlock)
         name = found[0].name
-        assert found[0].candidates == ("identity", "ssp", "avg3")
+        expected = ("identity", "ssp", "avg3") if i in large_maps else ("identity", "ssp")
+        assert found[0].candidates == expected, i
+        assert not found[0].post_norm  # the search supernet's default form
         if placement == "output":
             assert name == prefix(i) + "mp"
             assert parents(model, name) == [prefix(i) + "project_BN"]
@@ -328,6 +333,18 @@ def test_search_structure(placement):
             assert parents(model, name) == [prefix(i) + "depthwise_relu"]
             assert children(model, name) == [prefix(i) + "project"]
             assert children(model, prefix(i) + "depthwise_relu") == [name]
+
+
+def test_search_default_is_hidden_without_post_norm_and_a_lone_candidate_is_fixed():
+    model = MobileNetV2MP(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, search_candidates=("identity", "max5")
+    )
+    # max5 fits only the 16x16 and 8x8 maps (blocks 0-2): elsewhere identity
+    # is left alone, so the point is fixed to it (no layer at all).
+    points = {layer.name for layer in model.layers if isinstance(layer, MetaPoolingBlock)}
+    assert points == {"block_1_hidden_mp", "block_2_hidden_mp"}
+    assert not any(layer.name.startswith("block_3_") and "mp" in layer.name
+                   for layer in model.layers)  # fmt: skip
 
 
 def test_paper_head_adds_one_1280_conv():

@@ -14,11 +14,12 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import block_or_scatter_task, peak_or_clutter_task, tiny_search_model
+from helpers import block_or_scatter_task, tiny_search_model
 
 from keras_metapool._keras import keras
 from keras_metapool.search import (
     PMPLCallback,
+    SearchUndecidedWarning,
     decode_fixed_code,
     fixed_code,
     late_stage_epoch,
@@ -77,7 +78,7 @@ def test_fixing_rule_fixes_the_argmax_only_past_the_threshold_then_top2_late():
     x, y = _data(16)
     probe = _Probe()
     # learning_rate=0, weight_decay=0: alpha stays where it was set.
-    pmpl = PMPLCallback(learning_rate=1e-30, weight_decay=0.0, late_stage=2 / 3, verbose=0)
+    pmpl = PMPLCallback.paper(learning_rate=1e-30, weight_decay=0.0, verbose=0)
     model.fit(x, y, batch_size=16, epochs=3, callbacks=[pmpl, probe], verbose=0)
     assert late_stage_epoch(3) == 2
     first, second, third = probe.fixed
@@ -95,7 +96,7 @@ def test_threshold_and_fix_every_are_respected():
     block.alpha.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))  # margin 0.3
     x, y = _data(16)
     probe = _Probe()
-    pmpl = PMPLCallback(
+    pmpl = PMPLCallback.paper(
         learning_rate=1e-30, weight_decay=0.0, threshold=0.35, fix_every=2, verbose=0
     )
     model.fit(x, y, batch_size=8, epochs=1, callbacks=[pmpl, probe], verbose=0)
@@ -107,24 +108,27 @@ def test_threshold_and_fix_every_are_respected():
     model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
     block = model.get_layer("block_1_mp")
     block.alpha.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))
-    pmpl = PMPLCallback(learning_rate=1e-30, weight_decay=0.0, fix_every=2, verbose=0)
+    pmpl = PMPLCallback.paper(learning_rate=1e-30, weight_decay=0.0, fix_every=2, verbose=0)
     model.fit(x, y, batch_size=8, epochs=1, callbacks=[pmpl], verbose=0)
     # Confident from step 1, but checked only every 2nd step.
     assert pmpl.summary_rows()[0]["fixed_at_step"] == 2
 
 
 def test_fixed_points_keep_their_alpha_and_fixing_does_not_retrace():
+    keras.utils.set_random_seed(0)
     model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
     fixed_block = model.get_layer("block_1_mp")
     fixed_block.fix("avg3")
     frozen = fixed_block.alpha.numpy().copy()
     x, y = _data(64)
-    pmpl = PMPLCallback(learning_rate=0.5, verbose=0)  # fixes block 2 within the fit
+    # avg3 leads block 2 by the margin; checked at step 3, mid-fit.
+    model.get_layer("block_2_mp").alpha.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))
+    pmpl = PMPLCallback.paper(learning_rate=1e-30, weight_decay=0.0, fix_every=3, verbose=0)
     probe = _Probe()
     model.fit(x, y, batch_size=8, epochs=1, callbacks=[pmpl, probe], verbose=0)
     np.testing.assert_array_equal(fixed_block.alpha.numpy(), frozen)
-    assert model.get_layer("block_2_mp").is_fixed
-    assert pmpl.summary_rows()[1]["fixed_at_step"] is not None
+    assert model.get_layer("block_2_mp").fixed_ops == ("avg3",)
+    assert pmpl.summary_rows()[1]["fixed_at_step"] == 3
     # No retrace after the first step, though a point was fixed in mid-fit.
     assert len(set(probe.traces)) == 1
 
@@ -138,11 +142,14 @@ def test_user_optimizer_never_touches_alpha_and_the_callback_does():
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # no PMPL: alpha untouched
     np.testing.assert_array_equal(block.alpha.numpy(), before)
     assert all("alpha" not in v.name for v in model.trainable_variables)
-    pmpl = PMPLCallback(verbose=0)
+    pmpl = PMPLCallback(warmup=0.5, verbose=0)
     model.fit(x, y, batch_size=16, epochs=1, callbacks=[pmpl], verbose=0)
     assert not np.allclose(block.alpha.numpy(), before)
     state = model._pmpl_state
-    assert int(state.adam_steps.numpy()) == 4  # one alpha step per training step
+    # One alpha step per training step after the warm-up (half of 4 steps).
+    assert int(state.warmup_steps.numpy()) == 2
+    assert int(state.adam_steps.numpy()) == 2
+    assert pmpl.budget["alpha_steps"] == 2
     assert int(state.arch_batches.numpy()) == 0  # one-level: no held-out batch drawn
 
 
@@ -160,50 +167,8 @@ def test_bilevel_alpha_step_uses_only_the_held_out_batches():
     model.fit(x, y, batch_size=16, epochs=2, callbacks=[pmpl], verbose=0)
     np.testing.assert_allclose(block.alpha.numpy(), before, atol=1e-7)
     assert not np.allclose(model.get_layer("stem").kernel.numpy(), kernel)
-    assert int(model._pmpl_state.arch_batches.numpy()) == 8
-
-
-def test_search_finds_the_only_op_that_solves_the_task():
-    # Under a global max pool, only a 3x3 average separates a 3x3 block from
-    # 9 scattered pixels (tests/helpers.py); identity and max3 cannot.
-    x, y = block_or_scatter_task(1024, seed=0)
-    xa, ya = block_or_scatter_task(1024, seed=1)
-    arch = tf.data.Dataset.from_tensor_slices((xa, ya)).batch(32)
-    model = tiny_search_model(("identity", "max3", "avg3"), points=(1,))
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", ["accuracy"])
-    pmpl = PMPLCallback(arch_data=arch, learning_rate=0.01, verbose=0)
-    history = model.fit(x, y, batch_size=32, epochs=6, callbacks=[pmpl], verbose=0)
-    row = pmpl.summary_rows()[0]
-    assert row["ops"] == ("avg3",)
-    assert row["fixed_at_step"] is not None  # fixed by the threshold, not the late stage
-    assert history.history["accuracy"][-1] > 0.95
-
-
-def _search_tiny(task, candidates, points, epochs, learning_rate):
-    x, y = task(1024, seed=0)
-    xa, ya = task(1024, seed=100)
-    keras.utils.set_random_seed(0)
-    model = tiny_search_model(candidates, input_shape=x.shape[1:], points=points)
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", ["accuracy"])
-    arch = tf.data.Dataset.from_tensor_slices((xa, ya)).batch(32)
-    pmpl = PMPLCallback(arch_data=arch, learning_rate=learning_rate, verbose=0)
-    history = model.fit(x, y, batch_size=32, epochs=epochs, callbacks=[pmpl], verbose=0)
-    return [row["ops"] for row in pmpl.summary_rows()], history.history["accuracy"][-1]
-
-
-def test_search_enlarges_the_receptive_field_only_where_the_task_needs_it():
-    candidates = ("identity", "avg3", "avg5")
-
-    def needs_large_field(count, seed):  # a 5x5 square vs 25 scattered pixels
-        return block_or_scatter_task(count, seed, size=24, block=5)
-
-    global_ops, global_accuracy = _search_tiny(needs_large_field, candidates, (1, 2), 8, 0.003)
-    local_ops, local_accuracy = _search_tiny(peak_or_clutter_task, candidates, (1, 2), 8, 0.003)
-    assert global_accuracy > 0.95 and local_accuracy > 0.95
-    # Every point enlarges where the label needs a wide view...
-    assert all("identity" not in ops for ops in global_ops), global_ops
-    # ...and none does where the single pixel decides: identity everywhere.
-    assert all(ops == ("identity",) for ops in local_ops), local_ops
+    # 8 steps, the first 2 (a quarter) warm-up: no held-out batch drawn there.
+    assert int(model._pmpl_state.arch_batches.numpy()) == 6
 
 
 def test_mirrored_strategy_search_reaches_the_single_device_architecture():
@@ -227,7 +192,7 @@ def test_logs_reach_history_and_csv_logger(tmp_path):
     model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
     model.get_layer("block_1_mp").alpha.assign(_logits_for([0.1, 0.1, 0.7, 0.1]))
     csv_path = tmp_path / "log.csv"
-    pmpl = PMPLCallback(learning_rate=1e-30, weight_decay=0.0, verbose=0)
+    pmpl = PMPLCallback.paper(learning_rate=1e-30, weight_decay=0.0, verbose=0)
     history = model.fit(
         x,
         y,
@@ -243,6 +208,8 @@ def test_logs_reach_history_and_csv_logger(tmp_path):
     assert decode_fixed_code(logs["pmpl/block_1_mp/fixed"][0]) == ("avg3",)
     assert logs["pmpl/block_2_mp/fixed"][0] == 0
     assert logs["pmpl/fixed_points"] == [1, 2]  # the late stage fixed block 2 at epoch 2
+    assert logs["pmpl/decided_points"] == [1, 1]  # by the margin: block 1 only
+    assert logs["pmpl_evidence/block_1_mp"][0] == pytest.approx(0.6, rel=1e-4)  # its margin
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     assert float(rows[0]["pmpl/block_1_mp/avg3"]) == pytest.approx(0.7, rel=1e-5)
@@ -253,16 +220,22 @@ def test_verbose_line_and_summary_describe_the_decisions(capsys):
     x, y = _data(16)
     model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
     model.get_layer("block_1_mp").alpha.assign(_logits_for([0.1, 0.1, 0.1, 0.7]))
-    pmpl = PMPLCallback(learning_rate=1e-30, weight_decay=0.0, late_stage=1.0, verbose=1)
-    model.fit(x, y, batch_size=16, epochs=1, callbacks=[pmpl], verbose=0)
+    pmpl = PMPLCallback.paper(learning_rate=1e-30, weight_decay=0.0, late_stage=1.0, verbose=1)
+    with pytest.warns(SearchUndecidedWarning):  # 1 of 2 decided, alpha can't move
+        model.fit(x, y, batch_size=16, epochs=1, callbacks=[pmpl], verbose=0)
     out = capsys.readouterr().out
-    assert "PMPL epoch 1: 1/2 points fixed; new: block_1_mp->avg5" in out
-    assert "end of fit" in out
+    assert "PMPL epoch 1: 1/2 points fixed by the margin; new: block_1_mp->avg5" in out
+    assert "end of fit: undecided points -> top2: block_2_mp->" in out
     lines = []
     pmpl.summary(print_fn=lines.append)
     row = next(line for line in lines if "block_1_mp" in line)
-    assert "avg5" in row and "5x5" in row and "0.700" in row
-    assert lines[-1].startswith("2/2 points fixed; 2 enlarge")
+    assert "decided" in row and "avg5" in row and "5x5" in row and "0.700" in row
+    assert " 0.60 " in row  # the evidence: its margin when fixed
+    row = next(line for line in lines if "block_2_mp" in line)
+    assert "defaulted" in row
+    assert lines[-1].startswith(
+        "1/2 points decided by evidence (margin >= 0.2), 1 defaulted to 'top2'; 2 enlarge"
+    )
 
 
 def test_logged_codes_mean_the_same_ops_whatever_the_candidate_order(tmp_path):
@@ -277,7 +250,7 @@ def test_logged_codes_mean_the_same_ops_whatever_the_candidate_order(tmp_path):
     model.get_layer("block_1_mp").fix("ssp")
     model.get_layer("block_10_mp").fix(("identity", "avg5"))
     csv_path = tmp_path / "log.csv"
-    pmpl = PMPLCallback(learning_rate=1e-30, weight_decay=0.0, late_stage=1.0, verbose=0)
+    pmpl = PMPLCallback.paper(learning_rate=1e-30, weight_decay=0.0, late_stage=1.0, verbose=0)
     callbacks = [pmpl, keras.callbacks.CSVLogger(str(csv_path))]
     model.fit(x, y, batch_size=16, epochs=1, callbacks=callbacks, verbose=0)
     with open(csv_path) as f:
@@ -426,10 +399,11 @@ def test_search_split_over_two_fits_resumes_from_a_tf_checkpoint(tmp_path):
 def test_a_fit_shorter_than_search_epochs_leaves_undecided_points_searching():
     x, y = _data(16)
     model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
-    pmpl = PMPLCallback(learning_rate=1e-30, weight_decay=0.0, search_epochs=3, verbose=0)
+    pmpl = PMPLCallback.paper(learning_rate=1e-30, weight_decay=0.0, search_epochs=3, verbose=0)
     model.fit(x, y, batch_size=16, epochs=1, callbacks=[pmpl], verbose=0)
     assert model.get_layer("block_1_mp").fixed_ops is None
-    model.fit(x, y, batch_size=16, initial_epoch=1, epochs=3, callbacks=[pmpl], verbose=0)
+    with pytest.warns(SearchUndecidedWarning):
+        model.fit(x, y, batch_size=16, initial_epoch=1, epochs=3, callbacks=[pmpl], verbose=0)
     assert len(model.get_layer("block_1_mp").fixed_ops) == 2  # late stage at epoch 2
 
 
@@ -461,6 +435,16 @@ def test_errors_are_clear():
         PMPLCallback(arch_data=(x, y))
     with pytest.raises(ValueError, match="threshold"):
         PMPLCallback(threshold=0.0)
+    with pytest.raises(ValueError, match="Unknown decision 'vote'. Valid values: evidence, margin"):
+        PMPLCallback(decision="vote")
+    with pytest.raises(ValueError, match="Valid values: identity, top2, argmax"):
+        PMPLCallback(undecided="random")
+    with pytest.raises(ValueError, match="positive number or 'auto'"):
+        PMPLCallback(learning_rate="fast")
+    with pytest.raises(ValueError, match="warmup"):
+        PMPLCallback(warmup=1.0)
+    with pytest.raises(ValueError, match="min_evidence_steps"):
+        PMPLCallback(min_evidence_steps=0)
     with pytest.raises(ValueError, match="fix_every"):
         PMPLCallback(fix_every=0)
     with pytest.raises(ValueError, match="arch_step"):

@@ -31,6 +31,41 @@ DEFAULT_CANDIDATES = tuple(CANDIDATE_OPS)
 IDENTITY = "identity"
 
 
+def pooling_window(name):
+    """The window size of a pooling candidate (``"avg5"`` -> 5), None for the others."""
+    validate_op_name(name)
+    if name.startswith(("max", "avg")):
+        return int(name[3:])
+    return None
+
+
+def prune_candidates(candidates, map_size):
+    """The candidates that are distinct functions on a ``map_size`` feature map.
+
+    A pooling window larger than the map (for example 5x5 or 7x7 on a 4x4 map,
+    any window on a 2x2 map) covers most or all of it from every position:
+    those candidates become (near-)global poolings, duplicates of one another
+    and of SSP's whole-row/column context. They are dropped, so the search's
+    probability mass is not spread over copies of one function. Other ops are
+    kept in their order.
+
+    Args:
+        candidates: Op names.
+        map_size: ``(height, width)`` of the point's feature map; None (or a
+            None entry: a dynamic size) keeps every candidate.
+
+    Returns:
+        A tuple of op names, a subset of ``candidates``.
+    """
+    candidates = tuple(candidates)
+    if map_size is None or any(size is None for size in map_size):
+        return candidates
+    smallest = min(int(size) for size in map_size)
+    return tuple(
+        op for op in candidates if pooling_window(op) is None or pooling_window(op) <= smallest
+    )
+
+
 def validate_op_name(name, argument="op"):
     """Returns ``name`` if it names a candidate op, else raises ValueError.
 
@@ -72,6 +107,6 @@ def build_candidate_op(
         return SpatialEnhancer(
             batch_norm_momentum=batch_norm_momentum, **(ssp_kwargs or {}), **common
         )
-    size = int(name[3:])
+    size = pooling_window(name)
     pool = keras.layers.MaxPooling2D if name.startswith("max") else keras.layers.AveragePooling2D
     return pool(pool_size=size, strides=1, padding="same", **common)

@@ -36,19 +36,27 @@ def _normalize_fixed(fixed, candidates):
 class MetaPoolingBlock(keras.layers.Layer):
     """The parameterized spatial enhancer searched by PMPL (METHOD.md §2).
 
-    While searching, the block computes
+    While searching, the block computes the mixture
 
     ```
-    hswish(BN(sum_k softmax(alpha)_k * op_k(x)))
+    sum_k softmax(alpha)_k * op_k(x)              (post_norm=False)
+    hswish(BN(sum_k softmax(alpha)_k * op_k(x)))  (post_norm=True, the paper's)
     ```
 
-    with one scalar logit ``alpha_k`` per candidate op. ``alpha`` is a
+    with one scalar logit ``alpha_k`` per candidate op. Without the post-norm
+    (the default of ``MobileNetV2MP``'s search supernet), every candidate is
+    scored as exactly what the derived model computes at that point:
+    ``identity`` as no layer at all, ``ssp`` as the lone SSP layer. With it,
+    ``identity`` is scored as ``hswish(BN(x))`` while the derived model drops
+    the point: the reference code's mismatch, kept for faithfulness. ``alpha`` is a
     non-trainable variable: the user's optimizer never updates it; the PMPL
     search does (``keras_metapool.PMPLCallback``).
 
     A block can be *fixed*, for good, to one op or to a pair of ops:
-    - to one op: the output is ``hswish(BN(op(x)))``;
-    - to a pair: ``hswish(BN(op_a(x) + op_b(x)))`` (unweighted sum);
+    - to one op: the output is ``op(x)`` (``hswish(BN(op(x)))`` with the
+      post-norm);
+    - to a pair: ``op_a(x) + op_b(x)`` (unweighted sum; inside the post-norm
+      with it);
     - to ``identity`` alone: the output is ``x`` itself; the block then stands
       for "no enhancer here", which the deployed model drops entirely
       (BN and activation included).
@@ -63,6 +71,10 @@ class MetaPoolingBlock(keras.layers.Layer):
     Args:
         candidates: Names of the candidate ops (default: all 8 of
             ``keras_metapool.layers.CANDIDATE_OPS``). At least two, distinct.
+        post_norm: Follow the mixture with BatchNormalization + hard swish
+            (the paper's search mixture). Default True, the form of blocks
+            saved before the option existed; ``MobileNetV2MP`` passes its
+            spec's ``post_norm``.
         fixed: Initial fixed state: None (searching), an op name or a pair.
         alpha_init_stddev: Standard deviation of the normal initialisation of
             ``alpha`` (1e-3, METHOD.md §2).
@@ -84,6 +96,7 @@ class MetaPoolingBlock(keras.layers.Layer):
     def __init__(
         self,
         candidates=DEFAULT_CANDIDATES,
+        post_norm=True,
         fixed=None,
         alpha_init_stddev=1e-3,
         batch_norm_momentum=0.999,
@@ -101,6 +114,7 @@ class MetaPoolingBlock(keras.layers.Layer):
                 f"`candidates` must list at least two distinct op names, got {list(candidates)}."
             )
         self.candidates = candidates
+        self.post_norm = bool(post_norm)
         self._initial_fixed = _normalize_fixed(fixed, candidates)
         self.alpha_init_stddev = float(alpha_init_stddev)
         self.batch_norm_momentum = float(batch_norm_momentum)
@@ -117,12 +131,14 @@ class MetaPoolingBlock(keras.layers.Layer):
             )
             for name in candidates
         ]
-        self.bn = keras.layers.BatchNormalization(
-            momentum=self.batch_norm_momentum,
-            epsilon=self.batch_norm_epsilon,
-            name="bn",
-            dtype=self.dtype_policy,
-        )
+        self.bn = None
+        if self.post_norm:
+            self.bn = keras.layers.BatchNormalization(
+                momentum=self.batch_norm_momentum,
+                epsilon=self.batch_norm_epsilon,
+                name="bn",
+                dtype=self.dtype_policy,
+            )
 
     @build_in_own_scope
     def build(self, input_shape):
@@ -153,7 +169,7 @@ class MetaPoolingBlock(keras.layers.Layer):
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             experimental_autocast=False,
         )
-        for sublayer in self.ops + [self.bn]:
+        for sublayer in self.ops + ([self.bn] if self.bn is not None else []):
             build_sublayer(sublayer, input_shape)
         super().build(input_shape)
 
@@ -243,6 +259,9 @@ class MetaPoolingBlock(keras.layers.Layer):
         # gradient; the lean model of a fixed architecture has no unused ops.
         outputs = self._candidate_outputs(inputs, training)
         mixed = tf.add_n([weights[i] * output for i, output in enumerate(outputs)])
+        if not self.post_norm:
+            # Weights 1 and 0 make a fixed block's output its op's, exactly.
+            return mixed
         output = hard_swish(self.bn(mixed, training=training))
         if IDENTITY not in self.candidates:
             return output
@@ -256,6 +275,7 @@ class MetaPoolingBlock(keras.layers.Layer):
         config = super().get_config()
         config.update(
             candidates=list(self.candidates),
+            post_norm=self.post_norm,
             fixed=list(self.fixed_ops) if self.fixed_ops else None,
             alpha_init_stddev=self.alpha_init_stddev,
             batch_norm_momentum=self.batch_norm_momentum,

@@ -7,7 +7,10 @@ MobileNetV2MP's enhancers: one entry per inverted-residual block (17), each
 - an op name (``"ssp"``, ``"avg3"``, ...): that op, fixed;
 - a pair of op names (``("ssp", "avg3")``, or ``("identity", "ssp")`` for
   ``x + ssp(x)``): both ops, outputs summed;
-- ``"search"``: a searchable ``MetaPoolingBlock`` over ``candidates``.
+- ``"search"``: a searchable ``MetaPoolingBlock`` over ``candidates`` (or,
+  where ``point_candidates`` names a list for that block, over that list:
+  ``pruned_for_input`` drops the pooling windows larger than each block's
+  feature map).
 
 plus the ``placement`` of the enhancers ("output": after the block's
 projection, before its residual add; "hidden": after the depthwise ReLU, on
@@ -22,6 +25,7 @@ from keras_metapool.layers.candidate_ops import (
     CANDIDATE_OPS,
     DEFAULT_CANDIDATES,
     IDENTITY,
+    prune_candidates,
     validate_op_name,
 )
 
@@ -29,6 +33,13 @@ from keras_metapool.layers.candidate_ops import (
 NUM_BLOCKS = 17
 SEARCH = "search"
 PLACEMENTS = ("output", "hidden")
+#: The search supernet's defaults: what the authors searched (the hidden
+#: placement, after the depthwise ReLU6) without the post-norm, so that each
+#: candidate is scored as exactly what the derived model computes there.
+#: Chosen by measurement (README, "The search"); the paper's mixture is
+#: ``placement="output", post_norm=True``.
+SEARCH_PLACEMENT = "hidden"
+SEARCH_POST_NORM = False
 
 #: The choice list METHOD.md §3's ablation index lists refer to.
 ABLATION_CHOICES = ("ssp", "avg3", "avg5", "avg7", "identity")
@@ -78,6 +89,10 @@ class ArchitectureSpec:
         post_norm: Follow each fixed op with BatchNormalization + hard swish.
         candidates: Candidate ops of the ``"search"`` entries.
         name: Optional label (kept in JSON and repr).
+        point_candidates: Optional per-block candidate lists: 17 entries,
+            each None (use ``candidates``) or a list of op names for that
+            block's ``"search"`` entry. ``pruned_for_input`` fills it;
+            MobileNetV2MP uses a spec that has it as it is.
 
     Raises:
         ValueError: for a wrong length, unknown op names, an unknown placement,
@@ -96,6 +111,7 @@ class ArchitectureSpec:
         post_norm=True,
         candidates=DEFAULT_CANDIDATES,
         name=None,
+        point_candidates=None,
     ):
         if isinstance(ops, (str, bytes)) or not hasattr(ops, "__len__"):
             raise ValueError(
@@ -114,6 +130,7 @@ class ArchitectureSpec:
         if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
             raise ValueError(f"`candidates` must be >= 2 distinct op names, got {candidates!r}.")
         self.name = name
+        self.point_candidates = self._normalize_point_candidates(point_candidates)
         if placement == "hidden":
             for index in NO_HIDDEN_BLOCKS:
                 if self.ops[index] != IDENTITY:
@@ -121,6 +138,76 @@ class ArchitectureSpec:
                         f"meta_pooling spec: block {index} has no expansion, so no hidden "
                         f"placement; its entry must be 'identity', got {self.ops[index]!r}."
                     )
+
+    def _normalize_point_candidates(self, point_candidates):
+        if point_candidates is None:
+            return None
+        if isinstance(point_candidates, (str, bytes)) or len(point_candidates) != NUM_BLOCKS:
+            raise ValueError(
+                f"`point_candidates` must list {NUM_BLOCKS} entries (None or op names), "
+                f"got {point_candidates!r}."
+            )
+        entries = []
+        for index, (entry, ops) in enumerate(zip(self.ops, point_candidates)):
+            if ops is None:
+                entries.append(None)
+                continue
+            ops = tuple(validate_op_name(op, f"point_candidates[{index}]") for op in ops)
+            if entry != SEARCH:
+                raise ValueError(
+                    f"`point_candidates[{index}]` lists candidates for block {index}, whose "
+                    f"entry is {entry!r}, not 'search'."
+                )
+            if len(ops) < 2 or len(set(ops)) != len(ops):
+                raise ValueError(
+                    f"`point_candidates[{index}]` must be >= 2 distinct op names, got {ops!r}."
+                )
+            entries.append(ops)
+        return tuple(entries) if any(e is not None for e in entries) else None
+
+    def candidates_at(self, block_id):
+        """The candidate ops of block ``block_id``'s search entry."""
+        if self.point_candidates and self.point_candidates[block_id] is not None:
+            return self.point_candidates[block_id]
+        return self.candidates
+
+    def pruned_for_input(self, map_sizes):
+        """This spec with each search entry's candidates pruned to its map size.
+
+        A pooling window larger than the block's feature map is dropped
+        (``keras_metapool.layers.prune_candidates``). Where one candidate
+        is left, the block is fixed to it (``identity``: no enhancer); where
+        two or more are, their list goes into ``point_candidates``. Blocks
+        with an explicit ``point_candidates`` list keep it.
+
+        Args:
+            map_sizes: 17 ``(height, width)`` pairs, the feature-map size at
+                each block's enhancer (None entries: unknown, nothing pruned).
+
+        Returns:
+            A new ``ArchitectureSpec`` (``self`` when nothing changes).
+        """
+        if not self.is_searchable:
+            return self
+        ops = list(self.ops)
+        point_candidates = list(self.point_candidates or [None] * NUM_BLOCKS)
+        for index, entry in enumerate(self.ops):
+            if entry != SEARCH or point_candidates[index] is not None:
+                continue
+            kept = prune_candidates(self.candidates, map_sizes[index])
+            if len(kept) == 1:
+                ops[index] = kept[0]
+            elif kept != self.candidates:
+                point_candidates[index] = kept
+        pruned = ArchitectureSpec(
+            ops,
+            placement=self.placement,
+            post_norm=self.post_norm,
+            candidates=self.candidates,
+            name=self.name,
+            point_candidates=point_candidates,
+        )
+        return self if pruned == self else pruned
 
     # -- presets -----------------------------------------------------------
     @classmethod
@@ -134,13 +221,22 @@ class ArchitectureSpec:
         return cls([IDENTITY] * NUM_BLOCKS, name="none")
 
     @classmethod
-    def search(cls, placement="output", candidates=DEFAULT_CANDIDATES):
-        """The search supernet: a MetaPoolingBlock at every insertion point."""
+    def search(
+        cls, placement=SEARCH_PLACEMENT, candidates=DEFAULT_CANDIDATES, post_norm=SEARCH_POST_NORM
+    ):
+        """The search supernet: a MetaPoolingBlock at every insertion point.
+
+        Defaults: the hidden placement without post-norm (``SEARCH_PLACEMENT``,
+        ``SEARCH_POST_NORM``); ``search("output", post_norm=True)`` is the
+        paper's mixture.
+        """
         ops = [SEARCH] * NUM_BLOCKS
         if placement == "hidden":
             for index in NO_HIDDEN_BLOCKS:
                 ops[index] = IDENTITY
-        return cls(ops, placement=placement, candidates=candidates, name="search")
+        return cls(
+            ops, placement=placement, post_norm=post_norm, candidates=candidates, name="search"
+        )
 
     @classmethod
     def from_indices(cls, indices, choices=ABLATION_CHOICES, **kwargs):
@@ -213,25 +309,31 @@ class ArchitectureSpec:
             fields.append(f"candidates={self.candidates!r}")
         if self.name:
             fields.append(f"name={self.name!r}")
+        if self.point_candidates:
+            fields.append(f"point_candidates={self.point_candidates!r}")
         return f"ArchitectureSpec({', '.join(fields)})"
 
     # -- serialization -----------------------------------------------------
     def to_dict(self):
-        """A JSON-ready dict (pairs become lists)."""
-        return {
+        """A JSON-ready dict (pairs become lists; ``point_candidates`` only when set)."""
+        config = {
             "ops": [list(e) if isinstance(e, tuple) else e for e in self.ops],
             "placement": self.placement,
             "post_norm": self.post_norm,
             "candidates": list(self.candidates),
             "name": self.name,
         }
+        if self.point_candidates:
+            config["point_candidates"] = [list(c) if c else None for c in self.point_candidates]
+        return config
 
     @classmethod
     def from_dict(cls, config):
         """Inverse of ``to_dict``; unknown keys raise ValueError."""
         if not isinstance(config, dict) or "ops" not in config:
             raise ValueError(f"An ArchitectureSpec dict needs an 'ops' list, got {config!r}.")
-        unknown = set(config) - {"ops", "placement", "post_norm", "candidates", "name"}
+        known = {"ops", "placement", "post_norm", "candidates", "name", "point_candidates"}
+        unknown = set(config) - known
         if unknown:
             raise ValueError(f"Unknown ArchitectureSpec keys: {sorted(unknown)}.")
         return cls(**config)
@@ -276,6 +378,10 @@ def resolve_spec(meta_pooling, placement=None, search_candidates=None):
             or "hidden".
         search_candidates: Candidates of the "search" preset (default all 8).
 
+    The "search" preset is at ``SEARCH_PLACEMENT`` without post-norm unless
+    ``placement`` says otherwise; the other presets are at the output
+    placement.
+
     Raises:
         ValueError: naming the argument at fault.
     """
@@ -295,9 +401,11 @@ def resolve_spec(meta_pooling, placement=None, search_candidates=None):
                 f"{meta_pooling.placement!r}; drop one of them."
             )
         return meta_pooling
-    placement = placement or "output"
     if meta_pooling == "search":
-        return ArchitectureSpec.search(placement, search_candidates or DEFAULT_CANDIDATES)
+        return ArchitectureSpec.search(
+            placement or SEARCH_PLACEMENT, search_candidates or DEFAULT_CANDIDATES
+        )
+    placement = placement or "output"
     if search_candidates is not None:
         raise ValueError("`search_candidates` is only used with meta_pooling='search'.")
     if meta_pooling == "paper":

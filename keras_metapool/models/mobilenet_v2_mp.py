@@ -58,6 +58,25 @@ def block_prefix(block_id):
     return f"block_{block_id}_" if block_id else "expanded_conv_"
 
 
+def block_map_sizes(rows, cols):
+    """The feature-map ``(height, width)`` at each block's enhancer, both placements.
+
+    The stem halves the input; a stride-2 block halves it again, rounding up
+    (keras.applications pads so). None stays None (a dynamic size).
+    """
+
+    def halve(size):
+        return None if size is None else -(-int(size) // 2)
+
+    size = (halve(rows), halve(cols))
+    sizes = []
+    for _, _, stride in BLOCKS:
+        if stride == 2:
+            size = (halve(size[0]), halve(size[1]))
+        sizes.append(size)
+    return sizes
+
+
 def enhancer_layer_name(block_id, placement):
     """Name (or name prefix) of the enhancer at ``block_id``."""
     return block_prefix(block_id) + ("mp" if placement == "output" else "hidden_mp")
@@ -179,7 +198,8 @@ class _Builder:
         name = enhancer_layer_name(block_id, self.spec.placement)
         if entry == SEARCH:
             block = MetaPoolingBlock(
-                candidates=self.spec.candidates,
+                candidates=self.spec.candidates_at(block_id),
+                post_norm=self.spec.post_norm,
                 batch_norm_momentum=self.momentum,
                 ssp_kwargs=self.ssp_kwargs,
                 name=name,
@@ -300,9 +320,11 @@ def MobileNetV2MP(
               keras.applications).
             - an ``ArchitectureSpec`` (or its dict): per-block op choices, e.g.
               ``ArchitectureSpec.ablation("random")`` or a searched result.
-        placement: ``"output"`` (default; after the block's projection BN,
-            before its residual add) or ``"hidden"`` (after the depthwise
-            ReLU, on the expanded channels; blocks 1-16). An
+        placement: ``"output"`` (after the block's projection BN, before its
+            residual add; the default of ``"paper"`` and ``"none"``) or
+            ``"hidden"`` (after the depthwise ReLU, on the expanded channels;
+            blocks 1-16; the default of ``"search"``, whose supernet then
+            has no post-norm: see ``ArchitectureSpec.search``). An
             ``ArchitectureSpec`` carries its own placement.
         head: ``"classic"`` (default: global average pool and Dense, as
             keras.applications) or ``"paper"``: global average pool, 1x1
@@ -316,7 +338,12 @@ def MobileNetV2MP(
             (a few epochs) use 0.9, or the moving statistics stay unsettled
             and the model evaluates near chance.
         search_candidates: Candidate op names of the ``"search"`` preset
-            (default: all of ``keras_metapool.layers.CANDIDATE_OPS``).
+            (default: all of ``keras_metapool.layers.CANDIDATE_OPS``). At
+            each point, pooling windows larger than its feature map are
+            dropped (they would be copies of one global pooling); a point
+            left with one candidate is fixed to it. With a static input size
+            only; an ``ArchitectureSpec`` with ``point_candidates`` sets the
+            lists explicitly.
         enhancer_init: ``"paper"`` (default initialisers: random gate
             kernels, zero gate bias) or ``"open_gates"``: zero gate kernels
             and biases such that each gate is 0.9, so SSP starts as a
@@ -342,6 +369,8 @@ def MobileNetV2MP(
     if weights is not None and weights != "imagenet":
         weights_lib.check_weights_path(weights)  # fail before the costly build
     img_input, inputs, input_shape = _resolve_input_shape(input_shape, input_tensor, weights)
+    # Pooling windows larger than a point's feature map are dropped there.
+    spec = spec.pruned_for_input(block_map_sizes(*input_shape[:2]))
     rows = input_shape[0]
     if weights == "imagenet" and (rows != input_shape[1] or rows not in weights_lib.IMAGENET_SIZES):
         logging.warning(

@@ -16,6 +16,7 @@ from keras_metapool.search.derive import (
 from keras_metapool.search.plot import plot_search
 from keras_metapool.search.pmpl import (
     PMPLCallback,
+    SearchUndecidedWarning,
     decode_fixed_code,
     fixed_code,
     is_enlarging,
@@ -25,6 +26,7 @@ from keras_metapool.search.pmpl import (
 
 __all__ = [
     "PMPLCallback",
+    "SearchUndecidedWarning",
     "decode_fixed_code",
     "fixed_code",
     "is_enlarging",

@@ -23,8 +23,12 @@ from keras_metapool.models.architecture import NUM_BLOCKS, ArchitectureSpec
 from keras_metapool.models.mobilenet_v2_mp import MobileNetV2MP, block_prefix
 from keras_metapool.models.transfer import builder_arguments
 
-#: What an undecided point becomes in ``derive_architecture``.
-UNDECIDED_RULES = ("argmax", "top2", "error")
+#: What an undecided point becomes in ``derive_architecture`` (and, but for
+#: "error", at the end of a PMPL search): no enhancer (the default: a point the
+#: search could not decide costs nothing), its most probable op (METHOD.md §4's
+#: rule for the result), its two most probable ops summed (the paper's late
+#: stage), or an error.
+UNDECIDED_RULES = ("identity", "argmax", "top2", "error")
 
 _ENHANCER_NAME = re.compile(r"^(?:expanded_conv|block_(\d+))_(mp|hidden_mp)$")
 
@@ -103,30 +107,43 @@ def top_ops(block, count):
     return tuple(block.candidates[i] for i in sorted(order))
 
 
-def derive_architecture(model, undecided="argmax", name=None):
+def undecided_ops(block, rule):
+    """What an undecided search point becomes under ``rule`` (``UNDECIDED_RULES``)."""
+    if rule == "identity":
+        return (IDENTITY,)
+    if rule in ("argmax", "top2"):
+        return top_ops(block, 1 if rule == "argmax" else 2)
+    raise ValueError(
+        f"Unknown undecided={rule!r} for a point. Valid values: identity, argmax, top2."
+    )
+
+
+def derive_architecture(model, undecided="identity", name=None):
     """The architecture a (searched) MobileNetV2MP stands for.
 
     Each search point becomes its fixed op or pair. A point the search has not
-    fixed yet becomes, per ``undecided``, its most probable op (``"argmax"``,
-    METHOD.md §4's rule for the result), its two most probable ops
-    (``"top2"``, what PMPL's late stage would fix), or an error (``"error"``).
-    Blocks without a search point keep what the model has there.
+    fixed yet becomes, per ``undecided``: ``"identity"`` (default: no
+    enhancer, as PMPLCallback decides undecided points by default),
+    ``"argmax"`` (its most probable op, METHOD.md §4's rule for the result),
+    ``"top2"`` (its two most probable ops, what the paper's late stage fixes),
+    or an error (``"error"``). Blocks without a search point keep what the
+    model has there.
 
     Args:
         model: A MobileNetV2MP with at least one ``MetaPoolingBlock``.
-        undecided: ``"argmax"`` (default), ``"top2"`` or ``"error"``.
+        undecided: One of ``UNDECIDED_RULES``.
         name: Name of the returned spec (default ``"derived"``).
 
     Returns:
-        An ``ArchitectureSpec`` with ``post_norm=True`` (a search point is
-        followed by BN + hard swish, so its fixed form is too) and the
-        model's placement. ``MobileNetV2MP(meta_pooling=spec, ...)`` builds
-        the lean model; ``to_fixed_model`` builds it with the weights.
+        An ``ArchitectureSpec`` with the search points' ``post_norm`` (a
+        point searched with BN + hard swish keeps them in its fixed form) and
+        the model's placement. ``MobileNetV2MP(meta_pooling=spec, ...)``
+        builds the lean model; ``to_fixed_model`` builds it with the weights.
 
     Raises:
         ValueError: if the model has no search point, has undecided points
-            with ``undecided="error"``, or mixes search points with fixed
-            enhancers that have no BN + hard swish (a spec cannot hold both).
+            with ``undecided="error"``, or mixes enhancers with and without
+            BN + hard swish (a spec cannot hold both).
     """
     if undecided not in UNDECIDED_RULES:
         raise ValueError(
@@ -139,16 +156,21 @@ def derive_architecture(model, undecided="argmax", name=None):
             "architecture from. Build it with MobileNetV2MP(meta_pooling='search')."
         )
     placement = _placement_of(model, blocks)
+    post_norms = {block.post_norm for block in blocks.values()}
+    if len(post_norms) > 1:
+        raise ValueError("The model's search points differ in post_norm; no spec describes it.")
+    post_norm = post_norms.pop()
     ops = []
     unfixed = []
     for block_id in range(NUM_BLOCKS):
         block = blocks.get(block_id)
         if block is None:
-            entry, post_norm = _fixed_entry(model, block_id, placement)
-            if post_norm is False:
+            entry, entry_post_norm = _fixed_entry(model, block_id, placement)
+            if entry_post_norm is not None and entry_post_norm != post_norm:
                 raise ValueError(
-                    f"Block {block_id} holds a fixed enhancer without BN + hard swish "
-                    "(post_norm=False) beside search points, which have one; no single "
+                    f"Block {block_id} holds a fixed enhancer "
+                    f"{'with' if entry_post_norm else 'without'} BN + hard swish beside "
+                    f"search points {'with' if post_norm else 'without'} them; no single "
                     "ArchitectureSpec describes that model."
                 )
             ops.append(entry)
@@ -156,11 +178,13 @@ def derive_architecture(model, undecided="argmax", name=None):
         fixed = block.fixed_ops
         if fixed is None:
             unfixed.append(block_id)
-            fixed = top_ops(block, 1 if undecided == "argmax" else 2)
-        ops.append(fixed[0] if len(fixed) == 1 else fixed)
+            if undecided != "error":
+                fixed = undecided_ops(block, undecided)
+        if fixed is not None:
+            ops.append(fixed[0] if len(fixed) == 1 else fixed)
     if unfixed and undecided == "error":
         raise ValueError(_unfixed_message(model, unfixed))
-    return ArchitectureSpec(ops, placement=placement, post_norm=True, name=name or "derived")
+    return ArchitectureSpec(ops, placement=placement, post_norm=post_norm, name=name or "derived")
 
 
 def _unfixed_message(model, unfixed):
@@ -178,7 +202,8 @@ def _enhancer_sources(search_model):
     for block in search_blocks(search_model).values():
         for op_name, op in zip(block.candidates, block.ops):
             sources[f"{block.name}_{op_name}"] = op
-        sources[f"{block.name}_BN"] = block.bn
+        if block.bn is not None:
+            sources[f"{block.name}_BN"] = block.bn
     return sources
 
 

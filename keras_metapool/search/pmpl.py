@@ -1,17 +1,38 @@
 """PMPLCallback: progressive meta-pooling learning inside ``model.fit``."""
 
+import functools
 import sys
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
 from keras_metapool._keras import keras
 from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, DEFAULT_CANDIDATES, IDENTITY
-from keras_metapool.search.derive import derive_architecture, search_blocks, top_ops
+from keras_metapool.search.derive import (
+    UNDECIDED_RULES,
+    derive_architecture,
+    search_blocks,
+    undecided_ops,
+)
 
 ARCH_STEP_POSITIONS = ("before", "after")
+#: How a point is decided during the search (PMPLCallback's ``decision``).
+DECISION_RULES = ("evidence", "margin")
+#: What points still undecided at the late stage become (``undecided``).
+END_RULES = ("identity", "top2", "argmax")
+#: ``learning_rate="auto"``: sized to the budget, within these bounds.
+AUTO = "auto"
+AUTO_RATE_RANGE = (3e-4, 5e-2)
+#: The automatic alpha learning rate when the steps per epoch are unknown.
+AUTO_RATE_UNKNOWN = 3e-3
+#: A warm-up that ends at an epoch boundary not reached yet.
+NEVER = np.iinfo(np.int64).max
 #: Prefix of the PMPL entries of ``logs`` (History, CSVLogger, TensorBoard).
 LOG_PREFIX = "pmpl"
+#: Prefix of each point's current evidence in ``logs`` (outside ``LOG_PREFIX``,
+#: whose ``pmpl/<point>/<op>`` entries are probabilities).
+EVIDENCE_LOG_PREFIX = "pmpl_evidence"
 
 
 def fixed_code(ops, candidates=DEFAULT_CANDIDATES):
@@ -50,8 +71,9 @@ class _SearchState(tf.Module):
 
     ``BackupAndRestore`` and ``tf.train.Checkpoint(model=...)`` save the
     model's dependencies; attached to the model as ``_pmpl_state``, the
-    alpha optimizer's moments and the counters are saved and restored with
-    the weights (alpha and the fixed masks are the blocks' own weights).
+    alpha optimizer's moments, the evidence sums and the counters are saved
+    and restored with the weights (alpha and the fixed masks are the blocks'
+    own weights).
     """
 
     def __init__(self, blocks):
@@ -66,12 +88,26 @@ class _SearchState(tf.Module):
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             )
 
-        self.adam_m = [variable(tf.zeros_like(b.alpha), tf.float32, "adam_m") for b in blocks]
-        self.adam_v = [variable(tf.zeros_like(b.alpha), tf.float32, "adam_v") for b in blocks]
+        def per_block(shape_of, name):
+            return [variable(tf.zeros(shape_of(b), tf.float32), tf.float32, name) for b in blocks]
+
+        count = len(blocks)
+        self.adam_m = per_block(lambda b: b.alpha.shape, "adam_m")
+        self.adam_v = per_block(lambda b: b.alpha.shape, "adam_v")
+        # Evidence: per point, the number of alpha gradients seen, the sum of
+        # each op's loss slope and of the squared pairwise slope differences.
+        self.evidence_count = variable(np.zeros(count, np.float32), tf.float32, "evidence_n")
+        self.evidence_sum = per_block(lambda b: b.alpha.shape, "evidence_sum")
+        self.evidence_squares = per_block(
+            lambda b: (b.alpha.shape[0], b.alpha.shape[0]), "evidence_squares"
+        )
+        self.evidence_at_fix = variable(np.zeros(count, np.float32), tf.float32, "evidence_at")
         self.adam_steps = variable(0, tf.int64, "adam_steps")
         self.train_steps = variable(0, tf.int64, "train_steps")
         self.arch_batches = variable(0, tf.int64, "arch_batches")
-        self.fixed_at_step = variable(-np.ones(len(blocks), np.int64), tf.int64, "fixed_at_step")
+        #: Steps before the first alpha step (set when fit starts, kept on resume).
+        self.warmup_steps = variable(-1, tf.int64, "warmup_steps")
+        self.fixed_at_step = variable(-np.ones(count, np.int64), tf.int64, "fixed_at_step")
 
     def matches(self, blocks):
         return len(self.adam_m) == len(blocks) and all(
@@ -87,96 +123,155 @@ def _per_example_loss(loss):
     return loss
 
 
+def margin_logit_lead(candidates, threshold):
+    """The logit lead a point's top op needs for a ``threshold`` probability margin.
+
+    With the other ``candidates - 1`` logits equal, ``p1 - p2 >= threshold``
+    needs ``exp(lead) >= (1 + threshold * (candidates - 1)) / (1 - threshold)``:
+    ln 3 (about 1.1) for 8 candidates and 0.2, 0.56 for 3.
+    """
+    return float(np.log((1.0 + threshold * (candidates - 1)) / (1.0 - threshold)))
+
+
+class SearchUndecidedWarning(UserWarning):
+    """A PMPL search ended with most points undecided by evidence."""
+
+
 class PMPLCallback(keras.callbacks.Callback):
     """Progressive Meta-Pooling Learning (METHOD.md §4) as a Keras callback.
 
     Drop it into ``fit`` on a search model
     (``MobileNetV2MP(meta_pooling="search")``, the default). During ``fit``:
 
-    1. **alpha steps.** Every training step also takes one step on the
+    1. **Warm-up.** For the first ``warmup`` share of the search's steps
+       only the weights train, every candidate at equal weight, so that no
+       op is judged before its weights have learned anything (as PC-DARTS).
+    2. **alpha steps.** Then every training step also takes one step on the
        architecture logits ``alpha`` of every searching point, with the
-       callback's own Adam (``learning_rate=3e-4``, ``beta_1=0.5``,
-       ``beta_2=0.999``, L2 ``weight_decay=1e-3`` added to the gradient, as
-       the reference's ``torch.optim.Adam``). The user's optimizer never
-       touches alpha (it is non-trainable). With ``arch_data`` the alpha step
-       uses a held-out batch: first-order bi-level optimisation, as first-order
-       DARTS. Without it, alpha is learned on the training batch itself
-       (one-level), which is cheaper to set up but lets alpha overfit with the
-       weights; prefer ``split_for_search``. The alpha step is part of the
-       compiled train step (no Python per step) and runs under any
-       ``tf.distribute`` strategy: each replica draws its own held-out batch
-       and the alpha gradients are averaged over replicas.
-    2. **Progressive fixing.** After every ``fix_every`` training steps, each
-       searching point whose two most probable ops differ by at least
-       ``threshold`` in ``softmax(alpha)`` is fixed, for good, to its most
-       probable op. Fixing sets a mask variable: no retrace.
-    3. **Late stage.** At the start of epoch ``round(late_stage * epochs)``,
-       every point still searching is fixed to its two most probable ops
-       (summed). ``fit`` ending earlier (e.g. ``EarlyStopping``) does the same
-       at its end, so after ``fit`` every point is fixed and
-       ``pmpl.architecture`` (or ``keras_metapool.derive_architecture``) is
-       the result.
+       callback's own Adam (``beta_1=0.5``, ``beta_2=0.999``, L2
+       ``weight_decay=1e-3`` added to the gradient, as the reference's
+       ``torch.optim.Adam``). The user's optimizer never touches alpha (it
+       is non-trainable). With ``arch_data`` the alpha step uses a held-out
+       batch: first-order bi-level optimisation, as first-order DARTS (a
+       second forward and backward pass per step). Without it (one-level),
+       alpha's gradient comes from the weight step's own backward pass, at
+       no extra pass. ``learning_rate="auto"`` sizes the step to the budget:
+       Adam moves a logit by at most about its learning rate per step, so
+       the rate is twice the logit lead a ``threshold`` margin needs,
+       divided by the number of alpha steps ``fit`` will take.
+    3. **Decisions.** With ``decision="evidence"`` (the default), every
+       alpha gradient also measures, per point and op, the slope of the loss
+       along that op's mixture weight (``dL/dalpha_k / p_k``, the loss change
+       per unit of weight moved onto op ``k``). A point is fixed, for good,
+       once the evidence is significant: to its best op (the lowest mean
+       slope) when that op beats ``identity`` by ``evidence_z`` standard
+       errors of the paired slope difference; to ``identity`` when
+       ``identity`` beats every other op so. Noise alone rarely gets there,
+       while the margin of ``softmax(alpha)`` reacts to noise and to signal
+       alike. ``decision="margin"`` is the paper's rule: a point whose two
+       most probable ops differ by ``threshold`` is fixed to its most probable
+       op. Checks run every ``fix_every`` steps; fixing sets a mask variable
+       (no retrace).
+    4. **The end.** At the start of epoch ``round(late_stage * epochs)`` (by
+       default: at the end of ``fit``), every point still searching gets
+       the ``undecided`` rule: ``"identity"`` (default: no enhancer; a point
+       the evidence did not decide costs nothing), ``"top2"`` (the paper's
+       late stage: its two most probable ops, summed) or ``"argmax"``.
+       ``fit`` ending earlier (e.g. ``EarlyStopping``) does the same at its
+       end, so after ``fit`` every point is fixed and ``pmpl.architecture``
+       (or ``keras_metapool.derive_architecture``) is the result. When fewer
+       than half the points were decided by evidence (or, with the margin
+       rule, alpha's budget could not reach the threshold), ``fit`` ends
+       with one ``SearchUndecidedWarning`` saying what to change.
+
+    ``PMPLCallback.paper()`` gives the paper's settings (margin rule, top-2
+    late stage at 2/3 of the epochs, no warm-up, learning rate 3e-4).
 
     Resuming: alpha and the fixed masks are model weights; the alpha
-    optimizer's moments and the step counters live in a module attached to
-    the model (``model._pmpl_state``). ``tf_keras.callbacks.BackupAndRestore``
-    and TF-format checkpoints (``model.save_weights("ckpt")``,
-    ``tf.train.Checkpoint(model=model)``) carry all of it, so an interrupted
-    search resumed from them continues as an uninterrupted one (with a
-    deterministic ``arch_data``: the held-out batches resume where they
-    stopped). ``.h5``/``.keras`` weights carry alpha and the masks but not the
-    optimizer moments.
+    optimizer's moments, the evidence sums and the step counters live in a
+    module attached to the model (``model._pmpl_state``).
+    ``tf_keras.callbacks.BackupAndRestore`` and TF-format checkpoints
+    (``model.save_weights("ckpt")``, ``tf.train.Checkpoint(model=model)``)
+    carry all of it, so an interrupted search resumed from them continues as
+    an uninterrupted one (with a deterministic ``arch_data``: the held-out
+    batches resume where they stopped). ``.h5``/``.keras`` weights carry
+    alpha and the masks but not the rest.
 
     Logs: at each epoch end, for every point ``P`` (its layer name, e.g.
-    ``block_6_mp``) and candidate ``op``, ``logs["pmpl/P/op"]`` is the
-    probability of ``op`` and ``logs["pmpl/P/fixed"]`` the fixed state
-    (``fixed_code``, over ``DEFAULT_CANDIDATES``: 0 while searching), plus ``pmpl/fixed_points`` and
-    ``pmpl/enlarging_points``. Listed before ``CSVLogger``/``TensorBoard`` in
-    ``callbacks``, the callback's entries reach them (and always reach
-    ``History``). Keras' progress bar prints every log entry; pass
-    ``log_probabilities=False`` for the counts alone. With ``verbose=1`` a
-    one-line digest is printed per epoch; ``summary()`` prints the per-block
-    table and ``keras_metapool.plot_search`` draws the trajectories.
+    ``block_6_hidden_mp``) and candidate ``op``, ``logs["pmpl/P/op"]`` is the
+    probability of ``op`` (with ``log_probabilities``) and
+    ``logs["pmpl/P/fixed"]`` the fixed state (``fixed_code``, over
+    ``DEFAULT_CANDIDATES``: 0 while searching), ``logs["pmpl_evidence/P"]``
+    the point's current evidence (z), plus ``pmpl/fixed_points``,
+    ``pmpl/decided_points`` (by evidence) and ``pmpl/enlarging_points``.
+    Listed before ``CSVLogger``/``TensorBoard`` in ``callbacks``, the
+    callback's entries reach them (and always reach ``History``). With
+    ``verbose=1`` a one-line digest is printed per epoch; ``summary()``
+    prints the per-point table and ``keras_metapool.plot_search`` draws the
+    trajectories.
 
     Args:
         arch_data: Held-out ``tf.data.Dataset`` of batched ``(images,
             labels)`` (or ``(images, labels, sample_weights)``) for the alpha
             steps, never the test set; repeated as needed. None: one-level
-            search on the training batches.
-        learning_rate: Adam learning rate of alpha.
+            search on the training batches (no extra pass).
+        decision: ``"evidence"`` (default) or ``"margin"`` (the paper's).
+        undecided: What points still searching at the late stage become:
+            ``"identity"`` (default), ``"top2"`` (the paper's) or
+            ``"argmax"``.
+        warmup: Share of the search's steps before the first alpha step, in
+            [0, 1).
+        learning_rate: Adam learning rate of alpha, or ``"auto"`` (default):
+            sized to the alpha steps ``fit`` will take (above), between 3e-4
+            (the paper's) and 0.05; 3e-3 when the steps per epoch are
+            unknown.
         beta_1: Adam's first-moment decay.
         beta_2: Adam's second-moment decay.
         epsilon: Adam's epsilon.
         weight_decay: L2 coefficient on alpha (added to its gradient).
-        threshold: The fixing margin tau: top-1 minus top-2 probability.
+        threshold: The margin rule's tau: top-1 minus top-2 probability.
+        evidence_z: The evidence rule's bar, in standard errors (default 4:
+            measured to keep points of a task with no signal undecided; see
+            README, "The search").
+        min_evidence_steps: Alpha gradients a point needs before the
+            evidence rule may decide it.
         fix_every: Check for points to fix every this many training steps.
-        late_stage: Fraction of the epochs after which undecided points are
-            fixed to their top two ops; 1.0 leaves that to the end of ``fit``.
+        late_stage: Fraction of the epochs after which undecided points get
+            the ``undecided`` rule; 1.0 (default) leaves that to the end of
+            ``fit``. The paper's is 2/3.
         search_epochs: Length of the whole search in epochs, when it spans
             several ``fit`` calls (e.g. ``fit(epochs=10)`` then
             ``fit(initial_epoch=10, epochs=30)``); default: ``fit``'s
-            ``epochs``. The late stage counts from it, and a ``fit`` ending
-            before it (unless stopped early, e.g. by ``EarlyStopping``) leaves
-            undecided points searching.
-        arch_step: ``"before"`` (default, as DARTS) or ``"after"`` the weight
-            step.
-        loss: Loss of the alpha step (default: the model's compiled loss),
-            a loss name, function or ``tf_keras.losses.Loss``.
-        log_probabilities: Put every op's probability in ``logs``.
+            ``epochs``. The warm-up, the automatic learning rate and the
+            late stage count from it, and a ``fit`` ending before it (unless
+            stopped early, e.g. by ``EarlyStopping``) leaves undecided points
+            searching.
+        arch_step: With ``arch_data``: ``"before"`` (default, as DARTS) or
+            ``"after"`` the weight step.
+        loss: Loss of a bi-level alpha step (default: the model's compiled
+            loss), a loss name, function or ``tf_keras.losses.Loss``.
+            One-level steps use the compiled loss.
+        log_probabilities: Put every op's probability in ``logs`` (Keras'
+            progress bar prints every entry).
         verbose: 1 prints one line per epoch, 0 is silent.
     """
 
     def __init__(
         self,
         arch_data=None,
-        learning_rate=3e-4,
+        decision="evidence",
+        undecided="identity",
+        warmup=0.25,
+        learning_rate="auto",
         beta_1=0.5,
         beta_2=0.999,
         epsilon=1e-8,
         weight_decay=1e-3,
         threshold=0.2,
+        evidence_z=4.0,
+        min_evidence_steps=20,
         fix_every=1,
-        late_stage=2.0 / 3.0,
+        late_stage=1.0,
         search_epochs=None,
         arch_step="before",
         loss=None,
@@ -191,20 +286,36 @@ class PMPLCallback(keras.callbacks.Callback):
                 "(x, y)).batch(batch_size); to cut one from the training data: "
                 "keras_metapool.split_for_search."
             )
+        if decision not in DECISION_RULES:
+            raise ValueError(
+                f"Unknown decision {decision!r}. Valid values: {', '.join(DECISION_RULES)}."
+            )
+        if undecided not in END_RULES:
+            raise ValueError(
+                f"Unknown undecided {undecided!r}. Valid values: {', '.join(END_RULES)}."
+            )
+        if learning_rate != AUTO and (
+            isinstance(learning_rate, (str, bool)) or not float(learning_rate) > 0
+        ):
+            raise ValueError(
+                f"`learning_rate` must be a positive number or 'auto', got {learning_rate!r}."
+            )
         checks = {
-            "learning_rate": learning_rate > 0,
+            "warmup": 0 <= warmup < 1,
             "beta_1": 0 <= beta_1 < 1,
             "beta_2": 0 <= beta_2 < 1,
             "epsilon": epsilon > 0,
             "weight_decay": weight_decay >= 0,
-            "threshold": 0 < threshold <= 1,
+            "threshold": 0 < threshold < 1,
+            "evidence_z": evidence_z > 0,
             "late_stage": 0 < late_stage <= 1,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"`{name}` is out of range: {locals()[name]!r}.")
-        if isinstance(fix_every, bool) or not isinstance(fix_every, int) or fix_every < 1:
-            raise ValueError(f"`fix_every` must be a positive integer, got {fix_every!r}.")
+        for name, value in (("fix_every", fix_every), ("min_evidence_steps", min_evidence_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         if search_epochs is not None and (
             isinstance(search_epochs, bool)
             or not isinstance(search_epochs, int)
@@ -216,12 +327,17 @@ class PMPLCallback(keras.callbacks.Callback):
                 f"Unknown arch_step {arch_step!r}. Valid values: {', '.join(ARCH_STEP_POSITIONS)}."
             )
         self.arch_data = arch_data
-        self.learning_rate = float(learning_rate)
+        self.decision = decision
+        self.undecided = undecided
+        self.warmup = float(warmup)
+        self.learning_rate = learning_rate if learning_rate == AUTO else float(learning_rate)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
         self.weight_decay = float(weight_decay)
         self.threshold = float(threshold)
+        self.evidence_z = float(evidence_z)
+        self.min_evidence_steps = int(min_evidence_steps)
         self.fix_every = int(fix_every)
         self.late_stage = float(late_stage)
         self.search_epochs = search_epochs
@@ -231,11 +347,31 @@ class PMPLCallback(keras.callbacks.Callback):
         self.verbose = int(verbose)
         #: One record per finished epoch: {"epoch", "probabilities", "fixed"}.
         self.history = []
+        #: The budget of the last ``fit``: total/warm-up/alpha steps and the
+        #: alpha learning rate used (``learning_rate`` resolved).
+        self.budget = {}
         self._blocks = {}
         self._state = None
         self._arch_iterator = None
         self._loss_fn = None
         self._late_epoch = None
+        self._alpha_lr = None
+        self._claimed_fit = False
+
+    @classmethod
+    def paper(cls, **overrides):
+        """A callback with the paper's settings (METHOD.md §4).
+
+        The margin rule (tau 0.2) with the alpha learning rate 3e-4, no
+        warm-up, and the late stage at 2/3 of the epochs fixing undecided
+        points to their top two ops. Keyword arguments override any of them.
+        """
+        settings = dict(
+            decision="margin", undecided="top2", warmup=0.0, learning_rate=3e-4,
+            late_stage=2.0 / 3.0,
+        )  # fmt: skip
+        settings.update(overrides)
+        return cls(**settings)
 
     # -- setup -------------------------------------------------------------
     @property
@@ -272,6 +408,37 @@ class PMPLCallback(keras.callbacks.Callback):
                 f"shaped {self.model.input_shape}. Is the dataset batched?"
             )
 
+    def _plan_budget(self):
+        """Warm-up steps and the alpha learning rate, from the search's length."""
+        steps_per_epoch = self.params.get("steps")
+        total = self._total_epochs * steps_per_epoch if steps_per_epoch else None
+        state = self._state
+        # Without a known epoch length the warm-up ends at an epoch boundary.
+        self._warmup_epoch = int(round(self.warmup * self._total_epochs))
+        if int(state.warmup_steps.numpy()) < 0:  # a fresh search (not a resume)
+            if total is not None:
+                state.warmup_steps.assign(int(round(self.warmup * total)))
+            else:
+                state.warmup_steps.assign(0 if self._warmup_epoch == 0 else NEVER)
+        warmup_steps = int(state.warmup_steps.numpy())
+        alpha_steps = None if total is None else max(total - min(warmup_steps, total), 0)
+        most = max(len(b.candidates) for b in self._blocks.values())
+        lead = margin_logit_lead(most, self.threshold)
+        if self.learning_rate != AUTO:
+            rate = self.learning_rate
+        elif alpha_steps:
+            rate = float(np.clip(2.0 * lead / alpha_steps, AUTO_RATE_RANGE[0], AUTO_RATE_RANGE[1]))
+        else:
+            rate = AUTO_RATE_UNKNOWN
+        self._alpha_lr = rate
+        self.budget = dict(
+            total_steps=total,
+            warmup_steps=None if total is None else min(warmup_steps, total),
+            alpha_steps=alpha_steps,
+            learning_rate=rate,
+            margin_lead=lead,
+        )
+
     def on_train_begin(self, logs=None):
         model = self.model
         self._blocks = search_blocks(model)
@@ -280,9 +447,9 @@ class PMPLCallback(keras.callbacks.Callback):
                 f"PMPLCallback: model '{model.name}' has no MetaPoolingBlock to search. "
                 "Build it with MobileNetV2MP(meta_pooling='search')."
             )
+        self._loss_fn = self._resolve_loss()  # one-level steps check it too
         if self.arch_data is not None:
             self._check_arch_data()
-        self._loss_fn = self._resolve_loss()
         blocks = list(self._blocks.values())
         state = getattr(model, "_pmpl_state", None)
         if state is None or not state.matches(blocks):
@@ -296,43 +463,107 @@ class PMPLCallback(keras.callbacks.Callback):
         self._late_epoch = late_stage_epoch(self._total_epochs, self.late_stage)
         self._last_epoch = -1
         self._arch_iterator = None
+        self._warned = False
+        self._plan_budget()
         # The alpha step and the fixing rule join the model's compiled train
         # step, so they run without Python per step, with steps_per_execution
         # and under tf.distribute, and fit's own train function is rebuilt.
-        if "train_step" in model.__dict__:  # a previous search did not end
-            del model.train_step
+        self._restore_train_step()  # a previous search that did not end
         self._original_train_step = model.train_step
         model.train_step = self._train_step
-        model.train_function = None
-        model.train_function = model.make_train_function(force=True)
+        model.make_train_function = self._guarded_make_train_function
+        model.train_function = type(model).make_train_function(model, force=True)
+        self._claimed_fit = False  # this fit's train function is made
+
+    def set_model(self, model):
+        # Keras calls this at the start of every fit this callback is in,
+        # before it asks for the train function.
+        super().set_model(model)
+        self._claimed_fit = True
+
+    def _guarded_make_train_function(self, force=False):
+        """The model's ``make_train_function`` while a search is installed.
+
+        An exception in ``fit`` skips ``on_train_end``, which would leave the
+        search step in the model for good. The next ``fit`` asks for its
+        train function before any callback runs: if this callback is not in
+        it, the model gets its own train step back, so a plain ``fit`` after
+        an interrupted search does not touch alpha.
+        """
+        model = self.model
+        if not self._claimed_fit:
+            self._restore_train_step()
+            return model.make_train_function(force=True)
+        self._claimed_fit = False
+        return type(model).make_train_function(model, force=force)
 
     def _restore_train_step(self):
         model = self.model
-        if "train_step" in model.__dict__:
-            del model.train_step
+        for patched in ("train_step", "make_train_function"):
+            if patched in model.__dict__:
+                delattr(model, patched)
         model.train_function = None
 
     # -- the compiled part -------------------------------------------------
+    def _alpha_phase(self):
+        """Whether this step is past the warm-up (alpha steps and evidence on)."""
+        return self._state.train_steps >= self._state.warmup_steps
+
     def _train_step(self, data):
-        if self.arch_step == "before":
-            self._arch_update(self._arch_batch(data))
-        logs = self._original_train_step(data)
-        if self.arch_step == "after":
-            self._arch_update(self._arch_batch(data))
-        self._fix_confident_points()
+        if self.arch_data is None:
+            logs = self._one_level_step(data)
+        else:
+            if self.arch_step == "before":
+                self._bilevel_alpha_step()
+            logs = self._original_train_step(data)
+            if self.arch_step == "after":
+                self._bilevel_alpha_step()
+        self._state.train_steps.assign_add(1)
+        self._fix_decided_points()
         return logs
 
-    def _arch_batch(self, data):
-        if self.arch_data is None:
-            return data
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        self._state.arch_batches.assign_add(replicas)
-        return next(self._arch_iterator)
-
-    def _arch_update(self, data):
+    def _one_level_step(self, data):
+        """Keras' train step, with alpha's gradient from the same backward pass."""
+        model = self.model
+        optimizer = model.optimizer
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        blocks = list(self._blocks.values())
-        alphas = [block.alpha for block in blocks]
+        alphas = [block.alpha for block in self._blocks.values()]
+        variables = model.trainable_variables
+        scales_loss = hasattr(optimizer, "get_scaled_loss")  # mixed precision
+        with tf.GradientTape() as tape:
+            tape.watch(alphas)
+            y_pred = model(x, training=True)
+            loss = model.compute_loss(x, y, y_pred, sample_weight)
+            scaled = optimizer.get_scaled_loss(loss) if scales_loss else loss
+        model._validate_target_and_loss(y, loss)
+        grads = tape.gradient(scaled, list(variables) + alphas)
+        if scales_loss:
+            grads = optimizer.get_unscaled_gradients(grads)
+        weight_grads, alpha_grads = grads[: len(variables)], grads[len(variables) :]
+        optimizer.apply_gradients(zip(weight_grads, variables))
+        # compute_loss divides by the global batch: replicas' gradients add up.
+        self._alpha_update(alpha_grads, tf.distribute.ReduceOp.SUM)
+        return model.compute_metrics(x, y, y_pred, sample_weight)
+
+    def _bilevel_alpha_step(self):
+        alphas = [block.alpha for block in self._blocks.values()]
+
+        def held_out():
+            grads = self._held_out_gradients(next(self._arch_iterator))
+            return [tf.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
+
+        # The held-out pass is skipped during the warm-up (and its batches
+        # are not drawn), so warm-up steps cost what plain steps cost. The
+        # cross-replica parts stay outside the cond (no merge_call in it).
+        active = self._alpha_phase()
+        grads = tf.cond(active, held_out, lambda: [tf.zeros_like(a) for a in alphas])
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self._state.arch_batches.assign_add(tf.cast(active, tf.int64) * replicas)
+        self._alpha_update(grads, tf.distribute.ReduceOp.MEAN)
+
+    def _held_out_gradients(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        alphas = [block.alpha for block in self._blocks.values()]
         with tf.GradientTape() as tape:
             tape.watch(alphas)
             y_pred = self.model(x, training=True)
@@ -343,51 +574,100 @@ class PMPLCallback(keras.callbacks.Callback):
                     weights, tf.concat([tf.shape(weights), [1] * (per_example.shape.rank - 1)], 0)
                 )
             loss = tf.reduce_mean(per_example)
-        grads = tape.gradient(loss, alphas)
-        grads = [tf.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
+        return tape.gradient(loss, alphas)
+
+    def _alpha_update(self, grads, reduce_op):
+        blocks = list(self._blocks.values())
+        grads = [
+            tf.zeros_like(b.alpha) if g is None else tf.cast(g, tf.float32)
+            for b, g in zip(blocks, grads)
+        ]
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
-            grads = context.all_reduce(tf.distribute.ReduceOp.MEAN, grads)
+            grads = context.all_reduce(reduce_op, grads)
         state = self._state
+        active = self._alpha_phase()
         step = tf.cast(state.adam_steps + 1, tf.float32)
         correction_1 = 1.0 - tf.pow(self.beta_1, step)
         correction_2 = 1.0 - tf.pow(self.beta_2, step)
-        for block, alpha, grad, m, v in zip(blocks, alphas, grads, state.adam_m, state.adam_v):
+        counted = []
+        for index, (block, grad) in enumerate(zip(blocks, grads)):
+            alpha, m, v = block.alpha, state.adam_m[index], state.adam_v[index]
             # Fixed points keep their alpha (and its probabilities) as they were.
-            searching = tf.reduce_max(block.fixed_mask) <= 0.0
+            update_point = active & (tf.reduce_max(block.fixed_mask) <= 0.0)
+            # The loss slope along each op's mixture weight: dL/dalpha_k =
+            # p_k (s_k - sum_j p_j s_j), so s_k - mean = grad_k / p_k.
+            slope = grad / tf.maximum(tf.nn.softmax(alpha), 1e-30)
+            difference = slope[:, None] - slope[None, :]
+            where = functools.partial(tf.where, update_point)
+            state.evidence_sum[index].assign(
+                where(state.evidence_sum[index] + slope, state.evidence_sum[index])
+            )
+            state.evidence_squares[index].assign(
+                where(
+                    state.evidence_squares[index] + tf.square(difference),
+                    state.evidence_squares[index],
+                )
+            )
+            counted.append(update_point)
             grad = grad + self.weight_decay * alpha
             new_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
             new_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
             update = (new_m / correction_1) / (tf.sqrt(new_v / correction_2) + self.epsilon)
-            alpha.assign(tf.where(searching, alpha - self.learning_rate * update, alpha))
-            m.assign(tf.where(searching, new_m, m))
-            v.assign(tf.where(searching, new_v, v))
-        state.adam_steps.assign_add(1)
+            alpha.assign(where(alpha - self._alpha_lr * update, alpha))
+            m.assign(where(new_m, m))
+            v.assign(where(new_v, v))
+        state.evidence_count.assign_add(tf.cast(tf.stack(counted), tf.float32))
+        state.adam_steps.assign_add(tf.cast(active, tf.int64))
 
-    def _fix_confident_points(self):
+    def _fix_decided_points(self):
         state = self._state
-        step = state.train_steps.assign_add(1)
-        check = tf.equal(step % self.fix_every, 0)
-        fixed_at = []
-        for block in self._blocks.values():
-            probs = tf.nn.softmax(block.alpha)
-            top = tf.math.top_k(probs, k=2)
+        step = state.train_steps
+        check = tf.equal(step % self.fix_every, 0) & self._alpha_phase()
+        fixed_at, evidence = [], []
+        for index, block in enumerate(self._blocks.values()):
             searching = tf.reduce_max(block.fixed_mask) <= 0.0
-            fix_now = check & searching & (top.values[0] - top.values[1] >= self.threshold)
-            winner = tf.one_hot(top.indices[0], len(block.candidates), dtype=tf.float32)
+            if self.decision == "margin":
+                winner, decided, score = self._margin_decision(block)
+            else:
+                winner, decided, score = self._evidence_decision(block, index)
+            fix_now = check & searching & decided
             block.fixed_mask.assign(tf.where(fix_now, winner, block.fixed_mask))
             fixed_at.append(fix_now)
-        state.fixed_at_step.assign(
-            tf.where(tf.stack(fixed_at), step, state.fixed_at_step), read_value=False
+            evidence.append(score)
+        fix_now = tf.stack(fixed_at)
+        state.fixed_at_step.assign(tf.where(fix_now, step, state.fixed_at_step), read_value=False)
+        state.evidence_at_fix.assign(
+            tf.where(fix_now, tf.stack(evidence), state.evidence_at_fix), read_value=False
         )
 
+    def _margin_decision(self, block):
+        probs = tf.nn.softmax(block.alpha)
+        top = tf.math.top_k(probs, k=2)
+        margin = top.values[0] - top.values[1]
+        winner = tf.one_hot(top.indices[0], len(block.candidates), dtype=tf.float32)
+        return winner, margin >= self.threshold, margin
+
+    def _evidence_decision(self, block, index):
+        winner, z_scores, count = evidence_scores(
+            self._state.evidence_count[index],
+            self._state.evidence_sum[index],
+            self._state.evidence_squares[index],
+        )
+        decided, score = evidence_verdict(winner, z_scores, block.candidates, self.evidence_z)
+        decided = decided & (count >= self.min_evidence_steps)
+        return tf.one_hot(winner, len(block.candidates), dtype=tf.float32), decided, score
+
     # -- epochs ------------------------------------------------------------
-    def _fix_undecided_to_top2(self):
+    def _fix_undecided(self):
         fixed = {}
         for block in self._blocks.values():
             if block.is_fixed:
                 continue
-            block.fix(top_ops(block, 2))
+            rule = self.undecided
+            if rule == "identity" and IDENTITY not in block.candidates:
+                rule = "argmax"  # no 'no enhancer' to fall back on
+            block.fix(undecided_ops(block, rule))
             fixed[block.name] = block.fixed_ops
         return fixed
 
@@ -397,10 +677,16 @@ class PMPLCallback(keras.callbacks.Callback):
             # on_train_begin), so the held-out stream resumes where it stopped.
             skip = int(self._state.arch_batches.numpy())
             self._arch_iterator = iter(self.arch_data.repeat().skip(skip))
+        state = self._state
+        if int(state.warmup_steps.numpy()) == NEVER and epoch >= self._warmup_epoch:
+            state.warmup_steps.assign(state.train_steps)
         if epoch >= self._late_epoch:
-            fixed = self._fix_undecided_to_top2()
+            fixed = self._fix_undecided()
             if fixed and self.verbose:
-                self._print(f"PMPL late stage (epoch {epoch + 1}): {self._describe(fixed)}")
+                self._print(
+                    f"PMPL late stage (epoch {epoch + 1}): undecided points -> "
+                    f"{self.undecided}: {self._describe(fixed)}"
+                )
 
     def _snapshot(self):
         probabilities, fixed = {}, {}
@@ -414,33 +700,94 @@ class PMPLCallback(keras.callbacks.Callback):
         probabilities, fixed = self._snapshot()
         previous = self.history[-1]["fixed"] if self.history else {}
         self.history.append({"epoch": epoch, "probabilities": probabilities, "fixed": fixed})
+        decided = self._decided_by_evidence()
         if logs is not None:
+            evidence = self._current_evidence()
             for name, block in self.points.items():
                 if self.log_probabilities:
                     for op, p in probabilities[name].items():
                         logs[f"{LOG_PREFIX}/{name}/{op}"] = p
                 logs[f"{LOG_PREFIX}/{name}/fixed"] = fixed_code(fixed[name])
+                logs[f"{EVIDENCE_LOG_PREFIX}/{name}"] = evidence[name]
             done = [ops for ops in fixed.values() if ops]
             logs[f"{LOG_PREFIX}/fixed_points"] = len(done)
+            logs[f"{LOG_PREFIX}/decided_points"] = sum(decided.values())
             logs[f"{LOG_PREFIX}/enlarging_points"] = sum(is_enlarging(ops) for ops in done)
         if self.verbose:
             new = {n: ops for n, ops in fixed.items() if ops and previous.get(n) != ops}
-            line = f"PMPL epoch {epoch + 1}: {sum(bool(o) for o in fixed.values())}/"
-            line += f"{len(fixed)} points fixed"
+            line = f"PMPL epoch {epoch + 1}: {sum(decided.values())}/{len(fixed)} points "
+            line += "decided by evidence" if self.decision == "evidence" else "fixed by the margin"
             if new:
                 line += f"; new: {self._describe(new)}"
             self._print(line + f"; totals: {self._totals(fixed)}")
 
     def on_train_end(self, logs=None):
         finished = self._last_epoch + 1 >= self._total_epochs or self.model.stop_training
-        fixed = self._fix_undecided_to_top2() if finished else {}
+        fixed = self._fix_undecided() if finished else {}
         if fixed and self.verbose:
-            self._print(f"PMPL end of fit: undecided points fixed to their top two: "
-                        f"{self._describe(fixed)}")  # fmt: skip
+            self._print(
+                f"PMPL end of fit: undecided points -> {self.undecided}: {self._describe(fixed)}"
+            )
         if fixed and self.history:
             # The last record shows the state fit leaves behind.
             self.history[-1]["fixed"] = self._snapshot()[1]
         self._restore_train_step()
+        if finished:
+            self._warn_if_undecided()
+
+    def _warn_if_undecided(self):
+        decided = sum(self._decided_by_evidence().values())
+        total = len(self._blocks)
+        budget = self.budget
+        reasons = []
+        if decided * 2 < total:
+            reasons.append(
+                f"only {decided} of {total} points were decided by evidence; the other "
+                f"{total - decided} became '{self.undecided}'"
+            )
+        reach = None
+        if budget.get("alpha_steps") is not None:
+            reach = budget["alpha_steps"] * budget["learning_rate"]
+        if self.decision == "margin" and reach is not None and reach < budget["margin_lead"]:
+            reasons.append(
+                f"alpha could not reach the {self.threshold} margin: {budget['alpha_steps']} "
+                f"alpha steps at learning rate {budget['learning_rate']:.2g} move a logit by at "
+                f"most {reach:.2f}, the margin needs a lead of {budget['margin_lead']:.2f}"
+            )
+        if not reasons:
+            return
+        steps = budget.get("alpha_steps")
+        message = (
+            "PMPL search: " + "; ".join(reasons) + ". "
+            f"It had {'an unknown number of' if steps is None else steps} alpha steps after a "
+            f"warm-up of {budget.get('warmup_steps')} steps. The architecture is honest about "
+            "it (undecided points cost nothing with undecided='identity'), but it is not a "
+            "search result: give the search more steps (more epochs or images), fewer "
+            "candidates (search_candidates=...), or a lower evidence_z."
+        )
+        warnings.warn(message, SearchUndecidedWarning, stacklevel=2)
+
+    # -- evidence ----------------------------------------------------------
+    def _decided_by_evidence(self):
+        """``{point: whether its decision came from evidence (or the margin)}``."""
+        fixed_at = self._state.fixed_at_step.numpy()
+        return {block.name: bool(fixed_at[i] >= 0) for i, block in enumerate(self._blocks.values())}
+
+    def _current_evidence(self):
+        """``{point: its evidence now}``: z of its best op's deciding comparison."""
+        result = {}
+        state = self._state
+        for index, block in enumerate(self._blocks.values()):
+            if self.decision == "margin":
+                result[block.name] = float(self._margin_decision(block)[2].numpy())
+                continue
+            winner, z_scores, _ = evidence_scores(
+                state.evidence_count[index], state.evidence_sum[index],
+                state.evidence_squares[index],
+            )  # fmt: skip
+            score = evidence_verdict(winner, z_scores, block.candidates, self.evidence_z)[1]
+            result[block.name] = float(score.numpy())
+        return result
 
     # -- reporting ---------------------------------------------------------
     @staticmethod
@@ -461,70 +808,104 @@ class PMPLCallback(keras.callbacks.Callback):
 
     @property
     def architecture(self):
-        """The searched ``ArchitectureSpec`` (argmax where still undecided)."""
+        """The searched ``ArchitectureSpec`` (``undecided``'s rule where still searching)."""
         if not self._blocks:
             raise ValueError("PMPLCallback has not been used in fit yet: no architecture.")
-        return derive_architecture(self.model)
+        rule = self.undecided if self.undecided in UNDECIDED_RULES else "argmax"
+        return derive_architecture(self.model, undecided=rule)
 
     def summary_rows(self):
-        """Per-point rows of ``summary()``: dicts with block, point, state, ops,
-        probability, receptive_field and fixed_at_step."""
+        """Per-point rows of ``summary()``.
+
+        Dicts with ``block``, ``point``, ``state`` (``"decided"``: fixed by
+        evidence or the margin; ``"defaulted"``: fixed by the ``undecided``
+        rule; ``"searching"``), ``ops`` (fixed, or the current best),
+        ``probability`` (of those ops), ``evidence`` (the z, or the margin,
+        at the decision, else now), ``candidates`` (how many the point had),
+        ``receptive_field`` and ``fixed_at_step``.
+        """
         if not self._blocks:
             raise ValueError("PMPLCallback has not been used in fit yet: nothing to summarize.")
-        fixed_at = self._state.fixed_at_step.numpy()
+        state = self._state
+        fixed_at = state.fixed_at_step.numpy()
+        at_fix = state.evidence_at_fix.numpy()
+        now = self._current_evidence()
         rows = []
         for index, (block_id, block) in enumerate(self._blocks.items()):
             probs = block.probabilities()
             ops = block.fixed_ops or (max(probs, key=probs.get),)
+            decided = fixed_at[index] >= 0
+            if decided:
+                status = "decided"
+            else:
+                status = "defaulted" if block.is_fixed else "searching"
             rows.append(
                 dict(
                     block=block_id,
                     point=block.name,
-                    state="fixed" if block.is_fixed else "searching",
+                    state=status,
                     ops=ops,
                     probability=float(sum(probs[op] for op in ops)),
+                    evidence=float(at_fix[index]) if decided else now[block.name],
+                    candidates=len(block.candidates),
                     receptive_field=" + ".join(CANDIDATE_OPS[op].receptive_field for op in ops),
-                    fixed_at_step=int(fixed_at[index]) if fixed_at[index] >= 0 else None,
+                    fixed_at_step=int(fixed_at[index]) if decided else None,
                 )
             )
         return rows
 
     def summary(self, print_fn=None):
-        """Prints the per-block table: op(s), probability, receptive field.
+        """Prints the per-point table: decision, evidence, op(s), receptive field.
+
+        Columns: ``state`` (decided by evidence, defaulted by the
+        ``undecided`` rule, or still searching), ``op(s)``, ``cand.`` (the
+        point's candidates after pruning), ``p`` (softmax(alpha) of the
+        op(s)), ``evidence`` (z in standard errors for the evidence rule,
+        the top-2 margin for the margin rule; at the decision, else now),
+        the receptive field the op(s) add, and the step of the decision.
 
         Args:
             print_fn: Called with each line (default ``print``).
         """
         print_fn = print_fn or print
         rows = self.summary_rows()
-        header = f"{'block':>5}  {'point':<18} {'state':<9} {'op(s)':<14} {'p':>6}  "
-        header += f"{'receptive field':<34} fixed at step"
+        header = f"{'block':>5}  {'point':<18} {'state':<9} {'op(s)':<14} {'cand.':>5} {'p':>6} "
+        header += f"{'evidence':>8}  {'receptive field':<26} decided at step"
         print_fn(header)
         print_fn("-" * len(header))
         for row in rows:
             step = "-" if row["fixed_at_step"] is None else str(row["fixed_at_step"])
-            if row["state"] == "fixed" and row["fixed_at_step"] is None:
-                step = "late stage"
             print_fn(
                 f"{row['block']:>5}  {row['point']:<18} {row['state']:<9} "
-                f"{'+'.join(row['ops']):<14} {row['probability']:>6.3f}  "
-                f"{row['receptive_field']:<34} {step}"
+                f"{'+'.join(row['ops']):<14} {row['candidates']:>5} {row['probability']:>6.3f} "
+                f"{row['evidence']:>8.2f}  {row['receptive_field']:<26} {step}"
             )
-        fixed = [row for row in rows if row["state"] == "fixed"]
-        enlarging = sum(is_enlarging(row["ops"]) for row in fixed)
+        decided = sum(row["state"] == "decided" for row in rows)
+        defaulted = sum(row["state"] == "defaulted" for row in rows)
+        enlarging = sum(is_enlarging(row["ops"]) for row in rows if row["state"] != "searching")
+        bar = (
+            f"evidence z >= {self.evidence_z:g}"
+            if self.decision == "evidence"
+            else f"margin >= {self.threshold:g}"
+        )
         print_fn(
-            f"{len(fixed)}/{len(rows)} points fixed; {enlarging} enlarge the receptive "
-            f"field, {len(fixed) - enlarging} have no enhancer."
+            f"{decided}/{len(rows)} points decided by evidence ({bar}), {defaulted} defaulted "
+            f"to '{self.undecided}'; {enlarging} enlarge the receptive field."
         )
 
     def get_config(self):
         return dict(
+            decision=self.decision,
+            undecided=self.undecided,
+            warmup=self.warmup,
             learning_rate=self.learning_rate,
             beta_1=self.beta_1,
             beta_2=self.beta_2,
             epsilon=self.epsilon,
             weight_decay=self.weight_decay,
             threshold=self.threshold,
+            evidence_z=self.evidence_z,
+            min_evidence_steps=self.min_evidence_steps,
             fix_every=self.fix_every,
             late_stage=self.late_stage,
             search_epochs=self.search_epochs,
@@ -532,6 +913,50 @@ class PMPLCallback(keras.callbacks.Callback):
             log_probabilities=self.log_probabilities,
             verbose=self.verbose,
         )
+
+
+def evidence_scores(count, slope_sum, squares):
+    """The evidence rule's statistics of one point.
+
+    Args:
+        count: Number of alpha gradients seen.
+        slope_sum: Per op, the sum of its loss slopes.
+        squares: Per op pair ``(j, k)``, the sum of ``(slope_j - slope_k)**2``.
+
+    Returns:
+        ``(best, z, count)``: the index of the op with the lowest mean slope
+        (the one whose weight lowers the loss most), and for every op ``j``
+        the z score of ``mean(slope_j - slope_best)``, its paired standard
+        error from the squares (0 for ``best`` itself).
+    """
+    count = tf.convert_to_tensor(count, tf.float32)
+    n = tf.maximum(count, 2.0)
+    mean = slope_sum / n
+    best = tf.argmin(mean, output_type=tf.int32)
+    lead = mean - mean[best]
+    second_moment = tf.gather(squares, best, axis=1) / n
+    variance = tf.maximum(second_moment - tf.square(lead), 0.0) * n / (n - 1.0)
+    z = lead / tf.sqrt(variance / n + 1e-30)
+    z = tf.where(count >= 2.0, z, tf.zeros_like(z))
+    return best, z, count
+
+
+def evidence_verdict(best, z, candidates, bar):
+    """Whether a point's evidence decides it, and the score that says so.
+
+    The best op is decided when it beats ``identity`` by ``bar`` (an
+    enhancer helps; among enhancers, the best mean wins), or, when it is
+    ``identity`` itself (or there is no identity candidate), when it beats
+    every other op by ``bar``. The score is that z (the smallest over the
+    compared ops).
+    """
+    others = tf.not_equal(tf.range(len(candidates)), best)
+    against_all = tf.reduce_min(tf.where(others, z, tf.fill(tf.shape(z), np.inf)))
+    if IDENTITY not in candidates:
+        return against_all >= bar, against_all
+    identity = candidates.index(IDENTITY)
+    score = tf.where(tf.equal(best, identity), against_all, z[identity])
+    return score >= bar, score
 
 
 def split_for_search(dataset, fraction=0.5):
@@ -577,6 +1002,10 @@ def late_stage_epoch(epochs, late_stage=2.0 / 3.0):
 
 __all__ = [
     "PMPLCallback",
+    "SearchUndecidedWarning",
+    "evidence_scores",
+    "evidence_verdict",
+    "margin_logit_lead",
     "decode_fixed_code",
     "fixed_code",
     "is_enlarging",
