@@ -11,10 +11,16 @@ and budget, then evaluated on the same test images:
   hard swish + dropout before the classifier);
 - ``global``, ``local``, ``random``, ``exclude_local``: METHOD.md §3's
   ablations, ``ArchitectureSpec.ablation(name)``;
-- ``searched``: the architecture a PMPL search finds (supernet weights on one
-  part of the training images, alpha on the held-out rest:
-  ``load_dataset(search_part=...)``), then trained from scratch like the
-  others; its training time includes the search;
+- ``searched``: the architecture a PMPL search finds (``PMPLCallback``'s
+  defaults; supernet weights on one part of the training images, alpha on
+  the held-out rest: ``load_dataset(search_part=...)``), then trained from
+  scratch like the others; its training time includes the search;
+- ``searched_inherited``: the same architecture, starting from the
+  supernet's weights (``to_fixed_model``) and trained like the others; its
+  time includes the search too;
+- ``random_arch``: an architecture drawn uniformly from the same search space
+  (each point: one of its pruned candidates, seeded per run), trained from
+  scratch: the baseline a search must beat (Li & Talwalkar, arXiv 1902.07638);
 - ``param_matched``: ``meta_pooling="none"`` at a larger alpha, found by
   bisection, whose parameter count matches ``mp_paper``'s within
   ``--match_tolerance`` (so a gain is not just more parameters).
@@ -82,6 +88,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -124,11 +131,10 @@ flags.DEFINE_integer(
     "search_epochs", None, "Epochs of the PMPL search over its half (default: --epochs).",
     lower_bound=1,
 )  # fmt: skip
-flags.DEFINE_float(
-    "arch_learning_rate", 3e-3,
-    "Alpha learning rate of the search. The paper's 3e-4 fixes no point in a CPU-sized "
-    "search (benchmarks/search_overhead.py); 3e-3 as there.",
-    lower_bound=0,
+flags.DEFINE_string(
+    "arch_learning_rate", "auto",
+    "Alpha learning rate of the search: 'auto' (PMPLCallback's default, sized to the "
+    "search's steps) or a number.",
 )  # fmt: skip
 flags.DEFINE_float("search_fraction", 0.5, "Share of the training images held out for alpha.")
 flags.DEFINE_list(
@@ -147,6 +153,7 @@ flags.DEFINE_bool(
     "quick", False,
     "Minutes: alpha 0.35 at 32x32, seed 0, 512 training / 256 test images, 1 epoch, "
     "variants mobilenet_v2, mp_paper, param_matched, searched (over 3 candidates), "
+    "searched_inherited, random_arch, "
     "20 latency runs (flags given explicitly win).",
 )  # fmt: skip
 flags.DEFINE_bool("estimate", False, "Only time every model of the plan and print the ETA.")
@@ -164,7 +171,14 @@ QUICK_DEFAULTS = {
     "sizes": ["32"],
     "extra_configs": [],
     "seeds": ["0"],
-    "variants": ["mobilenet_v2", "mp_paper", "param_matched", "searched"],
+    "variants": [
+        "mobilenet_v2",
+        "mp_paper",
+        "param_matched",
+        "searched",
+        "searched_inherited",
+        "random_arch",
+    ],
     "train_images": 512,
     "test_images": 256,
     "epochs": 1,
@@ -193,6 +207,8 @@ VARIANTS = (
     Variant("random", "ablation: random"),
     Variant("exclude_local", "ablation: exclude-local"),
     Variant("searched", "PMPL searched"),
+    Variant("searched_inherited", "PMPL searched, supernet weights inherited"),
+    Variant("random_arch", "random architecture from the search space"),
     Variant("param_matched", "MobileNetV2, params matched to MP paper"),
 )
 VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
@@ -298,6 +314,7 @@ def settings():
         "augment": FLAGS.augment,
         "batch_norm_momentum": BN_MOMENTUM,
         "search_epochs": search_epochs(),
+        "search_rule": "PMPLCallback defaults (evidence, undecided -> identity, warm-up 0.25)",
         "arch_learning_rate": FLAGS.arch_learning_rate,
         "search_fraction": FLAGS.search_fraction,
         "search_once": FLAGS.search_once,
@@ -431,6 +448,42 @@ def build_model(config, classes, meta_pooling, alpha=None, head="classic"):
     )
 
 
+#: Variants whose architecture differs per seed (a search's, or a random draw).
+PER_SEED_VARIANTS = ("searched", "searched_inherited", "random_arch")
+
+
+def random_architecture(config, seed):
+    """An architecture drawn from the search space: per point, one of its candidates.
+
+    The space is the supernet's (``build_model(..., "search")``): the same
+    placement and candidates, pooling windows larger than a point's map
+    pruned; every candidate of a point equally likely.
+    """
+    from keras_metapool.models.mobilenet_v2_mp import block_map_sizes
+
+    candidates = FLAGS.search_candidates or km.DEFAULT_CANDIDATES
+    space = km.ArchitectureSpec.search(candidates=tuple(candidates))
+    space = space.pruned_for_input(block_map_sizes(config.size, config.size))
+    rng = np.random.default_rng(10_000 + seed)
+    ops = [
+        space.candidates_at(i)[rng.integers(len(space.candidates_at(i)))]
+        if entry == "search"
+        else entry
+        for i, entry in enumerate(space.ops)
+    ]
+    return km.ArchitectureSpec(
+        ops, placement=space.placement, post_norm=space.post_norm, name=f"random{seed}"
+    ).to_dict()
+
+
+def variant_architecture(variant, config, seed, seeds):
+    """The architecture dict of a per-seed variant (its search's, or a random draw)."""
+    if variant == "random_arch":
+        return random_architecture(config, seed)
+    search = read_result(Task("search", config, seed=search_seed(seed, seeds)).run_id)
+    return search["architecture"]
+
+
 def variant_arguments(variant, config, classes, architecture=None):
     """``(meta_pooling, alpha, head)`` of ``variant`` at ``config``."""
     if variant == "mobilenet_v2":
@@ -441,9 +494,9 @@ def variant_arguments(variant, config, classes, architecture=None):
         return "paper", config.alpha, "paper"
     if variant in ABLATIONS:
         return km.ArchitectureSpec.ablation(variant), config.alpha, "classic"
-    if variant == "searched":
+    if variant in PER_SEED_VARIANTS:
         if architecture is None:
-            raise ValueError("The searched variant needs its search's architecture.")
+            raise ValueError(f"The {variant} variant needs its architecture.")
         return km.ArchitectureSpec.from_dict(architecture), config.alpha, "classic"
     if variant == "param_matched":
         return "none", param_match(config.alpha, classes)["alpha"], "classic"
@@ -536,23 +589,35 @@ def run_search(task):
     supernet = build_model(config, info.num_classes, "search")
     steps = math.ceil(weights_info.num_examples / FLAGS.batch_size) * search_epochs()
     compile_for(supernet, steps)
-    pmpl = km.PMPLCallback(arch_data=arch_part, learning_rate=FLAGS.arch_learning_rate, verbose=0)
+    rate = FLAGS.arch_learning_rate
+    pmpl = km.PMPLCallback(
+        arch_data=arch_part, learning_rate=rate if rate == "auto" else float(rate), verbose=0
+    )
     start = time.perf_counter()
-    history = supernet.fit(weights_part, epochs=search_epochs(), callbacks=[pmpl], verbose=0)
+    with warnings.catch_warnings(record=True) as caught:  # recorded, not printed
+        warnings.simplefilter("always", km.search.SearchUndecidedWarning)
+        history = supernet.fit(weights_part, epochs=search_epochs(), callbacks=[pmpl], verbose=0)
     seconds = time.perf_counter() - start
+    # The inherited child starts from these weights (same process, next task).
+    _CACHE[("supernet", task.config, task.seed)] = (supernet, seconds)
     rows = pmpl.summary_rows()
     return {
+        "decided_by_evidence": sum(row["state"] == "decided" for row in rows),
+        "warning": next((str(w.message) for w in caught), None),
+        "budget": pmpl.budget,
         "architecture": pmpl.architecture.to_dict(),
         "search_seconds": seconds,
         "steps": steps,
         "weights_examples": weights_info.num_examples,
         "arch_examples": arch_info.num_examples,
         "final_train_accuracy": float(history.history["accuracy"][-1]),
-        "fixed_by_margin": sum(row["fixed_at_step"] is not None for row in rows),
         "points": [
             {
                 "block": row["block"],
                 "ops": list(row["ops"]),
+                "state": row["state"],
+                "evidence": row["evidence"],
+                "candidates": row["candidates"],
                 "probability": row["probability"],
                 "fixed_at_step": row["fixed_at_step"],
             }
@@ -561,8 +626,21 @@ def run_search(task):
     }
 
 
-def run_train(task, architecture=None, search_seconds=0.0):
-    """Trains one variant from scratch and evaluates it on the test split."""
+def inherited_child(task, seeds):
+    """The searched child with its supernet's weights (``to_fixed_model``).
+
+    The supernet is the one the search task just trained in this process; on
+    a resumed study it is searched again (deterministically), not stored.
+    """
+    key = ("supernet", task.config, search_seed(task.seed, seeds))
+    if key not in _CACHE:
+        run_search(Task("search", task.config, seed=key[2]))
+    supernet, seconds = _CACHE[key]
+    return km.to_fixed_model(supernet), seconds
+
+
+def run_train(task, architecture=None, search_seconds=0.0, model=None):
+    """Trains one variant (from scratch, or ``model`` as given) and evaluates it."""
     config, seed = task.config, task.seed
     info = dataset_info()
     train, train_info = training_data(config, seed)
@@ -570,9 +648,10 @@ def run_train(task, architecture=None, search_seconds=0.0):
     meta_pooling, alpha, head = variant_arguments(
         task.variant, config, info.num_classes, architecture
     )
-    keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    model = build_model(config, info.num_classes, meta_pooling, alpha=alpha, head=head)
+    if model is None:
+        keras.backend.clear_session()
+        model = build_model(config, info.num_classes, meta_pooling, alpha=alpha, head=head)
     steps = math.ceil(train_info.num_examples / FLAGS.batch_size) * FLAGS.epochs
     compile_for(model, steps)
     start = time.perf_counter()
@@ -604,31 +683,31 @@ def latency_models(config, variants, seeds):
     """``[(key, meta_pooling, alpha, head)]`` of the latency run; MobileNetV2 first."""
     classes = dataset_info().num_classes
     models = [(BASELINE, "none", config.alpha, "classic")]
-    searched_by_seed = {}
+    by_seed = {}
+    keys = {}  # one model per distinct architecture
     for variant in variants:
         if variant == BASELINE:
             continue
-        if variant == "searched":
-            keys = {}
+        if variant in PER_SEED_VARIANTS:
             for seed in seeds:
-                search = read_result(Task("search", config, seed=search_seed(seed, seeds)).run_id)
-                text = json.dumps(search["architecture"], sort_keys=True)
+                architecture = variant_architecture(variant, config, seed, seeds)
+                text = json.dumps(architecture, sort_keys=True)
                 if text not in keys:
-                    keys[text] = f"searched/seed{search_seed(seed, seeds)}"
-                    spec = km.ArchitectureSpec.from_dict(search["architecture"])
+                    keys[text] = f"{variant}/seed{seed}"
+                    spec = km.ArchitectureSpec.from_dict(architecture)
                     models.append((keys[text], spec, config.alpha, "classic"))
-                searched_by_seed[str(seed)] = keys[text]
+                by_seed.setdefault(variant, {})[str(seed)] = keys[text]
             continue
         meta_pooling, alpha, head = variant_arguments(variant, config, classes)
         models.append((variant, meta_pooling, alpha, head))
-    return models, searched_by_seed
+    return models, by_seed
 
 
 def run_latency(task, variants, seeds):
     """Float and int8 TFLite latency of every variant, interleaved with MobileNetV2's."""
     config = task.config
     classes = dataset_info().num_classes
-    models, searched_by_seed = latency_models(config, variants, seeds)
+    models, by_seed = latency_models(config, variants, seeds)
     calibration = calibration_images(config.size)
     entries = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -654,7 +733,7 @@ def run_latency(task, variants, seeds):
                 entries[key][f"{mode}_ms"] = median
                 entries[key][f"{mode}_ratio"] = median / medians[0]
             entries[BASELINE][f"{mode}_control_ratio"] = control / medians[0]
-    return {"models": entries, "searched_by_seed": searched_by_seed}
+    return {"models": entries, "architectures_by_seed": by_seed}
 
 
 # ------------------------------------------------------------------ planning
@@ -666,7 +745,8 @@ def plan_tasks(configs, seeds, variants):
     tasks = []
     for seed in seeds:
         for config in configs:
-            if "searched" in variants and search_seed(seed, seeds) == seed:
+            searching = {"searched", "searched_inherited"} & set(variants)
+            if searching and search_seed(seed, seeds) == seed:
                 tasks.append(Task("search", config, seed=seed))
             tasks += [Task("train", config, variant, seed) for variant in variants]
     tasks += [Task("latency", config) for config in configs]
@@ -778,7 +858,7 @@ def measure_cost(config, variant, classes, convert=False):
         arch, _ = training_data(config, 1, repeat=True, limit=FLAGS.batch_size * 4)
         callbacks.insert(0, km.PMPLCallback(arch_data=arch, late_stage=1.0, verbose=0))
     else:
-        architecture = stand_in_architecture() if variant == "searched" else None
+        architecture = stand_in_architecture() if variant in PER_SEED_VARIANTS else None
         meta_pooling, alpha, head = variant_arguments(variant, config, classes, architecture)
         model = build_model(config, classes, meta_pooling, alpha=alpha, head=head)
     compile_for(model, steps)
@@ -872,7 +952,8 @@ def run_estimate(configs, seeds, variants, tasks):
     costs = {}
     for config in configs:
         costs[config.key] = {}
-        needed = list(variants) + (["search"] if "searched" in variants else [])
+        searching = {"searched", "searched_inherited"} & set(variants)
+        needed = list(variants) + (["search"] if searching else [])
         for variant in needed:
             convert = variant in ("mobilenet_v2", "mp_paper")
             cost = measure_cost(config, variant, info.num_classes, convert=convert)
@@ -1012,14 +1093,24 @@ def _mean_or_none(values):
 
 
 def latency_ratio(latency, variant, mode):
-    """Mean latency ratio of ``variant`` (searched: over its seeds' architectures)."""
+    """Mean latency ratio of ``variant`` (per-seed variants: over their architectures)."""
     if latency is None:
         return None
     models = latency["models"]
-    if variant == "searched":
-        keys = list(latency["searched_by_seed"].values())
+    by_seed = latency.get("architectures_by_seed") or {
+        "searched": latency.get("searched_by_seed", {})  # files written before the others
+    }
+    if variant in PER_SEED_VARIANTS:
+        keys = list(by_seed.get(variant, {}).values())
         return float(np.mean([models[k][f"{mode}_ratio"] for k in keys])) if keys else None
     return models.get(variant, {}).get(f"{mode}_ratio")
+
+
+def decided_points(search):
+    """Points a search decided by evidence (older files: fixed by the margin)."""
+    if "decided_by_evidence" in search:
+        return search["decided_by_evidence"]
+    return search["fixed_by_margin"]
 
 
 def describe_architecture(architecture):
@@ -1100,12 +1191,13 @@ def conclusions(groups, searches, latency):
             lines.append("Other variants vs MobileNetV2 (points): " + ", ".join(others) + ".")
         if config in searches:
             found = searches[config]
-            margins = [s["fixed_by_margin"] for s in found.values()]
+            decided = [decided_points(s) for s in found.values()]
+            points = len(next(iter(found.values()))["points"])
             mean_seconds = np.mean([s["search_seconds"] for s in found.values()])
             lines.append(
                 f"The search ({len(found)} run(s), mean {format_duration(mean_seconds)}) "
-                f"fixed {', '.join(map(str, margins))} of 17 points by the 0.2 margin; the "
-                "late stage fixed the rest to their top two ops."
+                f"decided {', '.join(map(str, decided))} of its {points} points by evidence; "
+                "the undecided ones have no enhancer."
             )
         best = max(stats, key=lambda v: stats[v]["mean"])
         lines.append(
@@ -1150,10 +1242,11 @@ def conclusions(groups, searches, latency):
 def write_report(configs, seeds, variants, tasks, started_machine):
     groups, searches, latency = collect(tasks)
     for config, by_variant in groups.items():
-        for run in by_variant.get("searched", []):  # its cost includes its search's
-            search = searches.get(config, {}).get(search_seed(run["seed"], seeds))
-            if search is not None and "cpu_seconds" in search:
-                run["search_cpu_seconds"] = search["cpu_seconds"]
+        for variant in ("searched", "searched_inherited"):  # their cost includes the search's
+            for run in by_variant.get(variant, []):
+                search = searches.get(config, {}).get(search_seed(run["seed"], seeds))
+                if search is not None and "cpu_seconds" in search:
+                    run["search_cpu_seconds"] = search["cpu_seconds"]
     if not groups:
         return None
     info = dataset_info()
@@ -1175,11 +1268,13 @@ def write_report(configs, seeds, variants, tasks, started_machine):
         f"augmentation `{FLAGS.augment}`, BN momentum {BN_MOMENTUM}, seeds "
         f"{', '.join(map(str, seeds))} (weight init and data order). Search: PMPL on the same "
         f"training images, {1 - FLAGS.search_fraction:.0%} for weights / "
-        f"{FLAGS.search_fraction:.0%} held out for alpha, {search_epochs()} epochs, alpha "
-        f"lr {FLAGS.arch_learning_rate:g}, "
+        f"{FLAGS.search_fraction:.0%} held out for alpha, {search_epochs()} epochs, "
+        f"PMPLCallback's defaults (evidence rule, undecided points -> no enhancer), alpha "
+        f"lr {FLAGS.arch_learning_rate}, "
         + ("one search per (alpha, size)" if FLAGS.search_once else "one search per seed")
-        + "; the searched model then trains from scratch like the others, and its training "
-        "time includes the search.",
+        + "; the searched model then trains from scratch like the others (`searched`) or from "
+        "the supernet's weights (`searched_inherited`), and its time includes the search; "
+        "`random_arch` draws each point's op uniformly from the same space.",
         "",
         "Accuracy: mean ± std over seeds (n); Δ and Welch p against MobileNetV2 of the same "
         "alpha and size. Latency: float / int8 TFLite, batch 1, "
@@ -1218,7 +1313,7 @@ def write_report(configs, seeds, variants, tasks, started_machine):
                 ratios.append("—" if ratio is None else f"{ratio:.2f}x")
             time_text = format_duration(s["time"])
             cpu_text = format_duration(s["cpu"]) if s["cpu"] is not None else "—"
-            if variant == "searched":
+            if variant in ("searched", "searched_inherited"):
                 time_text += f" (search {format_duration(s['search_time'])})"
                 if s["search_cpu"] is not None:
                     cpu_text += f" (search {format_duration(s['search_cpu'])})"
@@ -1240,7 +1335,7 @@ def write_report(configs, seeds, variants, tasks, started_machine):
         for seed, search in sorted(searches.get(config, {}).items()):
             notes.append(
                 f"Searched architecture (seed {seed}, {format_duration(search['search_seconds'])}, "
-                f"{search['fixed_by_margin']}/17 points fixed by the margin): "
+                f"{decided_points(search)}/{len(search['points'])} points decided by evidence): "
                 f"`{describe_architecture(search['architecture'])}`."
             )
         if "param_matched" in stats:
@@ -1337,7 +1432,7 @@ def summary_line(task, result):
         )
     if task.kind == "search":
         return (
-            f"{result['fixed_by_margin']}/17 points fixed by the margin, "
+            f"{decided_points(result)}/{len(result['points'])} points decided by evidence, "
             f"{describe_architecture(result['architecture'])}"
         )
     ratios = result["models"]
@@ -1387,12 +1482,15 @@ def main(argv):
         if task.kind == "search":
             result = run_search(task)
         elif task.kind == "train":
-            architecture, search_seconds = None, 0.0
-            if task.variant == "searched":
+            architecture, search_seconds, model = None, 0.0, None
+            if task.variant in PER_SEED_VARIANTS:
+                architecture = variant_architecture(task.variant, task.config, task.seed, seeds)
+            if task.variant in ("searched", "searched_inherited"):
                 search_task = Task("search", task.config, seed=search_seed(task.seed, seeds))
-                search = read_result(search_task.run_id)
-                architecture, search_seconds = search["architecture"], search["search_seconds"]
-            result = run_train(task, architecture, search_seconds)
+                search_seconds = read_result(search_task.run_id)["search_seconds"]
+            if task.variant == "searched_inherited":
+                model, _ = inherited_child(task, seeds)
+            result = run_train(task, architecture, search_seconds, model=model)
         else:
             result = run_latency(task, variants, seeds)
         seconds = time.perf_counter() - task_start

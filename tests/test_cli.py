@@ -88,11 +88,17 @@ def test_search_writes_a_fixed_architecture_plot_and_summary(chain):
     assert width > 400 and height > 300
     with open(os.path.join(out["search"], "search_summary.txt"), encoding="utf-8") as f:
         summary = f.read()
-    points = ["expanded_conv_mp"] + [f"block_{i}_mp" for i in range(1, 17)]
-    assert all(point in summary for point in points)
-    assert "17/17 points fixed" in summary and "17/17 points fixed" in results["search"].stdout
+    points = [f"block_{i}_hidden_mp" for i in range(1, 17)]  # the hidden placement
+    rows = [line for line in summary.splitlines() if "_hidden_mp " in line]
+    assert [row.split()[1] for row in rows] == points
+    # One epoch of 4 steps decides nothing: every point defaulted to no enhancer, said so.
+    assert all(row.split()[2:4] == ["defaulted", "identity"] for row in rows)
+    assert "0/16 points decided by evidence (evidence z >= 4), 16 defaulted" in summary
+    assert "points decided by evidence" in results["search"].stdout
+    assert "Columns: block = MobileNetV2 block index" in summary  # every column explained
+    assert "SearchUndecidedWarning" in results["search"].stderr
     history = open(os.path.join(out["search"], "search_history.csv"), encoding="utf-8").read()
-    assert "pmpl/block_1_mp/ssp" in history.splitlines()[0]
+    assert "pmpl/block_1_hidden_mp/ssp" in history.splitlines()[0]
     assert not os.path.exists(os.path.join(out["search"], "backup"))  # removed when done
 
 

@@ -170,10 +170,15 @@ def test_int8_and_uint8_share_the_dynamic_batch(exports, images):
 
 
 def test_fixed_search_model_exports_its_lean_model(tmp_path, images):
+    candidates = ("identity", "ssp", "max3", "avg3")
+    # The paper's mixture at the output placement, every candidate at every point
+    # (listed explicitly: kept on the small maps of a 32x32 input).
+    space = km.ArchitectureSpec(
+        ["search"] * 17, post_norm=True, candidates=candidates, point_candidates=[candidates] * 17
+    )
     supernet = km.MobileNetV2MP(
         weights=None,
-        meta_pooling="search",
-        search_candidates=("identity", "ssp", "max3", "avg3"),
+        meta_pooling=space,
         alpha=0.35,
         input_shape=(SIZE, SIZE, 3),
         classes=10,

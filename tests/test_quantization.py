@@ -358,10 +358,14 @@ def test_quantize_model_on_every_variant(variant, rng):
 
 
 def test_fixed_search_model_quantizes_as_its_lean_model(rng):
+    candidates = ("identity", "ssp", "avg3")
+    # The paper's mixture (output placement, post-norm), every candidate everywhere.
+    space = km.ArchitectureSpec(
+        ["search"] * 17, post_norm=True, candidates=candidates, point_candidates=[candidates] * 17
+    )
     model = km.MobileNetV2MP(
-        weights=None, meta_pooling="search", alpha=0.35, input_shape=(32, 32, 3), classes=10,
-        search_candidates=("identity", "ssp", "avg3"),
-    )  # fmt: skip
+        weights=None, meta_pooling=space, alpha=0.35, input_shape=(32, 32, 3), classes=10
+    )
     for index, layer in enumerate(l for l in model.layers if isinstance(l, MetaPoolingBlock)):  # noqa: E741
         layer.fix(["identity", "ssp", "avg3", ("ssp", "avg3")][index % 4])
     calibrate_batch_norms(model, seed=1)

@@ -19,7 +19,9 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import study  # noqa: E402
 
-QUICK_VARIANTS = ["mobilenet_v2", "mp_paper", "param_matched", "searched"]
+QUICK_VARIANTS = [
+    "mobilenet_v2", "mp_paper", "searched", "searched_inherited", "random_arch", "param_matched",
+]  # fmt: skip
 CONFIG = "a0.35_px32"
 TRAIN_RUNS = [f"{variant}_{CONFIG}_seed0" for variant in QUICK_VARIANTS]
 ALL_RUNS = [*TRAIN_RUNS, f"search_{CONFIG}_seed0", f"latency_{CONFIG}", "param_match_a0.35_c10"]
@@ -88,14 +90,32 @@ def test_training_runs_are_consistent(quick_study):
     for entry in search["architecture"]["ops"]:  # only the quick search's candidates
         ops = entry if isinstance(entry, list) else [entry]
         assert set(ops) <= {"identity", "ssp", "avg3"}
-    assert len(search["points"]) == 17
+    assert len(search["points"]) == 16  # the hidden placement: blocks 1-16
+    assert search["decided_by_evidence"] == sum(p["state"] == "decided" for p in search["points"])
+    assert search["budget"]["alpha_steps"] > 0
+    # The inherited child: the same architecture, its time includes the search too.
+    inherited = runs["searched_inherited"]
+    assert inherited["meta_pooling"] == search["architecture"]
+    assert inherited["search_seconds"] == search["search_seconds"]
+    # The random architecture: one op per point from the same (pruned) space.
+    random_ops = runs["random_arch"]["meta_pooling"]["ops"]
+    assert random_ops[0] == "identity"  # block 0 has no hidden placement
+    assert all(isinstance(op, str) for op in random_ops)
+    assert set(random_ops[10:]) <= {"identity", "ssp"}  # 1x1 maps at 32x32: avg3 pruned
+    assert random_ops == study.random_architecture(study.Config(32, 0.35), 0)["ops"]
 
 
 def test_latency_is_relative_to_mobilenet_v2(quick_study):
     latency = read(quick_study, f"latency_{CONFIG}")
     models = latency["models"]
-    assert set(models) == {"mobilenet_v2", "mp_paper", "param_matched", "searched/seed0"}
-    assert latency["searched_by_seed"] == {"0": "searched/seed0"}
+    assert set(models) == {
+        "mobilenet_v2", "mp_paper", "param_matched", "searched/seed0", "random_arch/seed0",
+    }  # fmt: skip
+    assert latency["architectures_by_seed"] == {
+        "searched": {"0": "searched/seed0"},
+        "searched_inherited": {"0": "searched/seed0"},  # the same architecture: one model
+        "random_arch": {"0": "random_arch/seed0"},
+    }
     base = models["mobilenet_v2"]
     assert base["float_ratio"] == 1.0 and base["int8_ratio"] == 1.0
     # A second interpreter of the same file: only measurement noise apart.
@@ -120,7 +140,7 @@ def test_markdown_reports_every_variant_run(quick_study):
         run = read(quick_study, by_label[row[0]])
         assert row[6].startswith(f"{100 * run['test_accuracy']:.2f} (1)")
         assert row[2] == f"{run['params'] / 1e6:.3f}M"
-        if row[0] != "PMPL searched":  # whose CPU time adds its search's
+        if not row[0].startswith("PMPL searched"):  # whose CPU time adds its search's
             assert row[12] == study.format_duration(run["cpu_seconds"])
     assert rows[0][9] == "1.00x" and rows[0][10] == "1.00x"  # the baseline against itself
     assert "## What this shows" in markdown and "## What this does not show" in markdown

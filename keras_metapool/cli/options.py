@@ -24,6 +24,8 @@ OPTIMIZERS = ("adam", "sgd")
 AUGMENTATIONS = ("basic", "randaugment", "none")
 HEADS = ("classic", "paper")
 PLACEMENTS = ("output", "hidden")
+DECISIONS = ("evidence", "margin")
+UNDECIDED = ("identity", "top2", "argmax")
 QAT_FORMATS = ("h5", "saved_model")
 EXPORT_FORMATS = ("saved_model", "float", "dynamic", "int8", "uint8", "edgetpu")
 #: Named architectures of ``--architecture`` (besides a JSON file).
@@ -52,8 +54,8 @@ HELP_SECTIONS = (
     ),
     (
         "search",
-        ("arch_learning_rate", "threshold", "late_stage", "search_fraction", "placement",
-         "candidates"),
+        ("decision", "evidence_z", "undecided", "warmup", "arch_learning_rate", "threshold",
+         "late_stage", "one_level", "search_fraction", "placement", "candidates"),
     ),
     ("train", ("architecture", "head")),
     ("qat", ("model", "qat_epochs", "qat_learning_rate", "calibration_samples", "qat_format")),
@@ -199,27 +201,53 @@ def _define(flag_values):
         "faster for runs of a few steps (tracing the search step takes tens of seconds), "
         "slower for anything longer. Not with --strategy=multi_worker or tpu.", flag_values=f)
     # -- search ----------------------------------------------------------------------
+    flags.DEFINE_enum(
+        "decision", "evidence", DECISIONS,
+        "[search] How a point is decided: 'evidence' (its best op's loss slope beats "
+        "identity's, or identity beats every op, by --evidence_z standard errors) or "
+        "'margin' (the paper's: softmax(alpha)'s top-1 minus top-2 reaches --threshold).",
+        flag_values=f)
     flags.DEFINE_float(
-        "arch_learning_rate", 3e-4,
-        "[search] Adam learning rate of the architecture logits (the paper's 3e-4 needs far "
-        "more steps than a CPU run affords; short runs raise it, the demo uses 1e-2).",
+        "evidence_z", 4.0, "[search] The evidence rule's bar, in standard errors.",
         lower_bound=0.0, flag_values=f)
+    flags.DEFINE_enum(
+        "undecided", "identity", UNDECIDED,
+        "[search] What points still undecided at the late stage become: 'identity' (no "
+        "enhancer: costs nothing), 'top2' (the paper's: their two most probable ops, summed) "
+        "or 'argmax'.", flag_values=f)
+    flags.DEFINE_float(
+        "warmup", 0.25,
+        "[search] Share of the search's steps that train only the weights before the first "
+        "architecture step.", lower_bound=0.0, upper_bound=0.99, flag_values=f)
+    flags.DEFINE_string(
+        "arch_learning_rate", "auto",
+        "[search] Adam learning rate of the architecture logits, or 'auto': sized so that "
+        "the alpha steps the run takes can reach the --threshold margin (the paper's 3e-4 "
+        "needs far more steps than a CPU run affords).", flag_values=f)
     flags.DEFINE_float(
         "threshold", 0.2,
-        "[search] PMPL fixing margin: a point is fixed to its best op once its top-1 minus "
-        "top-2 probability reaches it.", lower_bound=0.0, upper_bound=1.0, flag_values=f)
+        "[search] The margin rule's tau: a point is fixed to its best op once its top-1 "
+        "minus top-2 probability reaches it.", lower_bound=0.0, upper_bound=1.0,
+        flag_values=f)
     flags.DEFINE_float(
-        "late_stage", 2.0 / 3.0,
-        "[search] Fraction of the epochs after which undecided points are fixed to their top "
-        "two ops.", lower_bound=0.0, upper_bound=1.0, flag_values=f)
+        "late_stage", 1.0,
+        "[search] Fraction of the epochs after which undecided points get the --undecided "
+        "rule (1: at the end; the paper's is 0.67).", lower_bound=0.0, upper_bound=1.0,
+        flag_values=f)
+    flags.DEFINE_bool(
+        "one_level", False,
+        "[search] Learn alpha on the training batches, from the weight step's own backward "
+        "pass (a step costs about a plain step; no images held out), instead of on a "
+        "held-out share (--search_fraction; a second pass per step).", flag_values=f)
     flags.DEFINE_float(
         "search_fraction", 0.5,
         "[search] Share of the training images held out for the architecture steps.",
         lower_bound=0.0, upper_bound=1.0, flag_values=f)
     flags.DEFINE_enum(
-        "placement", "output", PLACEMENTS,
-        "[search] Where the searched enhancers go: after each block's projection ('output') or "
-        "on its expanded channels ('hidden').", flag_values=f)
+        "placement", "hidden", PLACEMENTS,
+        "[search] Where the searched enhancers go: on each block's expanded channels, after "
+        "the depthwise ReLU6 ('hidden', where the authors searched) or after its projection "
+        "('output').", flag_values=f)
     flags.DEFINE_list(
         "candidates", None,
         "[search] Candidate ops (default all 8: identity,ssp,max3,max5,max7,avg3,avg5,avg7).",
@@ -309,11 +337,26 @@ def _define(flag_values):
         flag_values=f,
     )
     flags.register_validator(
+        "arch_learning_rate",
+        _is_auto_or_positive,
+        message="--arch_learning_rate must be 'auto' or a positive number",
+        flag_values=f,
+    )
+    flags.register_validator(
         "late_stage",
         lambda value: 0.0 < value <= 1.0,
         message="--late_stage must be in (0, 1]",
         flag_values=f,
     )
+
+
+def _is_auto_or_positive(value):
+    if value == "auto":
+        return True
+    try:
+        return float(value) > 0
+    except ValueError:
+        return False
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -376,11 +419,16 @@ class Options:
     batch_norm_momentum: float = 0.9
     validation_fraction: float = 0.1
     run_eagerly: bool = False
-    arch_learning_rate: float = 3e-4
+    decision: str = "evidence"
+    evidence_z: float = 4.0
+    undecided: str = "identity"
+    warmup: float = 0.25
+    arch_learning_rate: float | str = "auto"
     threshold: float = 0.2
-    late_stage: float = 2.0 / 3.0
+    late_stage: float = 1.0
+    one_level: bool = False
     search_fraction: float = 0.5
-    placement: str = "output"
+    placement: str = "hidden"
     candidates: tuple | None = None
     architecture: str = "paper"
     head: str = "classic"

@@ -7,6 +7,18 @@ import os
 
 from keras_metapool.cli import common
 
+#: What search_summary.txt's columns mean (written under the table).
+SUMMARY_COLUMNS = (
+    "Columns: block = MobileNetV2 block index; point = the searched layer; state = decided "
+    "(by evidence, or the margin) / defaulted (undecided at the end, given the --undecided "
+    "rule) / searching;",
+    "op(s) = the fixed op(s), or the current best; cand. = the point's candidates after "
+    "pruning pooling windows larger than its feature map; p = softmax(alpha) of the op(s);",
+    "evidence = z in standard errors of the deciding slope comparison (evidence rule) or the "
+    "top-1 minus top-2 margin (margin rule), at the decision, else now; receptive field = what "
+    "the op(s) add; decided at step = the training step of the decision.",
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
@@ -20,6 +32,8 @@ class SearchResult:
         history_path: ``search_history.csv``: per-epoch logs, PMPL's included.
         train_accuracy: Supernet training accuracy of the last epoch.
         seconds: Wall time of the search (``fit``).
+        decided_points: Points decided by evidence (or the margin).
+        total_points: Points searched.
     """
 
     architecture: object
@@ -29,6 +43,8 @@ class SearchResult:
     history_path: str
     train_accuracy: float
     seconds: float
+    decided_points: int = 0
+    total_points: int = 0
 
 
 def search(options, strategy):
@@ -36,12 +52,13 @@ def search(options, strategy):
 
     The training split (first ``train_limit`` images) is dealt into a weight
     part and a held-out part for the architecture steps
-    (``load_dataset(search_part=...)``, ``search_fraction`` held out). The
-    weights train with ``--optimizer`` on a warm-up + cosine schedule; the
-    ``PMPLCallback`` takes an alpha step per weight step on a held-out batch
-    (``arch_learning_rate``), fixes points whose top-2 margin reaches
-    ``threshold`` and, at ``late_stage``, fixes the rest to their top two.
-    Interrupted, the same command resumes from ``OUTPUT_DIR/backup``.
+    (``load_dataset(search_part=...)``, ``search_fraction`` held out), unless
+    ``one_level``: then alpha learns on the training batches, from the weight
+    step's own backward pass. The weights train with ``--optimizer`` on a
+    warm-up + cosine schedule; ``PMPLCallback`` (its options: ``decision``,
+    ``evidence_z``, ``undecided``, ``warmup``, ``arch_learning_rate``,
+    ``threshold``, ``late_stage``) decides the points. Interrupted, the same
+    command resumes from ``OUTPUT_DIR/backup``.
 
     Args:
         options: ``keras_metapool.cli.Options``.
@@ -54,21 +71,33 @@ def search(options, strategy):
 
     with common.artifact_folder(options, strategy) as folder:
         repeat = bool(options.steps_per_epoch)
-        parts = dict(limit=options.train_limit, search_fraction=options.search_fraction)
-        weights_data, info = common.load_split(
-            options, "train", training=True, repeat=repeat, search_part="weights", **parts
-        )
-        arch_data, arch_info = common.load_split(
-            options, "train", training=True, search_part="arch", **parts
-        )
+        if options.one_level:
+            weights_data, info = common.load_split(
+                options, "train", training=True, repeat=repeat, limit=options.train_limit
+            )
+            arch_data, held_out = None, "none held out (one-level)"
+        else:
+            parts = dict(limit=options.train_limit, search_fraction=options.search_fraction)
+            weights_data, info = common.load_split(
+                options, "train", training=True, repeat=repeat, search_part="weights", **parts
+            )
+            arch_data, arch_info = common.load_split(
+                options, "train", training=True, search_part="arch", **parts
+            )
+            arch_data = common.one_hot_labels(arch_data, info.num_classes)
+            held_out = f"{arch_info.num_examples} held out for alpha"
         steps = common.steps_per_epoch(options, info.num_examples)
+        settings = (
+            f"{options.decision} rule"
+            + (f" (z >= {options.evidence_z:g})" if options.decision == "evidence" else "")
+            + f", undecided -> {options.undecided}, warm-up {options.warmup:g}, alpha lr "
+            f"{options.arch_learning_rate}, late stage at {options.late_stage:.2f}"
+        )
         common.say(
             f"search: supernet MobileNetV2MP alpha {options.alpha}, "
-            f"{options.image_size}x{options.image_size}, {info.num_classes} classes; "
-            f"{info.num_examples} images for the weights, {arch_info.num_examples} held out "
-            f"for alpha; {options.epochs} epochs of {steps} steps, alpha lr "
-            f"{options.arch_learning_rate}, threshold {options.threshold}, late stage at "
-            f"{options.late_stage:.2f} of the epochs."
+            f"{options.image_size}x{options.image_size}, {info.num_classes} classes, "
+            f"{options.placement} placement; {info.num_examples} images for the weights, "
+            f"{held_out}; {options.epochs} epochs of {steps} steps; {settings}."
         )
         supernet = common.build_for_training(
             options,
@@ -79,10 +108,15 @@ def search(options, strategy):
             placement=options.placement,
             search_candidates=list(options.candidates) if options.candidates else None,
         )
+        rate = options.arch_learning_rate
         pmpl = PMPLCallback(
-            arch_data=common.one_hot_labels(arch_data, info.num_classes),
-            learning_rate=options.arch_learning_rate,
+            arch_data=arch_data,
+            decision=options.decision,
+            undecided=options.undecided,
+            warmup=options.warmup,
+            learning_rate=rate if rate == "auto" else float(rate),
             threshold=options.threshold,
+            evidence_z=options.evidence_z,
             late_stage=options.late_stage,
         )
         history_path = os.path.join(folder, "search_history.csv")
@@ -111,14 +145,18 @@ def search(options, strategy):
         plot_source = common.read_csv_columns(history_path)
         with common.atomic_output(os.path.join(folder, "search.png")) as tmp:
             plot_search(plot_source, tmp, title=f"PMPL search ({options.dataset})")
+        budget = pmpl.budget
         lines = [
             f"PMPL search on {options.dataset}: MobileNetV2MP alpha {options.alpha}, "
-            f"{options.image_size}x{options.image_size}, {options.epochs} epochs, "
-            f"{info.num_examples} + {arch_info.num_examples} images, alpha lr "
-            f"{options.arch_learning_rate}, threshold {options.threshold}",
+            f"{options.image_size}x{options.image_size}, {options.placement} placement, "
+            f"{options.epochs} epochs, {info.num_examples} images for the weights, {held_out}.",
+            f"Settings: {settings}; {budget.get('alpha_steps')} alpha steps after "
+            f"{budget.get('warmup_steps')} warm-up steps, alpha learning rate "
+            f"{budget.get('learning_rate', float('nan')):.3g}.",
             "",
         ]
         pmpl.summary(print_fn=lines.append)
+        lines += ["", *SUMMARY_COLUMNS]
         lines += ["", f"Architecture: {spec!r}"]
         common.write_text(os.path.join(folder, "search_summary.txt"), "\n".join(lines) + "\n")
         common.say("\n".join(lines))
@@ -139,4 +177,6 @@ def search(options, strategy):
             history_path=options.output_path("search_history.csv"),
             train_accuracy=accuracy,
             seconds=seconds,
+            decided_points=sum(row["state"] == "decided" for row in pmpl.summary_rows()),
+            total_points=len(pmpl.points),
         )

@@ -80,10 +80,14 @@ def _records(source):
 def plot_search(history_or_callback, path, title=None):
     """Draws a PMPL search: probability trajectories and the choices made.
 
-    One panel per search point shows every candidate's probability over the
-    epochs, with a marker where the point was fixed (and to what); the last
-    panel counts, per epoch, the points with no enhancer (fixed to
-    ``identity``), with an enlarging enhancer, and still searching.
+    One panel per search point shows every candidate's probability
+    (``softmax(alpha)``) over the epochs, with a dashed line where the point
+    was fixed (and to what). The probability axis spans the values drawn
+    (with a margin), not [0, 1]: early in a search the probabilities sit
+    within a few hundredths of uniform (the dotted line) and would be one
+    flat line on a [0, 1] scale. The last panel counts, per epoch, the
+    points with no enhancer (fixed to ``identity``), with an enlarging
+    enhancer, and still searching. Epoch ticks are whole epochs.
 
     Args:
         history_or_callback: The ``PMPLCallback`` used in ``fit``, the
@@ -127,11 +131,17 @@ def plot_search(history_or_callback, path, title=None):
     )
     flat = axes.ravel()
     if has_probabilities:
-        for axis, point in zip(flat, points):
+        for index, (axis, point) in enumerate(zip(flat, points)):
+            drawn = []
             for op in ops:
                 values = [r["probabilities"].get(point, {}).get(op) for r in records]
                 if any(v is not None for v in values):
                     axis.plot(epochs, values, color=colors[op], lw=1.5, marker=".")
+                    drawn += [v for v in values if v is not None]
+            point_ops = {op for r in records for op in r["probabilities"].get(point, {})}
+            if point_ops:  # uniform over the point's (pruned) candidates
+                axis.axhline(1.0 / len(point_ops), color="0.5", ls=":", lw=1)
+                drawn.append(1.0 / len(point_ops))
             first = next((r for r in records if r["fixed"].get(point)), None)
             if first is not None:
                 label = "+".join(first["fixed"][point])
@@ -139,7 +149,12 @@ def plot_search(history_or_callback, path, title=None):
                 axis.set_title(f"{point}: {label}", fontsize=9)
             else:
                 axis.set_title(f"{point}: searching", fontsize=9)
-            axis.set_ylim(0.0, 1.0)
+            if drawn:
+                low, high = min(drawn), max(drawn)
+                pad = max(0.02, 0.1 * (high - low))
+                axis.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
+            if index % columns == 0:
+                axis.set_ylabel("probability", fontsize=8)
             axis.tick_params(labelsize=7)
             axis.grid(alpha=0.3)
     counts = flat[panels - 1]
@@ -155,13 +170,26 @@ def plot_search(history_or_callback, path, title=None):
     counts.plot(epochs, searching_counts, marker="o", color="tab:orange", label="searching")
     counts.set_title("points per epoch", fontsize=9)
     counts.set_xlabel("epoch", fontsize=8)
+    counts.set_ylabel("points", fontsize=8)
     counts.legend(fontsize=7)
     counts.grid(alpha=0.3)
+    # Whole epochs only (a one-epoch run included), at most about ten ticks.
+    step = max(1, math.ceil(len(epochs) / 10))
+    for axis in flat[:panels]:
+        axis.set_xticks(list(range(epochs[0], epochs[-1] + 1, step)))
+        axis.tick_params(labelbottom=True)
+    counts.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
     for axis in flat[panels:]:
         axis.axis("off")
     if has_probabilities:
         handles = [plt.Line2D([], [], color=colors[op], lw=2) for op in ops]
-        figure.legend(handles, ops, loc="upper right", ncol=len(ops), fontsize=8)
+        labels = list(ops)
+        handles += [
+            plt.Line2D([], [], color="0.5", ls=":", lw=1),
+            plt.Line2D([], [], color="0.4", ls="--", lw=1),
+        ]
+        labels += ["uniform (1 / candidates)", "point fixed"]
+        figure.legend(handles, labels, loc="upper right", ncol=len(labels), fontsize=8)
     figure.suptitle(title or "PMPL search", x=0.01, ha="left")
     figure.tight_layout(rect=(0, 0, 1, 0.95))
     figure.savefig(path, dpi=110)
