@@ -12,9 +12,12 @@ right answer is defined by measurement, not intuition:
    difference); ``identity`` alone when no op beats it beyond noise.
 2. **The search.** The supernet with the default candidates is searched with
    ``PMPLCallback``'s defaults (one-level, and bi-level on a held-out set),
-   and the decision is checked against the right set.
+   and with the paper's settings (``PMPLCallback.paper()``: margin rule,
+   top-2 late stage), and the decision is checked against the right set.
+3. **Noise.** The same searches on labels drawn at random (no op can help):
+   how many points a rule decides when there is nothing to find.
 
-    python benchmarks/planted_search.py                # both parts, 3 seeds
+    python benchmarks/planted_search.py                # every part, 3 seeds
     python benchmarks/planted_search.py --seeds=0,1,2,3,4 --json=planted.json
 
 The tests (tests/test_search_planted.py) assert the right sets measured here.
@@ -24,6 +27,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
@@ -44,6 +48,8 @@ flags.DEFINE_integer("images", 1024, "Training images per task.")
 flags.DEFINE_integer("test_images", 1024, "Test images per task.")
 flags.DEFINE_integer("epochs", 6, "Epochs of every run (search included).")
 flags.DEFINE_list("modes", ["one-level", "bi-level"], "Search modes to run.")
+flags.DEFINE_list("rules", ["defaults", "paper"], "PMPLCallback() defaults, PMPLCallback.paper().")
+flags.DEFINE_bool("noise", True, "Run part 3 (random labels, two points).")
 flags.DEFINE_bool("alone", True, "Run part 1 (each candidate alone).")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 
@@ -94,26 +100,34 @@ def right_set(accuracies):
     return ("identity",) if "identity" in chosen else chosen
 
 
-def search(task, mode, seed):
+def search(task, mode, seed, rule="defaults", random_labels=False):
     (x, y), (xa, ya), _ = task_data(task)
+    points = (1,)
+    if random_labels:  # a generator of its own: not the task's labels
+        rng = np.random.default_rng(12345 + seed)
+        y, ya = rng.integers(0, 2, len(y)), rng.integers(0, 2, len(ya))
+        points = (1, 2)
     keras.utils.set_random_seed(seed)
     model = compiled(
-        tiny_search_model(DEFAULT_CANDIDATES, x.shape[1:], points=(1,), post_norm=False)
+        tiny_search_model(DEFAULT_CANDIDATES, x.shape[1:], points=points, post_norm=False)
     )
     arch = tf.data.Dataset.from_tensor_slices((xa, ya)).batch(BATCH_SIZE)
-    pmpl = PMPLCallback(arch_data=arch if mode == "bi-level" else None, verbose=0)
+    arch = arch if mode == "bi-level" else None
+    pmpl = PMPLCallback(arch_data=arch, verbose=0)
+    if rule == "paper":
+        pmpl = PMPLCallback.paper(arch_data=arch, verbose=0)
     start = time.perf_counter()
-    import warnings
-
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         model.fit(x, y, batch_size=BATCH_SIZE, epochs=FLAGS.epochs, callbacks=[pmpl], verbose=0)
-    row = pmpl.summary_rows()[0]
+    rows = pmpl.summary_rows()
     return dict(
-        ops=list(row["ops"]),
-        state=row["state"],
-        evidence=row["evidence"],
-        step=row["fixed_at_step"],
+        ops=list(rows[0]["ops"]),
+        state=rows[0]["state"],
+        evidence=rows[0]["evidence"],
+        step=rows[0]["fixed_at_step"],
+        decided=sum(row["state"] == "decided" for row in rows),
+        points=len(rows),
         seconds=time.perf_counter() - start,
     )
 
@@ -134,17 +148,30 @@ def main(argv):
             for op, values in accuracies.items():
                 print(f"  {op:<9} {np.mean(values):.3f} +- {np.std(values, ddof=1):.3f}  {values}")
             print(f"  right set: {entry['right_set']}")
-        for mode in FLAGS.modes:
-            runs = [search(task, mode, s) for s in seeds]
-            entry[mode] = runs
-            right = entry.get("right_set")
-            print(f"{task}, {mode} search:")
-            for seed, run in zip(seeds, runs):
-                verdict = "" if right is None else ("right" if run["ops"][0] in right else "WRONG")
-                print(
-                    f"  seed {seed}: {'+'.join(run['ops'])} ({run['state']}, evidence "
-                    f"{run['evidence']:.2f}, step {run['step']}, {run['seconds']:.1f} s) {verdict}"
-                )
+        for rule in FLAGS.rules:
+            for mode in FLAGS.modes:
+                runs = [search(task, mode, s, rule) for s in seeds]
+                entry[f"{rule}, {mode}"] = runs
+                right = entry.get("right_set")
+                print(f"{task}, {rule}, {mode} search:")
+                for seed, run in zip(seeds, runs):
+                    verdict = ""
+                    if right is not None:
+                        verdict = "right" if set(run["ops"]) <= set(right) else "WRONG"
+                    print(
+                        f"  seed {seed}: {'+'.join(run['ops'])} ({run['state']}, evidence "
+                        f"{run['evidence']:.2f}, step {run['step']}, {run['seconds']:.1f} s) "
+                        f"{verdict}"
+                    )
+    if FLAGS.noise:
+        print("\nRandom labels (2 points per run: nothing to find):")
+        for rule in FLAGS.rules:
+            for mode in FLAGS.modes:
+                runs = [search("block_or_scatter", mode, s, rule, True) for s in seeds]
+                results.setdefault("random_labels", {})[f"{rule}, {mode}"] = runs
+                decided = sum(run["decided"] for run in runs)
+                total = sum(run["points"] for run in runs)
+                print(f"  {rule}, {mode}: {decided}/{total} points decided")
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -106,7 +106,7 @@ def test_a_search_too_short_to_decide_ends_as_identity_and_warns_once():
     assert len(undecided) == 1
     message = str(undecided[0].message)
     assert "only 0 of 3 points were decided by evidence; the other 3 became 'identity'" in message
-    assert "It had 6 alpha steps after a warm-up of 2 steps" in message
+    assert "It took 6 alpha steps after 2 warm-up steps" in message
     assert "more steps" in message and "fewer candidates" in message
     for index in (1, 2, 3):
         assert model.get_layer(f"block_{index}_mp").fixed_ops == ("identity",)
@@ -156,3 +156,17 @@ def test_an_interrupted_search_leaves_the_normal_train_step():
     pmpl = PMPLCallback(warmup=0.0, verbose=0)
     model.fit(x, y, batch_size=16, epochs=1, callbacks=[pmpl], verbose=0)
     assert not np.array_equal(block.alpha.numpy(), alpha)
+
+
+def test_a_latency_term_steers_the_decision_to_what_is_worth_its_cost():
+    # Averaging solves the task; priced out, SSP and avg3 give way to a cheaper
+    # op of the right set, and with every enhancer priced out, to identity.
+    pricey = {"ssp": 1.0, "avg3": 1.0}
+    _, _, row, _ = _search("block_or_scatter", latency_weight=1.0, latency_table=pricey)
+    assert row["state"] == "decided"
+    assert set(row["ops"]) <= RIGHT_SETS["block_or_scatter"] - set(pricey), row
+    everything = {op: 1.0 for op in DEFAULT_CANDIDATES if op != "identity"}
+    _, _, row, _ = _search("block_or_scatter", latency_weight=1.0, latency_table=everything)
+    assert row["ops"] == ("identity",) and row["state"] == "decided"
+    with pytest.raises(ValueError, match="needs a `latency_table`"):
+        PMPLCallback(latency_weight=1.0)

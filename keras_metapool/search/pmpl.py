@@ -248,6 +248,17 @@ class PMPLCallback(keras.callbacks.Callback):
             searching.
         arch_step: With ``arch_data``: ``"before"`` (default, as DARTS) or
             ``"after"`` the weight step.
+        latency_weight: Weight of an expected-latency term added to alpha's
+            loss (beyond the paper; FBNet, arXiv 1812.03443): per point,
+            ``latency_weight * sum_k p_k * cost_k``. 0 (default) leaves the
+            loss as it is. Its slope along op ``k``'s weight (``cost_k``
+            times the weight) joins the evidence, so an op must beat
+            identity by more than it costs.
+        latency_table: The ``cost_k``: ``{op: cost}`` for every point, or
+            ``{point layer name: {op: cost}}``; ops not listed cost 0. Costs
+            are in the unit the weight is scaled to (e.g. milliseconds of
+            int8 latency per point: ``benchmarks/latency_table.py`` measures
+            them on this CPU, and predicts Edge TPU costs from op counts).
         loss: Loss of a bi-level alpha step (default: the model's compiled
             loss), a loss name, function or ``tf_keras.losses.Loss``.
             One-level steps use the compiled loss.
@@ -277,6 +288,8 @@ class PMPLCallback(keras.callbacks.Callback):
         loss=None,
         log_probabilities=True,
         verbose=1,
+        latency_weight=0.0,
+        latency_table=None,
     ):
         super().__init__()
         if arch_data is not None and not isinstance(arch_data, tf.data.Dataset):
@@ -345,6 +358,15 @@ class PMPLCallback(keras.callbacks.Callback):
         self.loss = loss
         self.log_probabilities = bool(log_probabilities)
         self.verbose = int(verbose)
+        if not latency_weight >= 0:
+            raise ValueError(f"`latency_weight` must be >= 0, got {latency_weight!r}.")
+        if latency_weight and not isinstance(latency_table, dict):
+            raise ValueError(
+                "`latency_weight` needs a `latency_table`: {op: cost} or "
+                "{point layer name: {op: cost}} (benchmarks/latency_table.py measures one)."
+            )
+        self.latency_weight = float(latency_weight)
+        self.latency_table = dict(latency_table or {})
         #: One record per finished epoch: {"epoch", "probabilities", "fixed"}.
         self.history = []
         #: The budget of the last ``fit``: total/warm-up/alpha steps and the
@@ -597,7 +619,13 @@ class PMPLCallback(keras.callbacks.Callback):
             update_point = active & (tf.reduce_max(block.fixed_mask) <= 0.0)
             # The loss slope along each op's mixture weight: dL/dalpha_k =
             # p_k (s_k - sum_j p_j s_j), so s_k - mean = grad_k / p_k.
-            slope = grad / tf.maximum(tf.nn.softmax(alpha), 1e-30)
+            probs = tf.nn.softmax(alpha)
+            slope = grad / tf.maximum(probs, 1e-30)
+            if self.latency_weight:
+                # d/dalpha of weight * sum_k p_k c_k, and its slope c_k per op.
+                cost = self.latency_weight * self._costs(block)
+                grad = grad + probs * (cost - tf.reduce_sum(probs * cost))
+                slope = slope + cost
             difference = slope[:, None] - slope[None, :]
             where = functools.partial(tf.where, update_point)
             state.evidence_sum[index].assign(
@@ -619,6 +647,16 @@ class PMPLCallback(keras.callbacks.Callback):
             v.assign(where(new_v, v))
         state.evidence_count.assign_add(tf.cast(tf.stack(counted), tf.float32))
         state.adam_steps.assign_add(tf.cast(active, tf.int64))
+
+    def _costs(self, block):
+        """The latency table's cost of each of ``block``'s candidates (0 if absent)."""
+        table = self.latency_table.get(block.name, self.latency_table)
+        for op, cost in table.items():
+            if op in CANDIDATE_OPS and not isinstance(cost, (int, float)):
+                raise ValueError(f"latency_table: cost of {op!r} must be a number, got {cost!r}.")
+        costs = [float(table.get(op, 0.0)) if isinstance(table, dict) else 0.0
+                 for op in block.candidates]  # fmt: skip
+        return tf.constant(costs, tf.float32)
 
     def _fix_decided_points(self):
         state = self._state
@@ -738,31 +776,31 @@ class PMPLCallback(keras.callbacks.Callback):
     def _warn_if_undecided(self):
         decided = sum(self._decided_by_evidence().values())
         total = len(self._blocks)
-        budget = self.budget
+        # What the search really took (the budget may not have known the epoch length).
+        state = self._state
+        taken = int(state.adam_steps.numpy())
+        warmup = int(state.warmup_steps.numpy())
         reasons = []
         if decided * 2 < total:
             reasons.append(
                 f"only {decided} of {total} points were decided by evidence; the other "
                 f"{total - decided} became '{self.undecided}'"
             )
-        reach = None
-        if budget.get("alpha_steps") is not None:
-            reach = budget["alpha_steps"] * budget["learning_rate"]
-        if self.decision == "margin" and reach is not None and reach < budget["margin_lead"]:
+        reach, lead = taken * self._alpha_lr, self.budget["margin_lead"]
+        if self.decision == "margin" and reach < lead:
             reasons.append(
-                f"alpha could not reach the {self.threshold} margin: {budget['alpha_steps']} "
-                f"alpha steps at learning rate {budget['learning_rate']:.2g} move a logit by at "
-                f"most {reach:.2f}, the margin needs a lead of {budget['margin_lead']:.2f}"
+                f"alpha could not reach the {self.threshold} margin: {taken} alpha steps at "
+                f"learning rate {self._alpha_lr:.2g} move a logit by at most {reach:.2f}, the "
+                f"margin needs a lead of {lead:.2f}"
             )
         if not reasons:
             return
-        steps = budget.get("alpha_steps")
+        warmup_text = "a warm-up of the whole run" if warmup == NEVER else f"{warmup} warm-up steps"
         message = (
             "PMPL search: " + "; ".join(reasons) + ". "
-            f"It had {'an unknown number of' if steps is None else steps} alpha steps after a "
-            f"warm-up of {budget.get('warmup_steps')} steps. The architecture is honest about "
-            "it (undecided points cost nothing with undecided='identity'), but it is not a "
-            "search result: give the search more steps (more epochs or images), fewer "
+            f"It took {taken} alpha steps after {warmup_text}. The architecture is honest "
+            "about it (undecided points cost nothing with undecided='identity'), but it is "
+            "not a search result: give the search more steps (more epochs or images), fewer "
             "candidates (search_candidates=...), or a lower evidence_z."
         )
         warnings.warn(message, SearchUndecidedWarning, stacklevel=2)
@@ -912,6 +950,8 @@ class PMPLCallback(keras.callbacks.Callback):
             arch_step=self.arch_step,
             log_probabilities=self.log_probabilities,
             verbose=self.verbose,
+            latency_weight=self.latency_weight,
+            latency_table=self.latency_table,
         )
 
 
