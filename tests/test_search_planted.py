@@ -5,7 +5,7 @@ trains the one-point model with each candidate alone (3 seeds) and takes the ops
 within seed noise of the best (identity when nothing beats it). Measured there
 (2026-12-04, 6 epochs on 1,024 images, test accuracy):
 
-- aligned_glyphs: ssp 0.9+; every other op about 0.50 -> right set {ssp};
+- aligned_glyphs: ssp 1.000; every other op 0.502-0.505 -> right set {ssp};
 - block_or_scatter: ssp, avg3, avg5 1.000, avg7 0.999; identity and max* 0.501
   -> right set {ssp, avg3, avg5, avg7} (the enlarging ones that average);
 - peak_or_clutter: identity, ssp and max* 1.000; avg* 0.52 -> identity.
@@ -123,9 +123,11 @@ def test_the_margin_rule_warns_when_alpha_cannot_reach_the_threshold():
     assert model.get_layer("block_1_mp").fixed_ops is not None
 
 
-def test_noise_alone_decides_nothing():
+def test_random_labels_leave_the_points_undecided():
     # Random labels: no op can help, every slope difference is noise; the
-    # evidence bar keeps every point undecided (they end as identity).
+    # evidence bar keeps the points undecided (they end as identity). Not a
+    # guarantee: over 3 seeds benchmarks/planted_search.py saw 1 of 6 points
+    # decided on noise (sequential testing at every step inflates the rate).
     rng = np.random.default_rng(12345)  # not the task's own seed: its labels
     x, _ = PLANTED_TASKS["block_or_scatter"](IMAGES, seed=0)
     y = rng.integers(0, 2, len(x))
