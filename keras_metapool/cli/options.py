@@ -77,7 +77,7 @@ subcommands:
   export    TFLite (--formats), SavedModel and the Edge TPU report of a model (--model)
   evaluate  accuracy, confusion matrix (PNG) and metrics (JSON) of a model or .tflite (--model)
   demo      search -> train -> QAT -> Edge TPU int8 TFLite -> report, on Fashion-MNIST
-            (about 8 min on 2 CPU cores; --quick: about 2 minutes)
+            (about 5 min on 2 CPU cores; --quick: about 2 minutes)
 
 Every artifact is written under --output_dir (default runs/SUBCOMMAND) by
 writing a temporary file and renaming it, so no file is ever half-written.
