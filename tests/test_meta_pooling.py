@@ -436,3 +436,33 @@ def test_constructor_rejects_invalid_fixed(fixed):
 def test_block_rejects_non_4d_input(shape):
     with pytest.raises(ValueError, match="4D"):
         MetaPoolingBlock()(tf.zeros(shape))
+
+
+# -- the search supernet's form: no post-norm --------------------------------------
+def test_without_post_norm_the_mixture_is_the_weighted_sum_and_a_fixed_op_is_that_op(rng, x16):
+    from keras_metapool.layers import build_candidate_op
+
+    block = MetaPoolingBlock(post_norm=False)
+    block.build((None, None, None, 16))
+    randomize_layers(list(block.ops), rng)
+    block.alpha.assign(np.linspace(-1.0, 1.5, len(DEFAULT_CANDIDATES)).astype(np.float32))
+    assert block.bn is None  # and no variable of a block-level BN:
+    assert not any(v.name.startswith(f"{block.name}/bn/") for v in block.variables)
+    probs = np_softmax(block.alpha.numpy().astype(np.float64))
+    outs = [op(x16, training=False).numpy().astype(np.float64) for op in block.ops]
+    expected = sum(p * o for p, o in zip(probs, outs))
+    np.testing.assert_allclose(block(x16, training=False).numpy(), expected, atol=1e-5)
+    for name in DEFAULT_CANDIDATES:
+        # The derived model's layer for this op, with the block's weights for it.
+        child = build_candidate_op(name, layer_name=name)
+        child.build(x16.shape)
+        child.set_weights(block.ops[block.candidates.index(name)].get_weights())
+        block.fix(name)
+        np.testing.assert_array_equal(
+            block(x16, training=False).numpy(), child(x16, training=False).numpy(), err_msg=name
+        )
+    block.fix("identity")
+    np.testing.assert_array_equal(block(x16, training=False).numpy(), x16)  # no layer at all
+    config = block.get_config()
+    assert config["post_norm"] is False
+    assert MetaPoolingBlock.from_config(config).post_norm is False
