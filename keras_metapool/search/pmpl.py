@@ -230,9 +230,11 @@ class PMPLCallback(keras.callbacks.Callback):
         epsilon: Adam's epsilon.
         weight_decay: L2 coefficient on alpha (added to its gradient).
         threshold: The margin rule's tau: top-1 minus top-2 probability.
-        evidence_z: The evidence rule's bar, in standard errors (default 4:
-            measured to keep points of a task with no signal undecided; see
-            README, "The search").
+        evidence_z: The evidence rule's bar, in standard errors (default 4;
+            checked at every step, so noise crosses it more often than a
+            one-shot test would: on random labels 2 of 12 points were decided,
+            docs/search.md). Raise it for fewer false decisions, at the cost
+            of more steps per real one.
         min_evidence_steps: Alpha gradients a point needs before the
             evidence rule may decide it.
         fix_every: Check for points to fix every this many training steps.
