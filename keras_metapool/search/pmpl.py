@@ -667,10 +667,7 @@ class PMPLCallback(keras.callbacks.Callback):
         fixed_at, evidence = [], []
         for index, block in enumerate(self._blocks.values()):
             searching = tf.reduce_max(block.fixed_mask) <= 0.0
-            if self.decision == "margin":
-                winner, decided, score = self._margin_decision(block)
-            else:
-                winner, decided, score = self._evidence_decision(block, index)
+            winner, decided, score = self._decision(block, index)
             fix_now = check & searching & decided
             block.fixed_mask.assign(tf.where(fix_now, winner, block.fixed_mask))
             fixed_at.append(fix_now)
@@ -680,6 +677,12 @@ class PMPLCallback(keras.callbacks.Callback):
         state.evidence_at_fix.assign(
             tf.where(fix_now, tf.stack(evidence), state.evidence_at_fix), read_value=False
         )
+
+    def _decision(self, block, index):
+        """``(winner one-hot, decided, score)`` of a point under the decision rule."""
+        if self.decision == "margin":
+            return self._margin_decision(block)
+        return self._evidence_decision(block, index)
 
     def _margin_decision(self, block):
         probs = tf.nn.softmax(block.alpha)
@@ -814,20 +817,11 @@ class PMPLCallback(keras.callbacks.Callback):
         return {block.name: bool(fixed_at[i] >= 0) for i, block in enumerate(self._blocks.values())}
 
     def _current_evidence(self):
-        """``{point: its evidence now}``: z of its best op's deciding comparison."""
-        result = {}
-        state = self._state
-        for index, block in enumerate(self._blocks.values()):
-            if self.decision == "margin":
-                result[block.name] = float(self._margin_decision(block)[2].numpy())
-                continue
-            winner, z_scores, _ = evidence_scores(
-                state.evidence_count[index], state.evidence_sum[index],
-                state.evidence_squares[index],
-            )  # fmt: skip
-            score = evidence_verdict(winner, z_scores, block.candidates, self.evidence_z)[1]
-            result[block.name] = float(score.numpy())
-        return result
+        """``{point: its evidence now}``: the score of its decision rule (z or margin)."""
+        return {
+            block.name: float(self._decision(block, index)[2].numpy())
+            for index, block in enumerate(self._blocks.values())
+        }
 
     # -- reporting ---------------------------------------------------------
     @staticmethod
