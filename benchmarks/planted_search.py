@@ -126,7 +126,7 @@ def search(task, mode, seed, rule="defaults", random_labels=False):
         state=rows[0]["state"],
         evidence=rows[0]["evidence"],
         step=rows[0]["fixed_at_step"],
-        decided=sum(row["state"] == "decided" for row in rows),
+        decided=pmpl.decided_points,
         points=len(rows),
         seconds=time.perf_counter() - start,
     )

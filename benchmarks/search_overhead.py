@@ -168,7 +168,7 @@ def main(argv):
         "images": FLAGS.search_images,
         "epochs": FLAGS.search_epochs,
         "architecture": pmpl.architecture.to_dict(),
-        "decided_by_evidence": sum(r["state"] == "decided" for r in pmpl.summary_rows()),
+        "decided_by_evidence": pmpl.decided_points,
         "accuracy": history.history["accuracy"][-1],
     }
     if FLAGS.json:

@@ -70,6 +70,7 @@ def test_a_task_only_ssp_solves_is_decided_to_ssp_and_the_child_learns_it():
     _, pmpl, row, warned = _search("aligned_glyphs")
     assert row["ops"] == ("ssp",)
     assert row["state"] == "decided" and row["fixed_at_step"] is not None
+    assert pmpl.decided_points == 1
     assert row["evidence"] >= pmpl.evidence_z
     assert not warned
     # The child, retrained alone from scratch, against a fixed-SSP model.
@@ -111,6 +112,7 @@ def test_a_search_too_short_to_decide_ends_as_identity_and_warns_once():
     for index in (1, 2, 3):
         assert model.get_layer(f"block_{index}_mp").fixed_ops == ("identity",)
     assert {row["state"] for row in pmpl.summary_rows()} == {"defaulted"}
+    assert pmpl.decided_points == 0
     assert pmpl.architecture.ops[1:4] == ("identity",) * 3
 
 

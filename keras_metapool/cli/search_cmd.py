@@ -177,6 +177,6 @@ def search(options, strategy):
             history_path=options.output_path("search_history.csv"),
             train_accuracy=accuracy,
             seconds=seconds,
-            decided_points=sum(row["state"] == "decided" for row in pmpl.summary_rows()),
+            decided_points=pmpl.decided_points,
             total_points=len(pmpl.points),
         )

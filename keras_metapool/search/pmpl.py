@@ -743,7 +743,7 @@ class PMPLCallback(keras.callbacks.Callback):
         probabilities, fixed = self._snapshot()
         previous = self.history[-1]["fixed"] if self.history else {}
         self.history.append({"epoch": epoch, "probabilities": probabilities, "fixed": fixed})
-        decided = self._decided_by_evidence()
+        decided = self.decided_points
         if logs is not None:
             evidence = self._current_evidence()
             for name, block in self.points.items():
@@ -754,11 +754,11 @@ class PMPLCallback(keras.callbacks.Callback):
                 logs[f"{EVIDENCE_LOG_PREFIX}/{name}"] = evidence[name]
             done = [ops for ops in fixed.values() if ops]
             logs[f"{LOG_PREFIX}/fixed_points"] = len(done)
-            logs[f"{LOG_PREFIX}/decided_points"] = sum(decided.values())
+            logs[f"{LOG_PREFIX}/decided_points"] = decided
             logs[f"{LOG_PREFIX}/enlarging_points"] = sum(is_enlarging(ops) for ops in done)
         if self.verbose:
             new = {n: ops for n, ops in fixed.items() if ops and previous.get(n) != ops}
-            line = f"PMPL epoch {epoch + 1}: {sum(decided.values())}/{len(fixed)} points "
+            line = f"PMPL epoch {epoch + 1}: {decided}/{len(fixed)} points "
             line += "decided by evidence" if self.decision == "evidence" else "fixed by the margin"
             if new:
                 line += f"; new: {self._describe(new)}"
@@ -779,7 +779,7 @@ class PMPLCallback(keras.callbacks.Callback):
             self._warn_if_undecided()
 
     def _warn_if_undecided(self):
-        decided = sum(self._decided_by_evidence().values())
+        decided = self.decided_points
         total = len(self._blocks)
         # What the search really took (the budget may not have known the epoch length).
         state = self._state
@@ -811,10 +811,12 @@ class PMPLCallback(keras.callbacks.Callback):
         warnings.warn(message, SearchUndecidedWarning, stacklevel=2)
 
     # -- evidence ----------------------------------------------------------
-    def _decided_by_evidence(self):
-        """``{point: whether its decision came from evidence (or the margin)}``."""
-        fixed_at = self._state.fixed_at_step.numpy()
-        return {block.name: bool(fixed_at[i] >= 0) for i, block in enumerate(self._blocks.values())}
+    @property
+    def decided_points(self):
+        """How many points the rule decided (by evidence, or the margin); not defaulted ones."""
+        if self._state is None:
+            raise ValueError("PMPLCallback has not been used in fit yet: nothing decided.")
+        return int(np.sum(self._state.fixed_at_step.numpy() >= 0))
 
     def _current_evidence(self):
         """``{point: its evidence now}``: the score of its decision rule (z or margin)."""
@@ -914,7 +916,7 @@ class PMPLCallback(keras.callbacks.Callback):
                 f"{'+'.join(row['ops']):<14} {row['candidates']:>5} {row['probability']:>6.3f} "
                 f"{row['evidence']:>8.2f}  {row['receptive_field']:<26} {step}"
             )
-        decided = sum(row["state"] == "decided" for row in rows)
+        decided = self.decided_points
         defaulted = sum(row["state"] == "defaulted" for row in rows)
         enlarging = sum(is_enlarging(row["ops"]) for row in rows if row["state"] != "searching")
         bar = (
