@@ -24,7 +24,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_metapool._keras import keras
-from keras_metapool.search.pmpl import EVIDENCE_LOG_PREFIX, LOG_PREFIX
 
 #: Marks temporary files and folders (``.NAME.tmp-PID.EXT``).
 TEMP_MARK = ".tmp-"
@@ -426,34 +425,6 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     def _save_handler(self, filepath):
         with atomic_output(filepath) as tmp:
             super()._save_handler(tmp)
-
-
-class HideFromProgressBar(keras.callbacks.Callback):
-    """Removes per-op PMPL entries from ``logs`` once the CSV and TensorBoard have them.
-
-    Keras' progress bar prints every log entry; the search logs two per
-    point and candidate (over 150) and one evidence value per point. Listed
-    after the loggers, this keeps the bar to the loss, the accuracy and
-    PMPL's counts. (History, after it,
-    loses them too: the CSV is the record.)
-    """
-
-    def __init__(
-        self,
-        prefixes=(f"{LOG_PREFIX}/", f"{EVIDENCE_LOG_PREFIX}/"),
-        keep=tuple(
-            f"{LOG_PREFIX}/{count}"
-            for count in ("fixed_points", "decided_points", "enlarging_points")
-        ),
-    ):
-        super().__init__()
-        self.prefixes = tuple(prefixes)
-        self.keep = tuple(keep)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            for key in [k for k in logs if k.startswith(self.prefixes) and k not in self.keep]:
-                del logs[key]
 
 
 def backup_epoch(backup_dir):

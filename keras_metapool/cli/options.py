@@ -18,6 +18,8 @@ import textwrap
 
 from absl import flags
 
+from keras_metapool.layers.common import BATCH_NORM_MOMENTUM
+
 SUBCOMMANDS = ("search", "train", "qat", "export", "evaluate", "demo")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 OPTIMIZERS = ("adam", "sgd")
@@ -185,8 +187,8 @@ def _define(flag_values):
         "[search, train, qat] Training augmentation: 'basic' (random resized crop + "
         "horizontal flip), 'randaugment', 'none'.", flag_values=f)
     flags.DEFINE_float(
-        "batch_norm_momentum", 0.9,
-        "BatchNormalization momentum of new models: 0.9 (the paper's, in Keras terms); "
+        "batch_norm_momentum", BATCH_NORM_MOMENTUM,
+        "BatchNormalization momentum of new models (default: the paper's, in Keras terms); "
         "keras.applications' 0.999 leaves short runs with unsettled statistics.",
         lower_bound=0.0, upper_bound=1.0, flag_values=f)
     flags.DEFINE_float(
@@ -416,7 +418,7 @@ class Options:
     weight_decay: float = 0.0
     label_smoothing: float = 0.1
     augment: str = "basic"
-    batch_norm_momentum: float = 0.9
+    batch_norm_momentum: float = BATCH_NORM_MOMENTUM
     validation_fraction: float = 0.1
     run_eagerly: bool = False
     decision: str = "evidence"

@@ -129,7 +129,6 @@ def search(options, strategy):
             options.epochs,
             extra=[pmpl],  # first: its logs reach the CSV and TensorBoard
         )
-        callbacks.append(common.HideFromProgressBar())
         history, seconds = common.fit_timed(
             supernet, weights_data, num_classes=info.num_classes, epochs=options.epochs,
             steps=steps, repeat=repeat, callbacks=callbacks,

@@ -7,6 +7,7 @@ can be mixed or summed. ``identity`` means "no enhancer".
 import collections
 
 from keras_metapool._keras import keras
+from keras_metapool.layers.common import BATCH_NORM_MOMENTUM
 from keras_metapool.layers.spatial_enhancer import SpatialEnhancer
 
 OpInfo = collections.namedtuple("OpInfo", ["description", "receptive_field"])
@@ -82,7 +83,7 @@ def validate_op_name(name, argument="op"):
 
 
 def build_candidate_op(
-    name, layer_name=None, batch_norm_momentum=0.999, ssp_kwargs=None, dtype=None
+    name, layer_name=None, batch_norm_momentum=BATCH_NORM_MOMENTUM, ssp_kwargs=None, dtype=None
 ):
     """Creates the Keras layer computing candidate ``name``.
 

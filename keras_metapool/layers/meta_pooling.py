@@ -11,7 +11,12 @@ from keras_metapool.layers.candidate_ops import (
     build_candidate_op,
     validate_op_name,
 )
-from keras_metapool.layers.common import build_in_own_scope, build_sublayer, feature_map_shape
+from keras_metapool.layers.common import (
+    BATCH_NORM_MOMENTUM,
+    build_in_own_scope,
+    build_sublayer,
+    feature_map_shape,
+)
 
 
 def _normalize_fixed(fixed, candidates):
@@ -99,7 +104,7 @@ class MetaPoolingBlock(keras.layers.Layer):
         post_norm=True,
         fixed=None,
         alpha_init_stddev=1e-3,
-        batch_norm_momentum=0.999,
+        batch_norm_momentum=BATCH_NORM_MOMENTUM,
         batch_norm_epsilon=1e-3,
         ssp_kwargs=None,
         seed=None,

@@ -5,7 +5,12 @@ import tensorflow as tf
 
 from keras_metapool._keras import keras
 from keras_metapool.layers.activations import HARD_SWISH_SCALE, hard_swish_times_six
-from keras_metapool.layers.common import build_in_own_scope, build_sublayer, feature_map_shape
+from keras_metapool.layers.common import (
+    BATCH_NORM_MOMENTUM,
+    build_in_own_scope,
+    build_sublayer,
+    feature_map_shape,
+)
 
 
 def ssp_reduced_channels(channels, reduction=32, min_channels=8):
@@ -52,8 +57,7 @@ class SpatialEnhancer(keras.layers.Layer):
         reduction: Channel reduction of the bottleneck (default 32).
         min_channels: Lower bound of the bottleneck width (default 8).
         batch_norm_momentum: Momentum of the bottleneck's BatchNormalization
-            (Keras convention: 0.999 as keras.applications, 0.9 for short
-            runs).
+            (Keras convention; default 0.9, ``layers.common.BATCH_NORM_MOMENTUM``).
         batch_norm_epsilon: Epsilon of that BatchNormalization.
         gate_bias: Initial bias of both gate convolutions. ``0.0`` (default)
             follows the paper. A large value (with ``zero_gate_kernels``) opens
@@ -74,7 +78,7 @@ class SpatialEnhancer(keras.layers.Layer):
         self,
         reduction=32,
         min_channels=8,
-        batch_norm_momentum=0.999,
+        batch_norm_momentum=BATCH_NORM_MOMENTUM,
         batch_norm_epsilon=1e-3,
         gate_bias=0.0,
         zero_gate_kernels=False,

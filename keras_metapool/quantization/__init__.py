@@ -11,7 +11,8 @@
   swaps in.
 
 TF-MOT itself is imported only when ``quantize_model`` or ``quantize_scope``
-is called (importing it sets ``TF_USE_LEGACY_KERAS``).
+is called, without the ``TF_USE_LEGACY_KERAS`` it would set: what ``tf.keras``
+means for the program does not change.
 """
 
 from keras_metapool.quantization.layers import (

@@ -1,13 +1,16 @@
 """The QuantizeConfig of keras_metapool's quantized layers.
 
-Importing this module imports TF-MOT (which sets ``TF_USE_LEGACY_KERAS``), so
-only ``quantize_model`` and ``quantize_scope`` import it.
+Importing this module imports TF-MOT (through ``_tfmot``, without TF-MOT's
+side effect on ``TF_USE_LEGACY_KERAS``); only ``quantize_model`` and
+``quantize_scope`` import it, so that ``import keras_metapool`` stays light.
 """
 
 import tensorflow as tf
-import tensorflow_model_optimization as tfmot
 
 from keras_metapool._keras import keras
+from keras_metapool.quantization._tfmot import import_tfmot
+
+tfmot = import_tfmot()
 
 __all__ = [
     "AveragePoolingQuantizeConfig",

@@ -36,6 +36,7 @@ from keras_metapool.layers.activations import (
 )
 from keras_metapool.layers.common import build_in_own_scope
 from keras_metapool.layers.spatial_enhancer import SpatialEnhancer
+from keras_metapool.quantization._tfmot import import_tfmot
 
 #: int8 LOGISTIC output: scale 1/256 and zero point -128, i.e. [0, 255/256].
 LOGISTIC_OUTPUT_RANGE = (0.0, 255.0 / 256.0)
@@ -45,9 +46,7 @@ RELU6_OUTPUT_RANGE = (0.0, 6.0)
 
 def _quantizers():
     """TF-MOT's quantizers module, imported on first use (see module docstring)."""
-    from tensorflow_model_optimization.quantization.keras import quantizers
-
-    return quantizers
+    return import_tfmot().quantization.keras.quantizers
 
 
 def _resolve_training(training):

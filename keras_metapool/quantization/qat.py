@@ -12,6 +12,7 @@ from absl import logging
 
 from keras_metapool._keras import keras
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
+from keras_metapool.quantization._tfmot import import_tfmot as _tfmot
 from keras_metapool.quantization.layers import (
     TWINS,
     QuantizedBatchNormalization,
@@ -33,12 +34,6 @@ _OUR_QUANTIZED_LAYERS = {
     "QuantizedHardSwish": QuantizedHardSwish,
     "QuantizedBatchNormalization": QuantizedBatchNormalization,
 }
-
-
-def _tfmot():
-    import tensorflow_model_optimization as tfmot
-
-    return tfmot
 
 
 def quantize_scope(*custom_objects):
@@ -365,9 +360,10 @@ def quantize_model(
     ``quantize_scope()``; ``model.save("*.keras")`` raises an error (the
     format does not reload TF-MOT models).
 
-    Importing TF-MOT sets ``TF_USE_LEGACY_KERAS=1`` (TF-MOT's doing), which
-    makes a later first use of ``tf.keras`` resolve to Keras 2; keras_metapool
-    imports it only when this function or ``quantize_scope`` runs.
+    TF-MOT is imported when this function or ``quantize_scope`` first runs,
+    without its side effect: ``os.environ`` (TF-MOT sets
+    ``TF_USE_LEGACY_KERAS``) and what ``tf.keras`` means for the rest of the
+    program stay as they were.
 
     Args:
         model: A float32 functional tf_keras model built by ``MobileNetV2MP``

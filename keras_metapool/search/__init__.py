@@ -15,6 +15,7 @@ from keras_metapool.search.derive import (
 )
 from keras_metapool.search.plot import plot_search
 from keras_metapool.search.pmpl import (
+    ModelAtChanceWarning,
     PMPLCallback,
     SearchUndecidedWarning,
     decode_fixed_code,
@@ -25,6 +26,7 @@ from keras_metapool.search.pmpl import (
 )
 
 __all__ = [
+    "ModelAtChanceWarning",
     "PMPLCallback",
     "SearchUndecidedWarning",
     "decode_fixed_code",
