@@ -34,6 +34,8 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# This checkout's package, not an installed copy: the benchmarks measure this tree.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 from _common import interleaved_latency, settle_batch_norms  # noqa: E402

@@ -25,9 +25,12 @@ Use it as ``PMPLCallback(latency_weight=w, latency_table=table["cpu_ms"])``.
 
 import json
 import os
+import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# This checkout's package, not an installed copy: the benchmarks measure this tree.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 from _common import interleaved_latency, settle_batch_norms  # noqa: E402

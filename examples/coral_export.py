@@ -3,7 +3,7 @@
     python examples/coral_export.py                 # trains a tiny model first, ~1 minute
     python examples/coral_export.py --image_size=32 --train_size=256 --epochs=1   # ~30 s
     python examples/coral_export.py --model=runs/train/model.keras      # `keras-metapool train`
-    python examples/coral_export.py --model=runs/qat/qat_model.h5       # `keras-metapool qat`
+    python examples/coral_export.py --model=runs/qat/qat_model          # `keras-metapool qat`
     python examples/coral_export.py --model=runs/keras_native/mobilenetv2mp_0.35_64.keras
 
 What it does:

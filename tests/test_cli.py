@@ -58,7 +58,7 @@ def chain(tmp_path_factory):
     )  # fmt: skip
     results["export"] = check_ok(
         run_cli(
-            "export", "--model=" + os.path.join(out["qat"], "qat_model.h5"),
+            "export", "--model=" + os.path.join(out["qat"], "qat_model"),
             "--formats=saved_model,int8,edgetpu", "--calibration_samples=64",
             f"--output_dir={out['export']}",
         )
@@ -134,7 +134,7 @@ def test_qat_model_reloads_and_keeps_the_accuracy(chain):
     assert metrics["qat_accuracy"] > 2 * CHANCE
     assert abs(metrics["qat_accuracy"] - metrics["float_accuracy"]) < 0.1
     with km.quantize_scope():
-        qat_model = keras.models.load_model(os.path.join(out["qat"], "qat_model.h5"))
+        qat_model = keras.models.load_model(os.path.join(out["qat"], "qat_model"))
     assert any(type(layer).__name__ == "QuantizeWrapperV2" for layer in qat_model.layers)
 
 
@@ -161,7 +161,7 @@ def test_export_saved_model_predicts_like_the_qat_model(chain):
 
     out, _ = chain
     with km.quantize_scope():
-        qat_model = keras.models.load_model(os.path.join(out["qat"], "qat_model.h5"))
+        qat_model = keras.models.load_model(os.path.join(out["qat"], "qat_model"))
     serving = tf.saved_model.load(os.path.join(out["export"], "saved_model"))
     signature = serving.signatures["serving_default"]
     images = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)

@@ -167,8 +167,11 @@ def test_bilevel_alpha_step_uses_only_the_held_out_batches():
     model.fit(x, y, batch_size=16, epochs=2, callbacks=[pmpl], verbose=0)
     np.testing.assert_allclose(block.alpha.numpy(), before, atol=1e-7)
     assert not np.allclose(model.get_layer("stem").kernel.numpy(), kernel)
-    # 8 steps, the first 2 (a quarter) warm-up: no held-out batch drawn there.
-    assert int(model._pmpl_state.arch_batches.numpy()) == 6
+    # 8 steps; the search is the first epoch (the late stage, at 2/3 of 2
+    # epochs, fixes every point at the second): 4 steps, 1 (a quarter) of
+    # them warm-up. No held-out batch is drawn in the warm-up or once all
+    # points are fixed.
+    assert int(model._pmpl_state.arch_batches.numpy()) == 3
 
 
 def test_mirrored_strategy_search_reaches_the_single_device_architecture():

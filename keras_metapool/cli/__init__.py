@@ -30,6 +30,7 @@ from keras_metapool.cli.export_cmd import ExportResult, export
 from keras_metapool.cli.options import (
     SUBCOMMANDS,
     Options,
+    UsageError,
     define_flags,
     format_help,
 )
@@ -71,7 +72,12 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
-        _fail(f"{_one_line(error)} (see {_PROGRAM} --help)", USAGE_ERROR)
+        named = [a for a in arguments if a in SUBCOMMANDS]
+        _fail(
+            f"{_one_line(error)} (see {_PROGRAM} --help)",
+            USAGE_ERROR,
+            named[0] if named else None,
+        )
 
 
 def make_strategy(options):
@@ -101,6 +107,7 @@ def main(argv):
     if subcommand == "demo":
         defaults.update(demo_defaults(flags.FLAGS.quick))
     options = Options.from_flags(flags.FLAGS, defaults=defaults)
+    output_existed = os.path.exists(options.output_dir)
     try:
         strategy = make_strategy(options)
         COMMANDS[subcommand](options, strategy)
@@ -109,10 +116,26 @@ def main(argv):
             "search", "train", "qat") else ""  # fmt: skip
         _fail(f"interrupted.{resume}", 130, subcommand)
     except (ValueError, OSError, ImportError, RuntimeError) as error:
+        if not output_existed:
+            _remove_empty_folders(options.output_dir)
         if options.show_traceback:
             raise
-        _fail(_one_line(error), RUN_ERROR, subcommand)
+        status = USAGE_ERROR if isinstance(error, UsageError) else RUN_ERROR
+        _fail(_one_line(error), status, subcommand)
     return 0
+
+
+def _remove_empty_folders(folder):
+    """Removes ``folder`` if this run made it and wrote no file in it (empty subfolders go too)."""
+    if not os.path.isdir(folder):
+        return
+    for root, _, files in os.walk(folder, topdown=False):
+        if files:
+            return
+        try:
+            os.rmdir(root)
+        except OSError:
+            return
 
 
 def run(argv=None):

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_metapool._keras import keras
+from keras_metapool.cli.options import UsageError
 
 #: Marks temporary files and folders (``.NAME.tmp-PID.EXT``).
 TEMP_MARK = ".tmp-"
@@ -385,20 +386,27 @@ def load_model(path):
         ValueError: if it is a ``.tflite`` file or not a Keras model.
     """
     if not path:
-        raise ValueError("--model is required: the path of a .keras/.h5/SavedModel model.")
+        raise UsageError("--model is required: the path of a .keras/.h5/SavedModel model.")
     if not os.path.exists(path):
         raise FileNotFoundError(f"--model: {path} does not exist.")
     if path.endswith(".tflite"):
         raise ValueError(f"--model: {path} is a .tflite file; this subcommand needs a Keras model.")
     import keras_metapool  # noqa: F401  (registers the custom layers)
 
-    if path.endswith(".keras"):
-        return keras.models.load_model(path, compile=False)
-    # .h5 and SavedModel: QAT models need TF-MOT's scope, float ones do not mind it.
-    from keras_metapool.quantization import quantize_scope
+    try:
+        if path.endswith(".keras"):
+            return keras.models.load_model(path, compile=False)
+        # .h5 and SavedModel: QAT models need TF-MOT's scope, float ones do not mind it.
+        from keras_metapool.quantization import quantize_scope
 
-    with quantize_scope():
-        return keras.models.load_model(path, compile=False)
+        with quantize_scope():
+            return keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for an unreadable file
+        raise ValueError(
+            f"--model: {path} could not be read as a Keras model (.keras, .h5 or SavedModel "
+            f"folder): {type(error).__name__}: {error}. Is the file complete and from "
+            "keras_metapool (tf_keras)?"
+        ) from error
 
 
 def is_quantization_aware(model):

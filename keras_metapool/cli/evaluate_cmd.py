@@ -102,7 +102,9 @@ def evaluate(options, strategy=None):
     del strategy
     path = options.model
     if not path:
-        raise ValueError("--model is required: a .keras/.h5/SavedModel model or a .tflite file.")
+        raise common.UsageError(
+            "--model is required: a .keras/.h5/SavedModel model or a .tflite file."
+        )
     if not os.path.exists(path):
         raise FileNotFoundError(f"--model: {path} does not exist.")
     is_tflite = path.endswith(".tflite")

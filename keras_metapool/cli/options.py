@@ -21,6 +21,12 @@ from absl import flags
 from keras_metapool.layers.common import BATCH_NORM_MOMENTUM
 
 SUBCOMMANDS = ("search", "train", "qat", "export", "evaluate", "demo")
+
+
+class UsageError(ValueError):
+    """A command-line mistake found while running (e.g. a required flag missing): exit 2."""
+
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 OPTIMIZERS = ("adam", "sgd")
 AUGMENTATIONS = ("basic", "randaugment", "none")
@@ -75,7 +81,7 @@ usage: keras-metapool SUBCOMMAND [--flag=value ...] [--flagfile=FILE]
 subcommands:
   search    PMPL search on a supernet -> architecture.json, search.png, search_summary.txt
   train     train a fixed architecture (--architecture) -> model.keras, checkpoints, logs
-  qat       quantization-aware fine-tuning of a trained model (--model) -> qat_model.h5
+  qat       quantization-aware fine-tuning of a trained model (--model) -> qat_model/
   export    TFLite (--formats), SavedModel and the Edge TPU report of a model (--model)
   evaluate  accuracy, confusion matrix (PNG) and metrics (JSON) of a model or .tflite (--model)
   demo      search -> train -> QAT -> Edge TPU int8 TFLite -> report, on Fashion-MNIST
@@ -93,7 +99,7 @@ examples:
   keras-metapool train --architecture=runs/search/architecture.json --image_size=64 \\
       --alpha=0.35 --epochs=10 --output_dir=runs/train
   keras-metapool qat --model=runs/train/model.keras --output_dir=runs/qat
-  keras-metapool export --model=runs/qat/qat_model.h5 --formats=int8,edgetpu \\
+  keras-metapool export --model=runs/qat/qat_model --formats=int8,edgetpu \\
       --output_dir=runs/export
   keras-metapool evaluate --model=runs/export/model_edgetpu.tflite
 
@@ -283,10 +289,11 @@ def _define(flag_values):
         "TFLite converter's representative data (at most 128 are used there).", lower_bound=1,
         flag_values=f)
     flags.DEFINE_enum(
-        "qat_format", "h5", QAT_FORMATS,
-        "[qat] File format of the QAT model: 'h5' (qat_model.h5) or 'saved_model' (qat_model/). "
-        "Both reload inside keras_metapool.quantize_scope(); .keras does not reload TF-MOT "
-        "models.", flag_values=f)
+        "qat_format", "saved_model", QAT_FORMATS,
+        "[qat] File format of the QAT model: 'saved_model' (qat_model/, the default: it "
+        "reloads, and TensorFlow does not call it legacy) or 'h5' (qat_model.h5, which "
+        "tf_keras warns is legacy). Both reload inside keras_metapool.quantize_scope(); "
+        ".keras does not reload TF-MOT models.", flag_values=f)
     flags.DEFINE_list(
         "formats", ["saved_model", "float", "int8", "edgetpu"],
         "[export] Comma-separated outputs among " + ", ".join(EXPORT_FORMATS) + " "
@@ -438,7 +445,7 @@ class Options:
     qat_epochs: int = 1
     qat_learning_rate: float = 1e-4
     calibration_samples: int = 256
-    qat_format: str = "h5"
+    qat_format: str = "saved_model"
     formats: tuple = ("saved_model", "float", "int8", "edgetpu")
     include_preprocessing: bool = False
     split: str = "test"

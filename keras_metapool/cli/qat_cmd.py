@@ -14,8 +14,8 @@ class QATResult:
     """What ``qat`` wrote and measured.
 
     Attributes:
-        model_path: The QAT model (``qat_model.h5`` or the ``qat_model/``
-            SavedModel); load it inside ``keras_metapool.quantize_scope()``.
+        model_path: The QAT model (the ``qat_model/`` SavedModel, or
+            ``qat_model.h5``); load it inside ``keras_metapool.quantize_scope()``.
         metrics_path: ``qat_metrics.json``.
         float_accuracy: Test accuracy of the float model it started from.
         qat_accuracy: Test accuracy of the fine-tuned QAT model (which
@@ -51,9 +51,9 @@ def qat(options, strategy):
     images first (``quantize_model(representative_data=...)``); the
     fine-tuning uses ``--optimizer`` at ``qat_learning_rate`` with cosine
     decay, label smoothing and the training augmentation, and the same
-    ``backup`` resume as ``train``. TF-MOT models do not reload from
-    ``.keras``, so the result is ``qat_model.h5`` (or a SavedModel with
-    ``--qat_format=saved_model``).
+    ``backup`` resume as ``train``. The result is the SavedModel folder
+    ``qat_model/`` (TF-MOT models do not reload from ``.keras``, and
+    tf_keras calls ``.h5`` legacy; ``--qat_format=h5`` still writes one).
 
     Args:
         options: ``keras_metapool.cli.Options`` (``model``: the float model).

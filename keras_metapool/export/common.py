@@ -60,7 +60,30 @@ def exportable_model(model):
             f"Expected a model with one image input and one output, got "
             f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
         )
+    check_not_revived(model)
     return to_fixed_model(model)
+
+
+def check_not_revived(model):
+    """Refuses a QAT model loaded without ``quantize_scope()``.
+
+    Loaded from a SavedModel without the scope, Keras does not fail: it
+    revives TF-MOT's layers as generic stand-ins (classes of
+    ``tf_keras...saved_model.load``) that keep the traced graph but not the
+    quantization behaviour the converter needs.
+
+    Raises:
+        ValueError: naming the layer and ``keras_metapool.quantize_scope``.
+    """
+    for layer in model.layers:
+        kind = type(layer)
+        if kind.__name__.startswith("Quantize") and "saved_model.load" in kind.__module__:
+            raise ValueError(
+                f"Model '{model.name}' is a quantization-aware model loaded without "
+                f"keras_metapool.quantize_scope() (layer '{layer.name}' came back as a generic "
+                f"'{kind.__name__}' stand-in). Load it inside the scope: `with "
+                "keras_metapool.quantize_scope(): model = keras.models.load_model(path)`."
+            )
 
 
 def _activation_name(layer):

@@ -199,6 +199,17 @@ class TFLiteRunner:
             ``static_batch or batch_size``).
         """
         images = np.asarray(images, np.float32)
+        expected = tuple(int(d) for d in self.input_shape)
+        if images.shape[1:] != expected:
+            hint = (
+                " (one image without its batch axis: pass images[None])"
+                if images.shape == expected
+                else ""
+            )
+            raise ValueError(
+                f"The model '{os.path.basename(self.path)}' expects images of shape (N, "
+                f"{', '.join(map(str, expected))}); got {images.shape}{hint}."
+            )
         batch = self.static_batch or batch_size or _DEFAULT_PREDICT_BATCH
         outputs, seconds = [], []
         for start in range(0, len(images), batch):

@@ -295,8 +295,8 @@ class PMPLCallback(keras.callbacks.Callback):
         threshold: The margin rule's tau: top-1 minus top-2 probability.
         evidence_z: The evidence rule's bar, in standard errors (default 4;
             checked at every step, so noise crosses it more often than a
-            one-shot test would: on random labels 2 of 12 points were decided,
-            docs/search.md). Raise it for fewer false decisions, at the cost
+            one-shot test would: on random labels 2 of 12 points were decided
+            with a 192-step search, 0 of 12 with 128, docs/search.md). Raise it for fewer false decisions, at the cost
             of more steps per real one.
         min_evidence_steps: Alpha gradients a point needs before the
             evidence rule may decide it.
@@ -637,8 +637,11 @@ class PMPLCallback(keras.callbacks.Callback):
 
     # -- the compiled part -------------------------------------------------
     def _alpha_phase(self):
-        """Whether this step is past the warm-up (alpha steps and evidence on)."""
-        return self._state.train_steps >= self._state.warmup_steps
+        """Whether this step searches: past the warm-up, with a point not fixed yet."""
+        searching = tf.reduce_any(
+            tf.stack([tf.reduce_max(b.fixed_mask) <= 0.0 for b in self._blocks.values()])
+        )
+        return (self._state.train_steps >= self._state.warmup_steps) & searching
 
     def _train_step(self, data):
         if self.arch_data is None:
@@ -755,8 +758,7 @@ class PMPLCallback(keras.callbacks.Callback):
             m.assign(where(new_m, m))
             v.assign(where(new_v, v))
         state.evidence_count.assign_add(tf.cast(tf.stack(counted), tf.float32))
-        # Steps that moved some alpha: none once every point is fixed.
-        state.adam_steps.assign_add(tf.cast(tf.reduce_any(tf.stack(counted)), tf.int64))
+        state.adam_steps.assign_add(tf.cast(active, tf.int64))
 
     def _costs(self, block):
         """The latency table's cost of each of ``block``'s candidates (0 if absent)."""
@@ -942,7 +944,7 @@ class PMPLCallback(keras.callbacks.Callback):
             )
         if fixed_at_end:
             parts.append(
-                f"{fixed_at_end} points were fixed only at the end of fit (late_stage="
+                f"{fixed_at_end} point(s) fixed only at the end of fit (late_stage="
                 f"{self.late_stage:.2g} of {self._total_epochs} epochs): the weights were "
                 "trained for the search mixture there, not for the op they now compute, so "
                 "the model is not ready to use: train it first (fit again, or retrain the "
