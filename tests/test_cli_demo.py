@@ -83,6 +83,7 @@ def folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bad")
     (folder / "architecture.json").write_text(json.dumps({"ops": ["ssp"] * 3}), encoding="utf-8")
     (folder / "flags.txt").write_text("--image_size=8\n", encoding="utf-8")
+    (folder / "corrupt.keras").write_bytes(b"PK\x03\x04 not a whole zip file")
     return folder
 
 
@@ -90,7 +91,8 @@ def folder(tmp_path_factory):
 #: folder with a corrupt architecture.json and a flag file.
 BAD_COMMAND_LINES = [
     (["train", "--dataset=imagenet"], 2, ["--dataset", "fashion_mnist", "tfds:NAME"]),
-    (["train", "--image_size=16"], 2, ["--image_size", ">= 32"]),
+    # A flag error names the subcommand, as README's "keras-metapool SUBCOMMAND: error:".
+    (["train", "--image_size=16"], 2, ["keras-metapool train: error:", "--image_size", ">= 32"]),
     (["train", "--epochs=0"], 2, ["--epochs"]),
     (["train", "--formats=int8,jpeg"], 2, ["--formats", "edgetpu"]),
     (["train", "--flagfile={tmp}/flags.txt"], 2, ["--image_size", ">= 32"]),
@@ -102,7 +104,11 @@ BAD_COMMAND_LINES = [
     (["train", *SMALL, "--architecture={tmp}/architecture.json", "--output_dir={tmp}/o"], 1,
      ["not a valid architecture spec"]),
     (["evaluate", "--model=/no/such/model.tflite"], 1, ["/no/such/model.tflite", "does not exist"]),
-    (["qat", "--output_dir={tmp}/o"], 1, ["--model is required"]),
+    (["qat", "--output_dir={tmp}/o"], 2, ["keras-metapool qat: error:", "--model is required"]),
+    (["export", "--output_dir={tmp}/no_model"], 2,
+     ["keras-metapool export: error:", "--model is required"]),
+    (["export", "--model={tmp}/corrupt.keras", "--output_dir={tmp}/corrupt"], 1,
+     ["{tmp}/corrupt.keras", "could not be read as a Keras model"]),
     # A tfds dataset not prepared in --data_dir (nothing downloads), a missing image folder.
     (["train", *SMALL, "--dataset=tfds:mnist", "--data_dir={tmp}", "--output_dir={tmp}/o"], 1,
      ["mnist", "tfds build"]),
@@ -131,6 +137,13 @@ def test_bad_command_lines_exit_with_one_clear_line(bad_results, folder, index):
     result = bad_results[index]
     fragments = [fragment.format(tmp=folder) for fragment in fragments]
     _check_one_line_error(result["status"], result["stderr"], status, *fragments)
+
+
+def test_a_run_that_fails_before_writing_leaves_no_output_folder(bad_results, folder):
+    assert [r["status"] for r in bad_results if "--output_dir={}/corrupt".format(folder)
+            in r["argv"]] == [1]  # fmt: skip
+    for name in ("no_model", "corrupt"):
+        assert not (folder / name).exists(), name
 
 
 def test_help_documents_every_flag(bad_results):

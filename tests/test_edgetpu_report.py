@@ -349,7 +349,9 @@ def test_cli_prints_the_table_and_exits_1_when_ops_fall_back(rule_breakers):
 def test_cli_main_exit_status(rule_breakers, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no compiler
     assert edgetpu.main(["prog", rule_breakers["clean"]]) == 0
-    assert "All ops map to the Edge TPU." in capsys.readouterr().out
+    assert "All ops map to the Edge TPU, predicted from the documented op rules" in (
+        capsys.readouterr().out
+    )
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"\0" * 64)
     assert edgetpu.main(["prog", str(bad)]) == 2

@@ -5,6 +5,8 @@ model" a meaningful claim (an untrained one amplifies any rounding), and a
 small one keeps training and five conversions within seconds.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -155,3 +157,23 @@ def test_bad_input(exports, data, tmp_path):
     bad.write_bytes(b"nonsense")
     with pytest.raises(ValueError, match="bad.tflite.*not a TFLite model"):
         evaluate_tflite(bad, (data[2][:4], data[3][:4]))
+
+
+def test_an_image_without_its_batch_axis_gets_the_expected_shape(exports, data):
+    with pytest.raises(ValueError, match=r"expects images of shape \(N, 28, 28, 1\); got "
+                       r"\(28, 28, 1\) \(one image without its batch axis"):  # fmt: skip
+        tflite_predict(exports["int8"].path, data[2][0])
+
+
+def test_an_int8_file_with_a_constant_output_warns_and_a_useful_one_does_not(
+    trained, data, tmp_path
+):
+    from keras_metapool.export import ConstantOutputWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConstantOutputWarning)
+        to_tflite(trained, tmp_path / "ok.tflite", "int8", representative_data=data[0][:64])
+    constant = keras.models.clone_model(trained)
+    constant.set_weights([np.zeros_like(w) for w in trained.get_weights()])
+    with pytest.warns(ConstantOutputWarning, match="same output for all 32 representative"):
+        to_tflite(constant, tmp_path / "constant.tflite", "int8", representative_data=data[0][:64])

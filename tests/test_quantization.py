@@ -416,6 +416,17 @@ def test_qat_model_round_trips_in_quantize_scope(small_qat, filename, kwargs, tm
         np.testing.assert_array_equal(restored.numpy(), original.numpy())
 
 
+def test_a_qat_saved_model_loaded_without_the_scope_is_refused_with_its_name(small_qat, tmp_path):
+    from keras_metapool.export import to_tflite
+
+    qat, x = small_qat
+    qat.save(str(tmp_path / "qat"), save_format="tf")
+    # Keras itself does not fail: it revives TF-MOT's layers as generic stand-ins.
+    revived = keras.models.load_model(str(tmp_path / "qat"))
+    with pytest.raises(ValueError, match=r"without keras_metapool.quantize_scope\(\)"):
+        to_tflite(revived, str(tmp_path / "m.tflite"), mode="int8", representative_data=x)
+
+
 def test_qat_saved_model_loads_without_keras(small_qat, tmp_path):
     qat, x = small_qat
     qat.save(str(tmp_path / "sm"), save_format="tf")

@@ -164,7 +164,12 @@ def demo(options, strategy):
             f"int8 latency (median, batch 1, {options.num_threads} thread, this CPU)",
             f"{evaluation.latency_ms:.3f} ms",
         ),
-        ("Edge TPU mapped ops", mapped),
+        (
+            "Edge TPU mapped ops (compiler)"
+            if report.source == "edgetpu_compiler"
+            else "Edge TPU mapped ops (predicted from the op rules)",
+            mapped,
+        ),
         ("wall time", f"{total:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
          + ")"),
     ]  # fmt: skip

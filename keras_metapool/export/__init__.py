@@ -35,6 +35,7 @@ _EXPORTS = {
     "saved_model": ("SERVING_SIGNATURE", "export_saved_model"),
     "tflite": (
         "TFLITE_MODES",
+        "ConstantOutputWarning",
         "ExportValidationError",
         "TFLiteExport",
         "TensorDetails",

@@ -360,8 +360,14 @@ class EdgeTPUReport:
             lines.append(
                 f"CPU fallback starts at op #{first.index} ({first.name}), {first.status}{detail}"
             )
+        elif self.all_mapped and self.source == "edgetpu_compiler":
+            lines.append("The compiler mapped every op to the Edge TPU.")
         elif self.all_mapped:
-            lines.append("All ops map to the Edge TPU.")
+            # No compiler here: a prediction from the op rules, not a compilation.
+            lines.append(
+                "All ops map to the Edge TPU, predicted from the documented op rules "
+                "(edgetpu_compiler has the last word)."
+            )
         if verbose and self.unsupported_ops:
             lines.append("")
             lines.append("Ops that cannot map (the others on the CPU only follow them):")

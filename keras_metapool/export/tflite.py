@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +32,8 @@ FULL_INTEGER_MODES = ("int8", "uint8", "edgetpu")
 #: Calibration images used by default: enough for stable activation ranges
 #: of MobileNetV2, few enough to keep conversion quick.
 DEFAULT_CALIBRATION_SAMPLES = 128
+#: Calibration images the exported file is run on to catch a constant output.
+CONSTANT_CHECK_SAMPLES = 32
 # The Edge TPU compiler needs static sizes, so the edgetpu mode fixes batch 1.
 _EDGETPU_BATCH = 1
 _IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "edgetpu": tf.uint8}
@@ -201,7 +204,35 @@ def to_tflite(
     flatbuffer = converter.convert()
     with open(path, "wb") as f:
         f.write(flatbuffer)
-    return _check_export(path, mode, batch_size, strict)
+    result = _check_export(path, mode, batch_size, strict)
+    if samples is not None:
+        _warn_if_constant_outputs(path, samples)
+    return result
+
+
+class ConstantOutputWarning(UserWarning):
+    """An exported model gives the same output for every representative image."""
+
+
+def _warn_if_constant_outputs(path, samples, count=CONSTANT_CHECK_SAMPLES):
+    """One ``ConstantOutputWarning`` when the file answers every calibration image alike."""
+    from keras_metapool.export.evaluate import tflite_predict
+
+    images = np.concatenate([np.asarray(sample, np.float32) for sample in samples[:count]])
+    if len(images) < 2:
+        return
+    outputs = tflite_predict(path, images)
+    if np.all(outputs == outputs[:1]):
+        warnings.warn(
+            f"{os.path.basename(path)} gives the same output for all {len(images)} "
+            "representative images: as a classifier it is useless. Likely causes: the Keras "
+            "model already predicts a constant (untrained; BatchNormalization statistics "
+            "unsettled by a short run with batch_norm_momentum=0.999), or collapsed "
+            "quantization ranges (a QAT model built without representative_data). Check the "
+            "Keras model's predictions on the same images first.",
+            ConstantOutputWarning,
+            stacklevel=3,
+        )
 
 
 def _resolve_batch_size(mode, batch_size):

@@ -296,8 +296,9 @@ class PMPLCallback(keras.callbacks.Callback):
         evidence_z: The evidence rule's bar, in standard errors (default 4;
             checked at every step, so noise crosses it more often than a
             one-shot test would: on random labels 2 of 12 points were decided
-            with a 192-step search, 0 of 12 with 128, docs/search.md). Raise it for fewer false decisions, at the cost
-            of more steps per real one.
+            with a 192-step search, 0 of 12 with 128, docs/search.md). Raise
+            it for fewer false decisions, at the cost of more steps per real
+            one.
         min_evidence_steps: Alpha gradients a point needs before the
             evidence rule may decide it.
         fix_every: Check for points to fix every this many training steps.
