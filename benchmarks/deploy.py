@@ -24,7 +24,7 @@ QAT Keras model it came from.
 
 MobileNetV2 is ``MobileNetV2MP(meta_pooling="none")``: the keras.applications
 network, layer for layer, so that both models go through the same QAT path.
-Latencies are of this machine's CPU (see STACK.md: int8 may be slower than
+Latencies are of this machine's CPU (see docs/platform.md: int8 may be slower than
 float under XNNPACK here); compare models within a format, not formats.
 """
 

@@ -9,7 +9,7 @@ and budget, then evaluated on the same test images:
   final model), classic head;
 - ``mp_paper_head``: the same with ``head="paper"`` (1x1 conv 1280->1280 +
   hard swish + dropout before the classifier);
-- ``global``, ``local``, ``random``, ``exclude_local``: METHOD.md §3's
+- ``global``, ``local``, ``random``, ``exclude_local``: docs/method.md §3's
   ablations, ``ArchitectureSpec.ablation(name)``;
 - ``searched``: the architecture a PMPL search finds (``PMPLCallback``'s
   defaults; supernet weights on one part of the training images, alpha on
@@ -141,7 +141,7 @@ flags.DEFINE_string(
 )  # fmt: skip
 flags.DEFINE_float("search_fraction", 0.5, "Share of the training images held out for alpha.")
 flags.DEFINE_list(
-    "search_candidates", None, "Candidate ops of the search (default: all 8 of METHOD.md §1)."
+    "search_candidates", None, "Candidate ops of the search (default: all 8 of docs/method.md §1)."
 )
 flags.DEFINE_bool(
     "search_once", False,

@@ -1,4 +1,4 @@
-"""The ImageNet recipe of the paper's final model (METHOD.md section 5), as a script.
+"""The ImageNet recipe of the paper's final model (docs/method.md §5), as a script.
 
     python examples/imagenet_recipe.py --dry_run      # checks the script here, under a minute
     python examples/imagenet_recipe.py --data_dir=/data/tfds --strategy=mirrored   # 8 GPUs
@@ -29,7 +29,7 @@ can be checked without ImageNet.
 When ``imagenet2012`` is not prepared there, the script stops at once with a
 one-line message saying this. Nothing is downloaded at run time.
 
-**The recipe** (METHOD.md section 5, in italics) and what this script does:
+**The recipe** (docs/method.md §5, in italics) and what this script does:
 
 - *MobileNetV2 + SSP after blocks 6-16*:
   ``MobileNetV2MP(meta_pooling="paper")``. ``--architecture`` also takes an

@@ -4,7 +4,7 @@ import numpy as np
 
 from keras_metapool._keras import keras
 
-#: METHOD.md §3's ablation index lists and their choice list, written out here
+#: docs/method.md §3's ablation index lists and their choice list, written out here
 #: independently of keras_metapool's own constants.
 CHOICES = ["ssp", "avg3", "avg5", "avg7", "identity"]
 METHOD_ABLATIONS = {
@@ -44,7 +44,7 @@ def calibrate_batch_norms(model, seed, randomize_alpha=False):
         bn.momentum = momentum
 
 
-# -- NumPy references of METHOD.md §1 ------------------------------------------------
+# -- NumPy references of docs/method.md §1 ------------------------------------------------
 def np_hswish(z):
     return z * np.clip(z + 3.0, 0.0, 6.0) / 6.0
 
@@ -221,3 +221,18 @@ def free_ports(count):
     finally:
         for s in sockets:
             s.close()
+
+
+# -- README ----------------------------------------------------------------------------
+def readme_python_blocks():
+    """The ```python blocks of README.md, in order, as written."""
+    import os
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        return re.findall(r"^```python\n(.*?)^```", f.read(), re.S | re.M)
+
+
+#: Marks README's block of the whole flow (tests/test_first_hour.py runs it).
+CARD_FLOW_MARKER = "int8_accuracy ="

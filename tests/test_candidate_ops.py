@@ -1,4 +1,4 @@
-"""Tests of the candidate ops (METHOD.md §1): pooling numerics, shapes, names."""
+"""Tests of the candidate ops (docs/method.md §1): pooling numerics, shapes, names."""
 
 import numpy as np
 import pytest

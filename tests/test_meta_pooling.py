@@ -1,4 +1,4 @@
-"""Tests of MetaPoolingBlock (METHOD.md §2): mixture numerics, fixing, saving."""
+"""Tests of MetaPoolingBlock (docs/method.md §2): mixture numerics, fixing, saving."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Numerical tests of SpatialEnhancer (SSP, METHOD.md §1).
+"""Numerical tests of SpatialEnhancer (SSP, docs/method.md §1).
 
 Every numeric check compares against a NumPy reference written from the spec,
 with random non-trivial values in all weights, batch-norm moving stats included.
@@ -38,7 +38,7 @@ def ssp_params(layer):
 
 
 def np_ssp(x, p, bn_stats=None):
-    """METHOD.md §1 in float64.
+    """docs/method.md §1 in float64.
 
     ``bn_stats``: None for inference (moving stats); "batch" to normalise each
     of zh and zw by its own batch statistics (training mode, as the layer

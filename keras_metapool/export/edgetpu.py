@@ -2,7 +2,7 @@
 
 ``edgetpu_report(path)`` predicts what Coral's ``edgetpu_compiler`` would map
 to the Edge TPU, from the documented requirements (coral.ai "TensorFlow models
-on the Edge TPU", recorded in the project's STACK.md), without the compiler,
+on the Edge TPU", recorded in the project's docs/platform.md), without the compiler,
 which installs only from Coral's apt repository:
 
 - every op must be in the Edge TPU op table and meet its per-op limits (no

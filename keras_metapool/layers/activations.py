@@ -1,6 +1,6 @@
 """Hard swish, written so that int8 TFLite models of it map to the Edge TPU.
 
-``hard_swish(x) = x * relu6(x + 3) / 6`` (METHOD.md §1). The TFLite converter
+``hard_swish(x) = x * relu6(x + 3) / 6`` (docs/method.md §1). The TFLite converter
 fuses that expression, however it is spelled with a scalar ``1/6`` (tf ops or
 Keras layers, ``/ 6`` or ``* (1/6)``, before or after the product), into one
 HARD_SWISH op, which the Edge TPU does not support: the compiler then runs it
@@ -56,7 +56,7 @@ def per_channel_one_sixth(x):
 
 
 def hard_swish(x):
-    """Hard swish, ``x * relu6(x + 3) / 6`` (METHOD.md §1), Edge TPU-clean.
+    """Hard swish, ``x * relu6(x + 3) / 6`` (docs/method.md §1), Edge TPU-clean.
 
     The same float result as the textbook formula, bit for bit; its int8 TFLite
     form is ADD (ReLU6 fused) + MUL + MUL instead of HARD_SWISH, which the Edge

@@ -1,4 +1,4 @@
-"""The candidate operations of a Meta-Pooling insertion point (METHOD.md §1).
+"""The candidate operations of a Meta-Pooling insertion point (docs/method.md §1).
 
 Every candidate is stride 1, 'same' padded and shape-preserving, so any subset
 can be mixed or summed. ``identity`` means "no enhancer".
@@ -26,7 +26,7 @@ CANDIDATE_OPS = collections.OrderedDict(
     ]
 )
 
-#: The default search space: all candidates, in METHOD.md's order.
+#: The default search space: all candidates, in docs/method.md's order.
 DEFAULT_CANDIDATES = tuple(CANDIDATE_OPS)
 
 IDENTITY = "identity"

@@ -1,4 +1,4 @@
-"""MetaPoolingBlock: the searchable mixture of candidate ops (METHOD.md §2)."""
+"""MetaPoolingBlock: the searchable mixture of candidate ops (docs/method.md §2)."""
 
 import numpy as np
 import tensorflow as tf
@@ -39,7 +39,7 @@ def _normalize_fixed(fixed, candidates):
 
 @keras.utils.register_keras_serializable(package="keras_metapool")
 class MetaPoolingBlock(keras.layers.Layer):
-    """The parameterized spatial enhancer searched by PMPL (METHOD.md §2).
+    """The parameterized spatial enhancer searched by PMPL (docs/method.md §2).
 
     While searching, the block computes the mixture
 
@@ -82,7 +82,7 @@ class MetaPoolingBlock(keras.layers.Layer):
             spec's ``post_norm``.
         fixed: Initial fixed state: None (searching), an op name or a pair.
         alpha_init_stddev: Standard deviation of the normal initialisation of
-            ``alpha`` (1e-3, METHOD.md §2).
+            ``alpha`` (1e-3, docs/method.md §2).
         batch_norm_momentum: Momentum of the block's BatchNormalization and of
             the one inside SSP.
         batch_norm_epsilon: Epsilon of the block's BatchNormalization.

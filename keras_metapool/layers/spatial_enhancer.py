@@ -20,7 +20,7 @@ def ssp_reduced_channels(channels, reduction=32, min_channels=8):
 
 @keras.utils.register_keras_serializable(package="keras_metapool")
 class SpatialEnhancer(keras.layers.Layer):
-    """Spatial separable pooling (SSP) of Meta-Pooling (METHOD.md §1).
+    """Spatial separable pooling (SSP) of Meta-Pooling (docs/method.md §1).
 
     For an input ``x`` of shape ``(batch, H, W, C)`` (channels last):
 

@@ -41,7 +41,7 @@ PLACEMENTS = ("output", "hidden")
 SEARCH_PLACEMENT = "hidden"
 SEARCH_POST_NORM = False
 
-#: The choice list METHOD.md §3's ablation index lists refer to.
+#: The choice list docs/method.md §3's ablation index lists refer to.
 ABLATION_CHOICES = ("ssp", "avg3", "avg5", "avg7", "identity")
 ABLATIONS = {
     "global": [0] * NUM_BLOCKS,
@@ -240,7 +240,7 @@ class ArchitectureSpec:
 
     @classmethod
     def from_indices(cls, indices, choices=ABLATION_CHOICES, **kwargs):
-        """A spec from per-block indices into ``choices`` (METHOD.md §3's form)."""
+        """A spec from per-block indices into ``choices`` (docs/method.md §3's form)."""
         indices = list(indices)
         for i in indices:
             if not isinstance(i, int) or not 0 <= i < len(choices):
@@ -251,7 +251,7 @@ class ArchitectureSpec:
 
     @classmethod
     def ablation(cls, name):
-        """One of METHOD.md §3's ablations: global, local, random, exclude_local.
+        """One of docs/method.md §3's ablations: global, local, random, exclude_local.
 
         Each op is followed by BN + hswish (``post_norm=True``), at the output
         placement.

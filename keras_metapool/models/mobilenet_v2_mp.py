@@ -30,7 +30,7 @@ ENHANCER_INITS = ("paper", "open_gates")
 #: Each SSP gate's value under enhancer_init="open_gates": open enough to pass
 #: the signal, far enough from saturation for the gates to keep learning.
 OPEN_GATE = 0.9
-#: Width of the paper head's extra 1x1 convolution (METHOD.md §3).
+#: Width of the paper head's extra 1x1 convolution (docs/method.md §3).
 PAPER_HEAD_CHANNELS = 1280
 BN_EPSILON = 1e-3
 

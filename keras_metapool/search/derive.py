@@ -25,7 +25,7 @@ from keras_metapool.models.transfer import builder_arguments
 
 #: What an undecided point becomes in ``derive_architecture`` (and, but for
 #: "error", at the end of a PMPL search): no enhancer (the default: a point the
-#: search could not decide costs nothing), its most probable op (METHOD.md §4's
+#: search could not decide costs nothing), its most probable op (docs/method.md §4's
 #: rule for the result), its two most probable ops summed (the paper's late
 #: stage), or an error.
 UNDECIDED_RULES = ("identity", "argmax", "top2", "error")
@@ -124,7 +124,7 @@ def derive_architecture(model, undecided="identity", name=None):
     Each search point becomes its fixed op or pair. A point the search has not
     fixed yet becomes, per ``undecided``: ``"identity"`` (default: no
     enhancer, as PMPLCallback decides undecided points by default),
-    ``"argmax"`` (its most probable op, METHOD.md §4's rule for the result),
+    ``"argmax"`` (its most probable op, docs/method.md §4's rule for the result),
     ``"top2"`` (its two most probable ops, what the paper's late stage fixes),
     or an error (``"error"``). Blocks without a search point keep what the
     model has there.

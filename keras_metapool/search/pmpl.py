@@ -193,7 +193,7 @@ def training_accuracy(logs):
 
 
 class PMPLCallback(keras.callbacks.Callback):
-    """Progressive Meta-Pooling Learning (METHOD.md §4) as a Keras callback.
+    """Progressive Meta-Pooling Learning (docs/method.md §4) as a Keras callback.
 
     Drop it into ``fit`` on a search model
     (``MobileNetV2MP(meta_pooling="search")``, the default). During ``fit``:
@@ -452,7 +452,7 @@ class PMPLCallback(keras.callbacks.Callback):
 
     @classmethod
     def paper(cls, **overrides):
-        """A callback with the paper's settings (METHOD.md §4).
+        """A callback with the paper's settings (docs/method.md §4).
 
         The margin rule (tau 0.2) with the alpha learning rate 3e-4, no
         warm-up, and the late stage at 2/3 of the epochs fixing undecided
@@ -1146,7 +1146,7 @@ def split_for_search(dataset, fraction=0.5):
     """Splits a dataset into a weight part and a held-out part for alpha.
 
     Elements are dealt deterministically, interleaved: with ``fraction=0.5``
-    every other element is held out (METHOD.md §4's 50/50 split). Split an
+    every other element is held out (docs/method.md §4's 50/50 split). Split an
     unbatched dataset of examples (then batch both parts), before any
     shuffling; a dataset reshuffled each iteration would deal different
     elements to the two parts every epoch, and they would overlap.
