@@ -6,7 +6,12 @@
 Built on ``tf_keras`` (Keras 2), which TF Model Optimization requires.
 """
 
-from keras_metapool import export, quantization
+from keras_metapool import _quiet
+
+if _quiet.running_the_quiet_cli():  # only the keras-metapool command, never a program
+    _quiet.load_tensorflow_quietly()
+
+from keras_metapool import export, quantization  # noqa: E402
 from keras_metapool._keras import keras as _keras
 from keras_metapool.layers import (
     CANDIDATE_OPS,

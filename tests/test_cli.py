@@ -98,7 +98,10 @@ def test_search_writes_a_fixed_architecture_plot_and_summary(chain):
     assert "Columns: block = MobileNetV2 block index" in summary  # every column explained
     assert "SearchUndecidedWarning" in results["search"].stderr
     history = open(os.path.join(out["search"], "search_history.csv"), encoding="utf-8").read()
-    assert "pmpl/block_1_hidden_mp/ssp" in history.splitlines()[0]
+    header = history.splitlines()[0].split(",")
+    assert "pmpl/block_1_hidden_mp/ssp" in header
+    # Blocks in numeric order: block_2 before block_10.
+    assert header.index("pmpl/block_2_hidden_mp/ssp") < header.index("pmpl/block_10_hidden_mp/ssp")
     assert not os.path.exists(os.path.join(out["search"], "backup"))  # removed when done
 
 
@@ -121,7 +124,7 @@ def test_train_learns_the_searched_architecture(chain):
     assert f"test accuracy {metrics['test_accuracy']:.4f}" in results["train"].stdout
     # TensorBoard logs of both runs (training and validation).
     for run in ("train", "validation"):
-        folder = os.path.join(out["train"], "logs", "train", run)
+        folder = os.path.join(out["train"], "logs", run)  # two levels, not three
         assert any(name.startswith("events.out.tfevents") for name in os.listdir(folder))
 
 

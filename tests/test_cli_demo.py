@@ -72,10 +72,17 @@ def _check_one_line_error(status, stderr, expected_status, *fragments):
 
 def test_bad_command_lines_in_their_own_process_exit_with_one_clear_line():
     # The real process: a command-line mistake (status 2) and a run error (1).
+    # Exactly one line on stderr: TensorFlow's native start-up records (absl's
+    # banner, oneDNN, cuInit) are held back at the default verbosity.
     result = run_cli("train", "--image_size=16")
     _check_one_line_error(result.returncode, result.stderr, 2, "--image_size", ">= 32")
+    assert result.stderr.strip().splitlines() == own_stderr_lines(result.stderr)
     result = run_cli("train", "--architecture=/no/such/architecture.json")
     _check_one_line_error(result.returncode, result.stderr, 1, "not a file")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    # Asked for, they are there.
+    result = run_cli("train", "--image_size=16", "--verbosity=1")
+    assert len(result.stderr.strip().splitlines()) > 1
 
 
 @pytest.fixture(scope="module")

@@ -140,8 +140,7 @@ def _remove_empty_folders(folder):
 
 def run(argv=None):
     """The console script's entry point (``keras-metapool``)."""
-    # C++ logs of TensorFlow's runtime (not those at import, which come first).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's start-up records were held at import (keras_metapool._quiet).
     define_flags()
     app.run(main, argv=argv, flags_parser=_parse_flags)
 

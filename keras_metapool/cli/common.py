@@ -15,6 +15,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -448,12 +449,14 @@ def backup_epoch(backup_dir):
     return epoch if epoch >= 0 else None
 
 
-def training_callbacks(options, folder, csv_name, log_name, backup_dir, epochs, extra=()):
+def training_callbacks(options, folder, csv_name, backup_dir, epochs, extra=()):
     """CSV log, TensorBoard (when installed) and BackupAndRestore, plus a line when resuming.
 
     Returns ``(callbacks, resumed_epoch)``; ``resumed_epoch`` is the epoch
     (0-based) training continues at, or 0. ``extra`` callbacks come first, so
-    that what they add to ``logs`` reaches the CSV and TensorBoard.
+    that what they add to ``logs`` reaches the CSV and TensorBoard. TensorBoard
+    writes to ``folder/logs`` (its ``train``/``validation`` runs beneath: every
+    subcommand has its own ``folder``, so no further level is needed).
     """
     csv_path = os.path.join(folder, csv_name)
     saved = backup_epoch(backup_dir)
@@ -464,11 +467,11 @@ def training_callbacks(options, folder, csv_name, log_name, backup_dir, epochs, 
             f"Resuming from the backup in {backup_dir}: epochs 1-{resumed_epoch} of {epochs} "
             f"are done, continuing at epoch {resumed_epoch + 1}."
         )
-    callbacks = [*extra, keras.callbacks.CSVLogger(csv_path, append=bool(resumed_epoch))]
+    callbacks = [*extra, NaturalOrderCSVLogger(csv_path, append=bool(resumed_epoch))]
     if tensorboard_available():
         callbacks.append(
             keras.callbacks.TensorBoard(
-                os.path.join(folder, "logs", log_name), update_freq="epoch", profile_batch=0
+                os.path.join(folder, "logs"), update_freq="epoch", profile_batch=0
             )
         )
     else:
@@ -477,6 +480,24 @@ def training_callbacks(options, folder, csv_name, log_name, backup_dir, epochs, 
     # between repeats (and re-logs) that epoch instead of losing it.
     callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
     return callbacks, resumed_epoch
+
+
+def natural_key(text):
+    """Sort key that orders numbers by value: ``block_2`` before ``block_10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+class NaturalOrderCSVLogger(keras.callbacks.CSVLogger):
+    """CSVLogger whose columns are in natural order (``block_2`` before ``block_10``).
+
+    Keras sorts the columns as strings, which puts ``block_10`` .. ``block_16``
+    between ``block_1`` and ``block_2``.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None and logs:
+            self.keys = sorted(logs, key=natural_key)
+        super().on_epoch_end(epoch, logs)
 
 
 def remove_empty_backup(backup_dir, strategy):

@@ -105,7 +105,7 @@ def qat(options, strategy):
             common.compile_model(qat_model, options, optimizer)
         float_accuracy = common.evaluate_accuracy(float_model, test_data, info.num_classes)
         callbacks, resumed_at = common.training_callbacks(
-            options, folder, "qat_history.csv", "qat", options.output_path("backup"),
+            options, folder, "qat_history.csv", options.output_path("backup"),
             options.qat_epochs,
         )  # fmt: skip
         _, seconds = common.fit_timed(

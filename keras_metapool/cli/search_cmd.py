@@ -124,7 +124,6 @@ def search(options, strategy):
             options,
             folder,
             "search_history.csv",
-            "search",
             options.output_path("backup"),
             options.epochs,
             extra=[pmpl],  # first: its logs reach the CSV and TensorBoard

@@ -130,7 +130,7 @@ def train(options, strategy):
         monitor = "val_accuracy" if validate else common.ACCURACY
         checkpoint_path = options.output_path("checkpoints", "best.keras")
         callbacks, resumed_at = common.training_callbacks(
-            options, folder, "history.csv", "train", options.output_path("backup"), options.epochs
+            options, folder, "history.csv", options.output_path("backup"), options.epochs
         )
         checkpoint = common.AtomicModelCheckpoint(
             checkpoint_path,

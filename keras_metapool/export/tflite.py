@@ -201,7 +201,10 @@ def to_tflite(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = _IO_TYPES[mode]
         converter.inference_output_type = _IO_TYPES[mode]
-    flatbuffer = converter.convert()
+    from keras_metapool import _quiet
+
+    with _quiet.native_stderr_held(_quiet.QUIET):  # the converter's C++ chatter
+        flatbuffer = converter.convert()
     with open(path, "wb") as f:
         f.write(flatbuffer)
     result = _check_export(path, mode, batch_size, strict)
