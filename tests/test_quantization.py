@@ -7,6 +7,7 @@ models and random tensors. The int8 models are written by
 """
 
 import collections
+import warnings
 
 import numpy as np
 import pytest
@@ -477,3 +478,20 @@ def test_mixed_precision_model_is_refused():
     model = small_model("ssp")
     with pytest.raises(ValueError, match="float32 model"):
         quantize_model(model)
+
+
+def test_activation_ranges_that_collapse_in_calibration_warn(rng):
+    from keras_metapool.quantization.qat import CollapsedRangeWarning
+
+    x = rng.uniform(-1.0, 1.0, (64, 6, 5, 3)).astype(np.float32)
+    healthy = small_model("classifier", seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapsedRangeWarning)
+        quantize_model(healthy, representative_data=x)
+    # A convolution that outputs 0 everywhere: the ReLU after it is always 0.
+    inputs = keras.Input((6, 5, 3))
+    dead = keras.layers.Conv2D(4, 1, kernel_initializer="zeros", name="dead")(inputs)
+    dead = keras.layers.ReLU(name="dead_relu")(dead)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(dead))
+    with pytest.warns(CollapsedRangeWarning, match=r"collapsed on the 64 calibration images"):
+        quantize_model(keras.Model(inputs, outputs, name="dead"), representative_data=x)

@@ -240,7 +240,9 @@ def _define(flag_values):
     flags.DEFINE_float(
         "late_stage", 1.0,
         "[search] Fraction of the epochs after which undecided points get the --undecided "
-        "rule (1: at the end; the paper's is 0.67).", lower_bound=0.0, upper_bound=1.0,
+        "rule. 1 (at the end): the whole budget searches, since `train` retrains the "
+        "architecture from scratch (PMPLCallback's own default, the paper's 2/3, trains the "
+        "result in the last third instead).", lower_bound=0.0, upper_bound=1.0,
         flag_values=f)
     flags.DEFINE_bool(
         "one_level", False,

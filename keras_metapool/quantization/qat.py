@@ -5,6 +5,7 @@ its activation ranges from data, ``quantize_scope`` loads a saved one.
 """
 
 import contextlib
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -241,7 +242,7 @@ def _activation_ranges_from_batches():
 
     def calibrating_call(quantizer, inputs, training, weights, **kwargs):
         min_var, max_var = weights["min_var"], weights["max_var"]
-        seen = statistics.setdefault(min_var.ref(), [0.0, 0.0, 0])
+        seen = statistics.setdefault(min_var.ref(), [0.0, 0.0, 0, min_var.name])
         seen[0] += min(float(tf.reduce_min(inputs)), 0.0)
         seen[1] += max(float(tf.reduce_max(inputs)), 0.0)
         seen[2] += 1
@@ -251,7 +252,7 @@ def _activation_ranges_from_batches():
 
     quantizer_class.__call__ = calibrating_call
     try:
-        yield
+        yield statistics
     finally:
         quantizer_class.__call__ = original_call
 
@@ -285,10 +286,27 @@ def calibrate_activation_ranges(qat_model, representative_data, num_samples=128,
     input_shape = tuple(qat_model.inputs[0].shape[1:])
     samples = calibration_samples(representative_data, input_shape, num_samples)
     images = np.concatenate(samples)
-    with _activation_ranges_from_batches():
+    with _activation_ranges_from_batches() as statistics:
         for start in range(0, len(images), batch_size):
             qat_model(images[start : start + batch_size], training=False)
+    collapsed = [name for low, high, _, name in statistics.values() if high - low <= 0.0]
+    if collapsed:
+        warnings.warn(
+            f"{len(collapsed)} of {len(statistics)} activation ranges of '{qat_model.name}' "
+            f"collapsed on the {len(images)} calibration images (every value 0): "
+            f"{', '.join(sorted(collapsed)[:5])}{', ...' if len(collapsed) > 5 else ''}. "
+            "The int8 model passes nothing through them. Likely causes: an untrained float "
+            "model, BatchNormalization statistics unsettled by a short run "
+            "(batch_norm_momentum=0.999), or calibration images not preprocessed like the "
+            "model's input ([-1, 1] for MobileNetV2MP).",
+            CollapsedRangeWarning,
+            stacklevel=2,
+        )
     return qat_model
+
+
+class CollapsedRangeWarning(UserWarning):
+    """Calibration found activation ranges of zero width (a tensor that is always 0)."""
 
 
 def _forbid_keras_format(qat_model):
