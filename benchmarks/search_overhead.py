@@ -11,7 +11,10 @@ them alike):
 3. the same with ``PMPLCallback(arch_data=...)``: bi-level, an alpha step on
    a held-out batch per weight step (a second forward and backward pass);
 4. the supernet trained by a plain ``fit`` (what the mixture itself costs);
-5. plain MobileNetV2 again: how far a ratio of 1 is off by noise alone.
+5. the supernet after the late stage: every point fixed (to ``identity``),
+   ``PMPLCallback()`` in ``fit``, which then traces each point as its op alone
+   (the last third of a default search);
+6. plain MobileNetV2 again: how far a ratio of 1 is off by noise alone.
 
 Each is timed per step after a first epoch (its steps include tracing),
 median over the measured steps, with the alpha steps on (``warmup=0``).
@@ -54,6 +57,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds (one epoch per model each).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_bool("end_to_end", True, "Also run the end-to-end search after the step times.")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 
 
@@ -71,6 +75,10 @@ class StepTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
+#: The supernet with every point fixed (as after the late stage).
+FIXED_SUPERNET = "search, all fixed"
+
+
 def build(meta_pooling):
     return km.MobileNetV2MP(
         weights=None,
@@ -84,7 +92,10 @@ def build(meta_pooling):
 
 def timed_model(meta_pooling):
     keras.utils.set_random_seed(FLAGS.seed)
-    model = build(meta_pooling)
+    model = build("search" if meta_pooling == FIXED_SUPERNET else meta_pooling)
+    if meta_pooling == FIXED_SUPERNET:
+        for block in km.search.search_blocks(model).values():
+            block.fix("identity")
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     return model
 
@@ -121,6 +132,8 @@ def main(argv):
         ("search, bi-level (arch_data)", "search",
          lambda: [km.PMPLCallback(arch_data=arch, **search)]),
         ("supernet without alpha steps", "search", lambda: []),
+        ("supernet after the late stage (all fixed)", FIXED_SUPERNET,
+         lambda: [km.PMPLCallback(**search)]),
         ("plain MobileNetV2 (control)", "none", lambda: []),
     ]  # fmt: skip
     models = {}
@@ -143,6 +156,11 @@ def main(argv):
             f"{values['first_epoch_s']:.0f} |"
         )
 
+    if not FLAGS.end_to_end:
+        if FLAGS.json:
+            with open(FLAGS.json, "w") as f:
+                json.dump(results, f, indent=2)
+        return
     # End to end: a bi-level search on Fashion-MNIST, 50/50 weights/alpha.
     images, labels = load_fashion_mnist("train", limit=FLAGS.search_images)
     weights_part, arch_part = km.split_for_search(dataset(images, labels), 0.5)

@@ -466,3 +466,30 @@ def test_without_post_norm_the_mixture_is_the_weighted_sum_and_a_fixed_op_is_tha
     config = block.get_config()
     assert config["post_norm"] is False
     assert MetaPoolingBlock.from_config(config).post_norm is False
+
+
+@pytest.mark.parametrize("post_norm", [True, False])
+@pytest.mark.parametrize("fixed", ["ssp", "avg5", "max7", "identity", ("max3", "avg3")])
+def test_compute_only_fixed_gives_the_same_output_without_running_other_ops(
+    rng, x16, post_norm, fixed
+):
+    block = make_block(16, rng, post_norm=post_norm)
+    block.fix(fixed)
+    expected = block(x16, training=False).numpy()
+    chosen = block.fixed_ops
+    calls = []
+    for name, op in zip(block.candidates, block.ops):
+        original = op.call
+
+        def spy(inputs, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(inputs, *args, **kwargs)
+
+        op.call = spy
+    assert block.compute_only_fixed(True) and not block.compute_only_fixed(True)
+    np.testing.assert_array_equal(block(x16, training=False).numpy(), expected)
+    assert set(calls) == set(chosen)  # the others never ran
+    calls.clear()
+    block.fix("avg3")  # fixing again ends it: every op runs (at weight 0) once more
+    block(x16, training=False)
+    assert set(calls) == set(block.candidates) - {"max3", "max5", "max7"}  # a chain of tf pools

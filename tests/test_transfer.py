@@ -22,7 +22,7 @@ def trained_base():
     base = keras.applications.MobileNetV2(
         weights=None, alpha=0.35, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), classes=10
     )
-    # keras.applications' momentum 0.999 leaves a 2-epoch run at chance (docs/platform.md).
+    # keras.applications' momentum 0.999 leaves a 2-epoch run at chance (docs/method.md §5).
     for layer in base.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9

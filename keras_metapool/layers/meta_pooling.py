@@ -121,6 +121,8 @@ class MetaPoolingBlock(keras.layers.Layer):
         self.candidates = candidates
         self.post_norm = bool(post_norm)
         self._initial_fixed = _normalize_fixed(fixed, candidates)
+        # Fixed op(s) the next trace computes alone (``compute_only_fixed``).
+        self._traced_ops = None
         self.alpha_init_stddev = float(alpha_init_stddev)
         self.batch_norm_momentum = float(batch_norm_momentum)
         self.batch_norm_epsilon = float(batch_norm_epsilon)
@@ -209,6 +211,7 @@ class MetaPoolingBlock(keras.layers.Layer):
         ops = _normalize_fixed(ops, self.candidates)
         if ops is None:
             raise ValueError("`fix` needs an op name or a pair; use unfix() to search again.")
+        self._traced_ops = None
         if not self.built:
             self._initial_fixed = ops
         else:
@@ -216,10 +219,30 @@ class MetaPoolingBlock(keras.layers.Layer):
 
     def unfix(self):
         """Returns the block to the searching state (its alpha is kept)."""
+        self._traced_ops = None
         if not self.built:
             self._initial_fixed = None
         else:
             self.fixed_mask.assign(np.zeros(len(self.candidates), np.float32))
+
+    def compute_only_fixed(self, enabled=True):
+        """Whether calls traced from now on compute only the fixed op(s), if fixed.
+
+        A fixed block otherwise still runs every candidate (at weight 0), so
+        that fixing needs no retrace. ``PMPLCallback`` turns this on for the
+        points fixed before an epoch starts and rebuilds the train function:
+        the epochs after the late stage then cost what the fixed network
+        costs. The output is the same either way. ``fix`` and ``unfix`` turn
+        it off; a function traced while it was on keeps computing only the
+        op(s) it saw, so rebuild it (``model.make_train_function(force=True)``).
+
+        Returns:
+            Whether the setting changed.
+        """
+        traced = self.fixed_ops if enabled else None
+        changed = traced != self._traced_ops
+        self._traced_ops = traced
+        return changed
 
     def probabilities(self):
         """``softmax(alpha)`` as a dict ``{op name: probability}``."""
@@ -256,6 +279,8 @@ class MetaPoolingBlock(keras.layers.Layer):
         ]
 
     def call(self, inputs, training=None):
+        if self._traced_ops is not None:
+            return self._fixed_call(inputs, training)
         weights = tf.cast(self.mixture_weights(), inputs.dtype)
         # Every op runs, even at weight 0: a tf.cond per op to skip them made
         # the supernet's first step trace 2.5x slower and its steps ~2x slower
@@ -272,6 +297,21 @@ class MetaPoolingBlock(keras.layers.Layer):
             return output
         identity_only = tf.reduce_all(tf.equal(self.fixed_mask, self._mask_for((IDENTITY,))))
         return tf.where(identity_only, inputs, output)
+
+    def _fixed_call(self, inputs, training):
+        """``call`` of a fixed block, computing its fixed op(s) only (same output)."""
+        chosen = self._traced_ops
+        outputs = [
+            op(inputs, training=training)
+            for name, op in zip(self.candidates, self.ops)
+            if name in chosen
+        ]
+        mixed = tf.add_n(outputs) if len(outputs) > 1 else outputs[0]
+        if not self.post_norm:
+            return mixed
+        if chosen == (IDENTITY,):
+            return inputs
+        return hard_swish(self.bn(mixed, training=training))
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)

@@ -841,6 +841,29 @@ class PMPLCallback(keras.callbacks.Callback):
                     f"PMPL late stage (epoch {epoch + 1}): undecided points -> "
                     f"{self.undecided}: {self._describe(fixed)}"
                 )
+        self._compute_only_fixed_ops()
+
+    def _compute_only_fixed_ops(self):
+        """Rebuilds the model's functions so fixed points run their op(s) alone.
+
+        Fixing mid-epoch only sets masks (no retrace: every candidate still
+        runs, at weight 0). At an epoch's start, points fixed so far are
+        traced as their op(s) only, so the epochs after the late stage cost
+        what the fixed network costs (measured in benchmarks/search_overhead.py).
+        """
+        changed = False
+        for block in self._blocks.values():
+            if block.is_fixed:
+                changed |= block.compute_only_fixed(True)
+        if changed:
+            self._reset_functions()
+            self.model.train_function = type(self.model).make_train_function(self.model, force=True)
+
+    def _reset_functions(self):
+        model = self.model
+        model.train_function = None
+        model.test_function = None
+        model.predict_function = None
 
     def _snapshot(self):
         probabilities, fixed = {}, {}
@@ -887,6 +910,9 @@ class PMPLCallback(keras.callbacks.Callback):
         if fixed and self.history:
             # The last record shows the state fit leaves behind.
             self.history[-1]["fixed"] = self._snapshot()[1]
+        for block in self._blocks.values():
+            block.compute_only_fixed(False)  # the model traces in full again
+        self._reset_functions()
         self._restore_train_step()
         if finished:
             self._warn_if_undecided(fixed_at_end=len(fixed))
