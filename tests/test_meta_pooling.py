@@ -23,7 +23,7 @@ def make_block(channels, rng, candidates=DEFAULT_CANDIDATES, **kwargs):
     """A built block with random weights everywhere and alpha = linspace."""
     block = MetaPoolingBlock(candidates=candidates, **kwargs)
     block.build((None, None, None, channels))
-    randomize_layers(list(block.ops) + [block.bn], rng)
+    randomize_layers([layer for layer in [*block.ops, block.bn] if layer is not None], rng)
     block.alpha.assign(np.linspace(-1.0, 1.5, len(candidates)).astype(np.float32))
     return block
 
@@ -258,7 +258,7 @@ def _tiny_model(channels=8):
 @pytest.mark.parametrize("fixed", [("ssp", "avg3"), "max3"])
 def test_saved_model_keeps_fixed_state(rng, tmp_path, fmt, fixed):
     model, block = _tiny_model()
-    randomize_layers(list(block.ops) + [block.bn], rng)
+    randomize_layers([layer for layer in [*block.ops, block.bn] if layer is not None], rng)
     block.alpha.assign(np.linspace(0.5, -0.5, 4).astype(np.float32))
     x = rng.normal(0.0, 1.0, (3, 6, 5, 8)).astype(np.float32)
     unfixed_pred = model.predict(x, verbose=0)
