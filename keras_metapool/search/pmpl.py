@@ -910,9 +910,9 @@ class PMPLCallback(keras.callbacks.Callback):
         if fixed and self.history:
             # The last record shows the state fit leaves behind.
             self.history[-1]["fixed"] = self._snapshot()[1]
-        for block in self._blocks.values():
-            block.compute_only_fixed(False)  # the model traces in full again
-        self._reset_functions()
+        # The model traces in full again (its fixed masks still decide the output).
+        if [block for block in self._blocks.values() if block.compute_only_fixed(False)]:
+            self._reset_functions()
         self._restore_train_step()
         if finished:
             self._warn_if_undecided(fixed_at_end=len(fixed))
