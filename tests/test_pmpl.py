@@ -7,6 +7,7 @@ model traces in a second where MobileNetV2MP's supernet takes ~20 s.
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -499,3 +500,24 @@ def test_plot_search_counts_without_probabilities_and_rejects_bad_input(tmp_path
         plot_search(pmpl, str(tmp_path / "missing" / "x.png"))
     with pytest.raises(ValueError, match="run fit first"):
         plot_search(PMPLCallback(), str(tmp_path / "x.png"))
+
+
+def test_epochs_after_the_late_stage_run_the_fixed_ops_alone_and_quietly(caplog):
+    # At 2/3 of 3 epochs every point is fixed; the third epoch is traced with
+    # each point's op alone: same training, no "Gradients do not exist" per step.
+    x, y = _data(64)
+    # SSP has weights: idle, they once had no gradient in the fixed-op trace.
+    model = _compiled(tiny_search_model(("identity", "ssp", "avg3"), points=(1, 2)))
+    pmpl = PMPLCallback(verbose=0)
+    tf_logger = logging.getLogger("tensorflow")  # does not propagate to the root
+    tf_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="tensorflow"):
+            model.fit(x, y, batch_size=16, epochs=3, callbacks=[pmpl], verbose=0)
+    finally:
+        tf_logger.removeHandler(caplog.handler)
+    assert "Gradients do not exist" not in caplog.text
+    blocks = [model.get_layer(f"block_{i}_mp") for i in (1, 2)]
+    assert all(block.is_fixed for block in blocks)
+    # After fit the model traces in full again, its masks deciding the output.
+    assert all(block._traced_ops is None for block in blocks)

@@ -301,17 +301,24 @@ class MetaPoolingBlock(keras.layers.Layer):
     def _fixed_call(self, inputs, training):
         """``call`` of a fixed block, computing its fixed op(s) only (same output)."""
         chosen = self._traced_ops
-        outputs = [
-            op(inputs, training=training)
-            for name, op in zip(self.candidates, self.ops)
-            if name in chosen
-        ]
+        used = [op for name, op in zip(self.candidates, self.ops) if name in chosen]
+        idle = [op for op in self.ops if op not in used]
+        outputs = [op(inputs, training=training) for op in used]
         mixed = tf.add_n(outputs) if len(outputs) > 1 else outputs[0]
         if not self.post_norm:
-            return mixed
-        if chosen == (IDENTITY,):
-            return inputs
-        return hard_swish(self.bn(mixed, training=training))
+            output = mixed
+        elif chosen == (IDENTITY,):
+            output, idle = inputs, [*idle, self.bn]
+        else:
+            output = hard_swish(self.bn(mixed, training=training))
+        weights = [w for layer in idle for w in layer.trainable_weights]
+        if not weights:
+            return output
+        # A zero tie keeps the idle weights in the graph with a zero gradient,
+        # as in the masked mixture: without it Keras warns, for every step,
+        # that they have no gradient. One scalar, added once.
+        tie = 0.0 * tf.add_n([tf.reduce_sum(tf.cast(w, tf.float32)) for w in weights])
+        return output + tf.cast(tie, output.dtype)
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)
