@@ -6,6 +6,7 @@ import tensorflow as tf
 from helpers import calibrate_batch_norms
 
 import keras_metapool as km
+from keras_metapool._keras import keras
 from keras_metapool.data.fashion_mnist import load_fashion_mnist
 from keras_metapool.data.preprocessing import to_model_input
 from keras_metapool.export import export_saved_model, read_tflite_graph, tflite_predict
@@ -23,6 +24,9 @@ def _model(**kwargs):
         batch_norm_momentum=0.9,
     )
     arguments.update(kwargs)
+    # Seeded here: a module fixture is built before the per-test seed is set,
+    # so its weights would depend on the tests the worker ran before.
+    keras.utils.set_random_seed(3)
     model = km.MobileNetV2MP(**arguments)
     calibrate_batch_norms(model, 3)
     return model
