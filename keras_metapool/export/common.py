@@ -46,15 +46,10 @@ def exportable_model(model):
             model, or if it is a search model with unfixed points (the
             message says to finish the search or derive the architecture).
     """
-    from keras_metapool._keras import keras
+    from keras_metapool._keras import require_tf_keras_model
     from keras_metapool.search import to_fixed_model  # deferred: search imports models
 
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"Expected a tf_keras Model (e.g. keras_metapool.MobileNetV2MP), got "
-            f"{type(model).__name__}. Keras 3 models (tf.keras / import keras) are not "
-            "supported; build with keras_metapool._keras.keras."
-        )
+    require_tf_keras_model(model, "Export")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
             f"Expected a model with one image input and one output, got "

@@ -4,7 +4,7 @@ import re
 
 from absl import logging
 
-from keras_metapool._keras import keras
+from keras_metapool._keras import is_keras3, keras
 from keras_metapool.models.architecture import resolve_spec
 from keras_metapool.models.mobilenet_v2_mp import (
     BLOCKS,
@@ -79,7 +79,8 @@ def builder_arguments(model, alpha=None):
     if kwargs["include_top"]:
         predictions = model.get_layer("predictions")
         kwargs["classes"] = predictions.units
-        kwargs["classifier_activation"] = keras.activations.serialize(predictions.activation)
+        # By name: a Keras 3 model's activation is a Keras 3 function.
+        kwargs["classifier_activation"] = predictions.activation.__name__
         kwargs["head"] = "paper" if "head_conv" in layer_names else "classic"
     else:
         kwargs["pooling"] = {
@@ -122,8 +123,12 @@ def from_mobilenet_v2(
     models need fine-tuning before they match the base (a warning says so).
 
     Args:
-        base_model: A ``tf_keras.applications.MobileNetV2`` (or a
-            MobileNetV2MP built with ``meta_pooling="none"``), trained or not.
+        base_model: A ``keras.applications.MobileNetV2``, Keras 3 (``import
+            keras``) or tf_keras, or a MobileNetV2MP built with
+            ``meta_pooling="none"``, trained or not. The result is a tf_keras
+            model either way (TF-MOT's QAT needs tf_keras); the layers share
+            keras.applications' names in both Keras versions, so the weights
+            are copied by name.
         meta_pooling: As in ``MobileNetV2MP`` (default ``"paper"``).
         placement: As in ``MobileNetV2MP``.
         alpha: Width multiplier of the base; inferred when None.
@@ -141,10 +146,15 @@ def from_mobilenet_v2(
     """
     if enhancer_init not in ("identity", "paper"):
         raise ValueError(f"Unknown enhancer_init {enhancer_init!r}. Valid values: identity, paper.")
-    if not isinstance(base_model, keras.Model):
+    if not (isinstance(base_model, keras.Model) or is_keras3(base_model)):
         raise ValueError(
-            f"`base_model` must be a tf_keras Model (keras.applications.MobileNetV2), "
-            f"got {type(base_model).__name__}. Keras 3 models are not supported."
+            "`base_model` must be a keras.applications.MobileNetV2 (Keras 3 or tf_keras), "
+            f"got {type(base_model).__module__}.{type(base_model).__name__}."
+        )
+    if not hasattr(base_model, "get_layer"):
+        raise ValueError(
+            f"`base_model` must be a MobileNetV2 model, got the Keras 3 "
+            f"{type(base_model).__name__} '{getattr(base_model, 'name', '?')}'."
         )
     frame = builder_arguments(base_model, alpha)
     if batch_norm_momentum is not None:

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from keras_metapool._keras import keras
+from keras_metapool._keras import keras, require_tf_keras_model
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.quantization._tfmot import import_tfmot as _tfmot
 from keras_metapool.quantization.layers import (
@@ -73,17 +73,7 @@ def _describe(model):
 
 
 def _check_model(model):
-    if not isinstance(model, keras.Model):
-        hint = ""
-        if "keras" in type(model).__module__:
-            hint = (
-                " Keras 3 models (`import keras`, `tf.keras` in TF >= 2.16) cannot be "
-                "quantized by TF-MOT; build the model with keras_metapool (tf_keras)."
-            )
-        raise ValueError(
-            f"quantize_model expects a tf_keras model such as MobileNetV2MP(...), got "
-            f"{_describe(model)}.{hint}"
-        )
+    require_tf_keras_model(model, "quantize_model")
     if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
         raise ValueError(
             f"quantize_model expects a functional or Sequential tf_keras model (as built by "

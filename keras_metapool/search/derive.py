@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from keras_metapool._keras import keras
+from keras_metapool._keras import keras, require_tf_keras_model
 from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, IDENTITY
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.models.architecture import NUM_BLOCKS, ArchitectureSpec
@@ -274,8 +274,10 @@ def to_fixed_model(model, name=None):
 
     Raises:
         ValueError: if some search point is not fixed; the message says how
-            to finish.
+            to finish; if ``model`` is not a tf_keras model (the message
+            names the way in for a Keras 3 one).
     """
+    require_tf_keras_model(model, "to_fixed_model")
     blocks = search_blocks(model)
     if not blocks:
         return model

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from keras_metapool._keras import keras
+from keras_metapool._keras import keras, require_tf_keras_model
 from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, DEFAULT_CANDIDATES, IDENTITY
 from keras_metapool.search.derive import (
     UNDECIDED_RULES,
@@ -535,6 +535,7 @@ class PMPLCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.model
+        require_tf_keras_model(model, "PMPLCallback")
         self._blocks = search_blocks(model)
         if not self._blocks:
             raise ValueError(
