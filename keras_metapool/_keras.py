@@ -37,8 +37,8 @@ def require_tf_keras_model(model, what):
             "predictions); or build with keras_metapool.MobileNetV2MP(...)."
         )
     raise ValueError(
-        f"{what} needs a tf_keras model, such as keras_metapool.MobileNetV2MP(...); got "
-        f"{type(model).__module__}.{type(model).__name__}."
+        f"{what} needs a tf_keras model: a tf_keras Model such as "
+        f"keras_metapool.MobileNetV2MP(...); got {type(model).__module__}.{type(model).__name__}."
     )
 
 

@@ -58,10 +58,7 @@ def search_blocks(model):
         ValueError: if ``model`` is not a tf_keras model, or holds a
             MetaPoolingBlock whose name does not say where it sits.
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"Expected a tf_keras Model built by MobileNetV2MP, got {type(model).__name__}."
-        )
+    require_tf_keras_model(model, "search_blocks")
     blocks = {}
     for layer in model.layers:
         if isinstance(layer, MetaPoolingBlock):
