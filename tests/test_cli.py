@@ -151,6 +151,10 @@ def test_export_writes_every_format_and_an_edgetpu_clean_model(chain):
     assert summary["outputs"]["int8"]["input"]["dtype"] == "int8"
     graph = read_tflite_graph(os.path.join(out["export"], "model_edgetpu.tflite"))
     assert full_integer_problems(graph, "uint8") == []
+    # The QAT path too writes one scale per dense kernel (Edge TPU compiler 16).
+    dense = [op for op in graph.ops if op.name == "FULLY_CONNECTED"]
+    assert dense and all(len(graph.tensor(op.inputs[1]).scale) == 1 for op in dense)
+    assert "HARD_SWISH" not in {op.name for op in graph.ops}
     assert full_integer_problems(read_tflite_graph(edgetpu["path"].replace("edgetpu", "int8")),
                                  "int8") == []  # fmt: skip
     report = open(os.path.join(out["export"], "edgetpu_report.txt"), encoding="utf-8").read()

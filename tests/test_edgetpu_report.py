@@ -1,5 +1,6 @@
 """Edge TPU report: rules on real conversions, synthetic graphs, compiler logs, CLI."""
 
+import dataclasses
 import os
 import stat
 import subprocess
@@ -14,18 +15,25 @@ from keras_metapool._keras import keras
 from keras_metapool.export import edgetpu, to_tflite
 from keras_metapool.export.edgetpu import (
     AFTER_PARTITION,
+    COMPILER_MAX_OP_VERSIONS,
     DYNAMIC_SHAPE,
     LIMITATION,
     MAPPED,
     NOT_SUPPORTED,
     UNSUPPORTED_RANK,
     UNSUPPORTED_TYPE,
+    VERSION_NOT_SUPPORTED,
     edgetpu_report,
     parse_edgetpu_compiler_log,
     report_for_graph,
     run_edgetpu_compiler,
 )
-from keras_metapool.export.tflite_graph import TFLiteGraph, TFLiteOp, TFLiteTensor
+from keras_metapool.export.tflite_graph import (
+    TFLiteGraph,
+    TFLiteOp,
+    TFLiteTensor,
+    read_tflite_graph,
+)
 
 SIZE = 8
 
@@ -89,6 +97,110 @@ def rule_breakers(tmp_path_factory):
     return files
 
 
+def _with_op_version(source, target, op_name, version):
+    """Copies a .tflite file with ``op_name``'s recorded version set to ``version``."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(open(source, "rb").read()), 0)
+    code = getattr(schema.BuiltinOperator, op_name)
+    (entry,) = [
+        c for c in model.operatorCodes if max(c.builtinCode, c.deprecatedBuiltinCode) == code
+    ]
+    entry.version = version
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    with open(target, "wb") as f:
+        f.write(builder.Output())
+    return str(target)
+
+
+def _global_mean_model(size):
+    """Conv -> global average pool over size x size -> Dense (a MEAN of size**2 values)."""
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(4, 1)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+
+@pytest.fixture(scope="module")
+def compiler_rule_breakers(tmp_path_factory, rule_breakers):
+    """Files that break one of the rules the real compiler enforces beyond the op table."""
+    folder = tmp_path_factory.mktemp("compiler_rules")
+    keras.utils.set_random_seed(0)
+    clean = _small_model()
+    data = _calibration()
+    rng = np.random.default_rng(0)
+    big = rng.uniform(-1, 1, (8, 96, 96, 3)).astype(np.float32)
+    small = rng.uniform(-1, 1, (8, 88, 88, 3)).astype(np.float32)
+    return {
+        # uint8 mode keeps TensorFlow's per-channel dense weights; batch 1 as edgetpu.
+        "per_channel_fc": to_tflite(
+            clean, folder / "per_channel.tflite", "uint8", data, batch_size=1
+        ).path,
+        "new_conv_version": _with_op_version(
+            rule_breakers["clean"], folder / "conv_v6.tflite", "CONV_2D", 6
+        ),
+        "mean_96": to_tflite(
+            _global_mean_model(96), folder / "mean96.tflite", "edgetpu", big, strict=False
+        ).path,
+        "mean_88": to_tflite(
+            _global_mean_model(88), folder / "mean88.tflite", "edgetpu", small
+        ).path,
+    }
+
+
+def _fc_weight_scales(path):
+    graph = read_tflite_graph(path)
+    return [
+        len(graph.tensor(op.inputs[1]).scale) for op in graph.ops if op.name == "FULLY_CONNECTED"
+    ]
+
+
+def test_edgetpu_mode_writes_per_tensor_dense_weights(rule_breakers, compiler_rule_breakers):
+    assert _fc_weight_scales(rule_breakers["clean"]) == [1]
+    # The other full-integer modes keep TensorFlow's per-channel weights (3 classes).
+    assert _fc_weight_scales(compiler_rule_breakers["per_channel_fc"]) == [3]
+
+
+def test_report_flags_per_channel_dense_weights(compiler_rule_breakers):
+    report = edgetpu_report(compiler_rule_breakers["per_channel_fc"])
+    first = report.first_cpu_op
+    assert first.name == "FULLY_CONNECTED" and first.status == LIMITATION
+    assert "per channel (3 scales)" in first.reason
+    assert not report.all_mapped
+
+
+def test_every_op_version_of_an_edgetpu_export_is_within_the_compiler_table(rule_breakers):
+    report = edgetpu_report(rule_breakers["clean"])
+    assert report.unverified_versions == {}
+    assert all(op.version <= COMPILER_MAX_OP_VERSIONS[op.name] for op in report.ops)
+    assert "Op versions: all within what edgetpu_compiler 16 is known to parse" in str(report)
+
+
+def test_report_flags_an_op_version_newer_than_the_compiler_knows(compiler_rule_breakers):
+    report = edgetpu_report(compiler_rule_breakers["new_conv_version"])
+    first = report.first_cpu_op
+    assert (first.name, first.version, first.status) == ("CONV_2D", 6, VERSION_NOT_SUPPORTED)
+    assert "version 6 is newer than version 5" in first.reason
+    assert first.index == _index_of(report, "CONV_2D")
+
+
+def test_ops_without_a_known_compiler_version_are_unverified():
+    graph = _graph("RELU", (1, 4, 4, 8))
+    graph = dataclasses.replace(graph, ops=(dataclasses.replace(graph.ops[0], name="CUSTOM_X"),))
+    report = report_for_graph(graph)
+    assert report.unverified_versions == {"CUSTOM_X": 1}
+    assert "Op versions unverified (no known compiler limit): CUSTOM_X v1" in str(report)
+
+
+def test_report_flags_a_mean_over_a_large_window(compiler_rule_breakers):
+    too_large = edgetpu_report(compiler_rule_breakers["mean_96"])
+    assert too_large.first_cpu_op.name == "MEAN"
+    assert "averages 9216 values per output" in too_large.first_cpu_op.reason
+    assert edgetpu_report(compiler_rule_breakers["mean_88"]).all_mapped  # 7744 values
+
+
 def _index_of(report, name):
     return next(op.index for op in report.ops if op.name == name)
 
@@ -115,7 +227,9 @@ def test_transpose_in_the_middle_sends_the_rest_to_cpu(rule_breakers):
     assert (report.num_tpu_ops, report.num_cpu_ops) == (position, report.num_ops - position)
     assert not report.all_mapped
     text = str(report)
-    assert f"ops on Edge TPU: {position} / CPU: {report.num_ops - position}" in text
+    assert f"ops predicted on Edge TPU: {position} / CPU: {report.num_ops - position}" in text
+    assert "Predicted on CPU: Operation not supported" in text
+    assert f"edgetpu_compiler --show_operations {report.path}" in text
     assert f"CPU fallback starts at op #{position} (TRANSPOSE)" in text
 
 
@@ -342,14 +456,19 @@ def test_cli_prints_the_table_and_exits_1_when_ops_fall_back(rule_breakers):
     assert "RuntimeWarning" not in done.stderr  # the package does not import the module twice
     report = edgetpu_report(rule_breakers["transpose"])
     assert "Operator                       Count      Status" in done.stdout
-    assert f"TRANSPOSE                      1          {NOT_SUPPORTED}" in done.stdout
-    assert f"ops on Edge TPU: {report.num_tpu_ops} / CPU: {report.num_cpu_ops}" in done.stdout
+    assert f"TRANSPOSE                      1          Predicted on CPU: {NOT_SUPPORTED}" in (
+        done.stdout
+    )
+    assert (
+        f"ops predicted on Edge TPU: {report.num_tpu_ops} / CPU: {report.num_cpu_ops}"
+        in done.stdout
+    )
 
 
 def test_cli_main_exit_status(rule_breakers, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no compiler
     assert edgetpu.main(["prog", rule_breakers["clean"]]) == 0
-    assert "All ops map to the Edge TPU, predicted from the documented op rules" in (
+    assert "All ops are predicted on the Edge TPU by the documented op rules" in (
         capsys.readouterr().out
     )
     bad = tmp_path / "bad.tflite"

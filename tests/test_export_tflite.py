@@ -127,14 +127,23 @@ def test_full_integer_modes_hold_only_8_bit_activations(name, mode, exports):
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_full_integer_modes_compute_the_same_function(name, exports, images):
-    # int8 and uint8 I/O differ by a zero-point shift of 128 only, and the
-    # edgetpu model is the uint8 one at batch 1: their dequantized outputs
-    # match to one output step. (How close int8 is to float is a matter of
-    # training: see the QAT tests.)
+    # int8 and uint8 I/O differ by a zero-point shift of 128 only: their
+    # dequantized outputs match to one output step. The edgetpu model is the
+    # uint8 one at batch 1 with one scale for the whole dense kernel instead
+    # of one per class: the same ops, outputs a few steps apart (measured: at
+    # most 8 steps of 1/256 on these random networks). (How close int8 is to
+    # float is a matter of training: see the QAT tests.)
     outputs = {mode: tflite_predict(_path(exports[name, mode]), images[100:]) for mode in IO_TYPES}
     step = exports[name, "int8"].output.scale
     np.testing.assert_allclose(outputs["uint8"], outputs["int8"], atol=step * 1.01)
-    np.testing.assert_allclose(outputs["edgetpu"], outputs["uint8"], atol=step * 1.01)
+    ops = {
+        mode: [op.name for op in read_tflite_graph(_path(exports[name, mode])).ops]
+        for mode in IO_TYPES
+    }
+    assert ops["edgetpu"] == ops["uint8"]
+    np.testing.assert_allclose(outputs["edgetpu"], outputs["uint8"], atol=step * 12)
+    agree = np.mean(outputs["edgetpu"].argmax(-1) == outputs["uint8"].argmax(-1))
+    assert agree >= 0.9, agree
     assert np.ptp(outputs["int8"].argmax(-1)) > 0  # not one class for every image
 
 

@@ -15,7 +15,16 @@ which installs only from Coral's apt repository:
 - sizes are static (no ``-1`` in a shape signature: batch 1);
 - a tensor of rank > 3 may have at most its 3 innermost dimensions > 1;
 - the compiler partitions once: the first op that cannot be mapped, and every
-  op after it (in execution order), run on the CPU.
+  op after it (in execution order), run on the CPU;
+- the compiler (version 16, 2021) parses only the operator versions that the
+  TFLite of its day knew (``COMPILER_MAX_OP_VERSIONS``); a newer version makes
+  it reject the model (google-coral/edgetpu #631, #845);
+- FULLY_CONNECTED weights must be quantized per tensor (one scale): the
+  compiler predates the per-channel format TensorFlow 2.21 writes by default;
+- a MEAN over a large window may not map (google-coral/edgetpu #461).
+
+Everything here is a prediction from those rules: the report says so, and
+prints the ``edgetpu_compiler`` command that confirms it.
 
 The result, an ``EdgeTPUReport``, prints as the compiler's familiar
 "Operator / Count / Status" table. Where ``edgetpu_compiler`` is on PATH,
@@ -41,6 +50,7 @@ import subprocess
 from keras_metapool.export.tflite_graph import read_tflite_graph
 
 __all__ = [
+    "COMPILER_MAX_OP_VERSIONS",
     "EDGETPU_OPS",
     "EdgeTPUReport",
     "OpReport",
@@ -58,6 +68,8 @@ DYNAMIC_SHAPE = "Operation is working on a dynamic-sized tensor"
 UNSUPPORTED_RANK = "Tensor has unsupported rank (up to 3 innermost dimensions mapped)"
 LIMITATION = "Operation is otherwise supported, but not mapped due to some unspecified limitation"
 AFTER_PARTITION = "More than one subgraph is not supported"
+# google-coral/edgetpu #396 shows the compiler's row for an op version it lacks.
+VERSION_NOT_SUPPORTED = "Operation version not supported"
 
 #: Tensor types the Edge TPU computes with.
 EIGHT_BIT_TYPES = ("int8", "uint8")
@@ -67,6 +79,59 @@ CONSTANT_PARAMETER_TYPES = ("int32",)
 MAX_SOFTMAX_ELEMENTS = 16000
 #: The custom op a compiled model (``*_edgetpu.tflite``) runs on the Edge TPU.
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
+#: Largest MEAN window (elements averaged per output value) predicted to map.
+#: Not documented by Coral: in google-coral/edgetpu #461 (compiler 16) a MEAN
+#: over 256x128 positions did not map and the same MEAN split into 64x128
+#: windows did, so anything above 64 * 128 is predicted not to map.
+MAX_MEAN_WINDOW = 64 * 128
+
+#: Newest version of each Edge TPU op that Edge TPU compiler 16.0 (build
+#: 384591198, 2021) is known to parse. Coral publishes no such list; these are
+#: the maximum versions registered by TFLite's builtin op resolver of that time
+#: (``tensorflow/lite/kernels/register.cc``, TensorFlow 2.5 era), the parser a
+#: compiler of 2021 embeds. The table agrees with every version rejection on
+#: record for compiler 16: CONV_2D v6 (google-coral/edgetpu #631; max here 5),
+#: TRANSPOSE_CONV v4 (#845; not an Edge TPU op, max 3) and EXP v2
+#: (google-coral/libedgetpu #71; max 1). An op version above its entry is
+#: predicted to be rejected; an op without an entry is "unverified".
+COMPILER_MAX_OP_VERSIONS = {
+    "ADD": 3,
+    "SUB": 5,
+    "MUL": 4,
+    "MAXIMUM": 4,
+    "MINIMUM": 4,
+    "LOGISTIC": 3,
+    "TANH": 3,
+    "RELU": 3,
+    "RELU6": 3,
+    "RELU_N1_TO_1": 1,
+    "QUANTIZE": 2,
+    "L2_NORMALIZATION": 2,
+    "EXPAND_DIMS": 1,
+    "AVERAGE_POOL_2D": 3,
+    "MAX_POOL_2D": 3,
+    "CONCATENATION": 3,
+    "CONV_2D": 5,
+    "DEPTHWISE_CONV_2D": 6,
+    "FULLY_CONNECTED": 9,
+    "MEAN": 3,
+    "REDUCE_MAX": 3,
+    "REDUCE_MIN": 3,
+    "PAD": 3,
+    "PACK": 3,
+    "RESHAPE": 1,
+    "RESIZE_BILINEAR": 4,
+    "RESIZE_NEAREST_NEIGHBOR": 4,
+    "SLICE": 5,
+    "SOFTMAX": 3,
+    "SPACE_TO_DEPTH": 2,
+    "SPLIT": 4,
+    "SQUEEZE": 2,
+    "STRIDED_SLICE": 5,
+    "PRELU": 1,
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": 3,
+    "LSTM": 4,
+}
 
 
 # -- per-op limits -------------------------------------------------------------
@@ -102,6 +167,14 @@ def _fully_connected(op, graph):
     options = op.options
     if getattr(options, "weightsFormat", 0) not in (0, None):
         return "FULLY_CONNECTED weights are not in the default format"
+    weights = graph.tensor(op.inputs[1]) if len(op.inputs) > 1 else None
+    if weights is not None and len(weights.scale) > 1:
+        # TF >= 2.16 quantizes dense weights per channel; compiler 16 predates it.
+        return (
+            f"FULLY_CONNECTED weights are quantized per channel ({len(weights.scale)} scales); "
+            "the Edge TPU compiler needs one scale per tensor (to_tflite(mode='edgetpu') "
+            "writes that)"
+        )
     output = graph.tensor(op.outputs[0])
     if sum(size > 1 for size in output.shape) > 1:
         return f"FULLY_CONNECTED output {list(output.shape)} is not one-dimensional"
@@ -128,6 +201,14 @@ def _reduction(op, graph):
         channel_axis = len(shape) - 1
         if channel_axis in axes and shape[channel_axis] % 4:
             return f"MEAN over the channels needs a multiple of 4 channels, got {shape[-1]}"
+        window = 1
+        for axis in axes:
+            window *= shape[axis]
+        if window > MAX_MEAN_WINDOW:
+            return (
+                f"MEAN averages {window} values per output (input {list(shape)}), more than "
+                f"{MAX_MEAN_WINDOW}, the largest seen to map (google-coral/edgetpu #461)"
+            )
     return None
 
 
@@ -254,6 +335,9 @@ class OpReport:
         reason: Why the op is not mapped ("" when it is).
         input_types: Types of the input tensors (omitted inputs skipped).
         output_types: Types of the output tensors.
+        version: The op's version in the file (None from a compiler log).
+        version_known: Whether ``COMPILER_MAX_OP_VERSIONS`` has the op, so
+            that its version could be checked (False: "unverified").
     """
 
     index: int | None
@@ -262,6 +346,8 @@ class OpReport:
     reason: str = ""
     input_types: tuple = ()
     output_types: tuple = ()
+    version: int | None = None
+    version_known: bool = True
 
     @property
     def mapped(self):
@@ -322,6 +408,11 @@ class EdgeTPUReport:
         return next((op for op in self.ops if not op.mapped), None)
 
     @property
+    def unverified_versions(self):
+        """``{op name: version}`` of ops whose version could not be checked."""
+        return {op.name: op.version for op in self.ops if not op.version_known}
+
+    @property
     def unsupported_ops(self):
         """The ops that cannot map on their own (not merely after the partition)."""
         return tuple(op for op in self.ops if op.status not in (MAPPED, AFTER_PARTITION))
@@ -341,18 +432,26 @@ class EdgeTPUReport:
             verbose: Also list every op that cannot map on its own, with its
                 reason and tensor types.
         """
+        predicted = self.source != "edgetpu_compiler"
         how = (
             "edgetpu_compiler log"
-            if self.source == "edgetpu_compiler"
-            else "predicted from the documented Edge TPU requirements"
+            if not predicted
+            else "predicted from the documented Edge TPU requirements, without the compiler"
         )
         lines = [f"Edge TPU report for {self.path} ({how})", ""]
         lines.append(f"{'Operator':<30} {'Count':<10} Status")
         lines.append("")
         for name, count, status in self.rows():
+            if predicted:
+                status = (
+                    "Predicted on the Edge TPU"
+                    if status == MAPPED
+                    else f"Predicted on CPU: {status}"
+                )
             lines.append(f"{name:<30} {count:<10} {status}")
         lines.append("")
-        lines.append(f"ops on Edge TPU: {self.num_tpu_ops} / CPU: {self.num_cpu_ops}")
+        where = "predicted on" if predicted else "on"
+        lines.append(f"ops {where} Edge TPU: {self.num_tpu_ops} / CPU: {self.num_cpu_ops}")
         lines.append(f"Edge TPU subgraphs: {self.tpu_subgraphs}")
         first = self.first_cpu_op
         if first is not None and first.index is not None:
@@ -360,13 +459,23 @@ class EdgeTPUReport:
             lines.append(
                 f"CPU fallback starts at op #{first.index} ({first.name}), {first.status}{detail}"
             )
-        elif self.all_mapped and self.source == "edgetpu_compiler":
+        elif self.all_mapped and not predicted:
             lines.append("The compiler mapped every op to the Edge TPU.")
         elif self.all_mapped:
-            # No compiler here: a prediction from the op rules, not a compilation.
             lines.append(
-                "All ops map to the Edge TPU, predicted from the documented op rules "
+                "All ops are predicted on the Edge TPU by the documented op rules "
                 "(edgetpu_compiler has the last word)."
+            )
+        if predicted:
+            unverified = self.unverified_versions
+            if unverified:
+                listed = ", ".join(f"{name} v{version}" for name, version in unverified.items())
+                lines.append(f"Op versions unverified (no known compiler limit): {listed}")
+            elif self.ops:
+                lines.append("Op versions: all within what edgetpu_compiler 16 is known to parse.")
+            lines.append(
+                f"Confirm with Coral's compiler: edgetpu_compiler --show_operations {self.path}"
+                f"  (or: python -m keras_metapool.export.edgetpu --compile {self.path})"
             )
         if verbose and self.unsupported_ops:
             lines.append("")
@@ -417,6 +526,13 @@ def _check_op(op, graph):
     check = EDGETPU_OPS.get(op.name)
     if check is None:
         return NOT_SUPPORTED, f"{op.name} is not in the Edge TPU op table"
+    newest = COMPILER_MAX_OP_VERSIONS.get(op.name)
+    if newest is not None and op.version > newest:
+        return VERSION_NOT_SUPPORTED, (
+            f"{op.name} version {op.version} is newer than version {newest}, the newest "
+            "edgetpu_compiler 16 is known to parse; the compiler may reject the whole model "
+            "(google-coral/edgetpu #631, #845)"
+        )
     problem = _tensor_problem(op, graph)
     if problem:
         return problem
@@ -441,7 +557,7 @@ def edgetpu_report(tflite_path):
     Returns:
         An ``EdgeTPUReport`` (``source="rules"``): per op in execution order,
         its status and reason; ``print(report)`` shows the Operator / Count /
-        Status table and ``ops on Edge TPU: N / CPU: M``.
+        Status table and ``ops predicted on Edge TPU: N / CPU: M``.
 
     Raises:
         FileNotFoundError: if the file does not exist.
@@ -474,6 +590,9 @@ def report_for_graph(graph):
                 reason=reason,
                 input_types=tuple(graph.tensor(i).dtype for i in op.inputs if i >= 0),
                 output_types=tuple(graph.tensor(i).dtype for i in op.outputs if i >= 0),
+                version=op.version,
+                version_known=op.name in COMPILER_MAX_OP_VERSIONS
+                or (op.is_custom and op.name == EDGETPU_CUSTOM_OP),
             )
         )
     tpu_subgraphs = 1 if any(op.status == MAPPED for op in ops) else 0

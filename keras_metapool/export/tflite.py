@@ -134,8 +134,10 @@ def to_tflite(
     activation tensor is int8/uint8 (constants int8, or int32 for biases and
     shape parameters) and the input/output have the requested type; in the
     ``"edgetpu"`` mode the input is ``[1, H, W, C]`` uint8, no size is
-    dynamic, and every op maps to the Edge TPU under the documented rules
-    (``edgetpu_report``). ``edgetpu_compiler``, where installed, compiles the
+    dynamic, FULLY_CONNECTED weights have one scale per tensor (the other
+    full-integer modes keep TensorFlow's per-channel weights), and every op is
+    predicted to map to the Edge TPU by the documented rules, op versions
+    included (``edgetpu_report``). ``edgetpu_compiler``, where installed, compiles the
     result (``run_edgetpu_compiler``).
 
     Args:
@@ -201,6 +203,10 @@ def to_tflite(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = _IO_TYPES[mode]
         converter.inference_output_type = _IO_TYPES[mode]
+    if mode == "edgetpu":
+        # TF >= 2.16 quantizes FULLY_CONNECTED weights per channel, a format
+        # edgetpu_compiler 16 (2021) predates; this restores one scale per tensor.
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     from keras_metapool import _quiet
 
     with _quiet.native_stderr_held(_quiet.QUIET):  # the converter's C++ chatter

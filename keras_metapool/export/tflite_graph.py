@@ -83,6 +83,9 @@ class TFLiteOp:
         options: The op's builtin options object from the schema (e.g.
             ``Conv2DOptionsT``), or None.
         is_custom: Whether the op is a custom op.
+        version: The operator version recorded in the file (1 when the file
+            records none); a runtime, or the Edge TPU compiler, must know
+            this version of the op to load the model.
     """
 
     index: int
@@ -91,6 +94,7 @@ class TFLiteOp:
     outputs: tuple
     options: object = None
     is_custom: bool = False
+    version: int = 1
 
     @property
     def fused_activation(self):
@@ -226,6 +230,7 @@ def read_tflite_graph(path):
         if subgraph is None:
             raise ValueError("the model has no subgraph")
         codes = [_op_name(code) for code in (model.operatorCodes or [])]
+        versions = [int(code.version or 1) for code in (model.operatorCodes or [])]
         buffers = model.buffers or []
         tensors, constants = [], {}
         for index, tensor in enumerate(subgraph.tensors or []):
@@ -267,6 +272,7 @@ def read_tflite_graph(path):
                     outputs=tuple(int(i) for i in (op.outputs if op.outputs is not None else ())),
                     options=op.builtinOptions,
                     is_custom=is_custom,
+                    version=versions[op.opcodeIndex],
                 )
             )
         signature_inputs, signature_outputs = {}, {}
