@@ -8,6 +8,8 @@ For each (alpha, input size), both models (random weights, BN statistics of a
 few real images, 10 classes):
 
 - ``.tflite`` size in the float and int8 modes (``keras_metapool.export.to_tflite``);
+- the number of ops of the int8 file (SSP's cost on small maps is per op,
+  not per MAC);
 - float and int8 latency at batch 1 on one thread: the median of ``--runs``
   invokes (LiteRT, XNNPACK), the two models' invokes interleaved in one run so
   that machine load hits both alike, and the ratio MP / MobileNetV2;
@@ -106,6 +108,7 @@ def deploy_rows(alpha, size, calibration, folder):
             f"| {exports[label]['int8'].size_bytes / 2**20:.2f} MiB "
             f"| {latency['float'][index]:.2f} ms | {ratios[0]:.2f} "
             f"| {latency['int8'][index]:.2f} ms | {ratios[1]:.2f} "
+            f"| {exports[label]['int8'].num_ops} "
             f"| {report.num_tpu_ops}/{report.num_ops} ({100 * report.mapped_fraction:.0f}%), "
             f"{report.tpu_subgraphs} subgraph{'s' if report.tpu_subgraphs != 1 else ''} |"
         )
@@ -175,8 +178,8 @@ def main(argv):
                 FLAGS[name].value = value
     lines = [
         "| alpha | input | model | float .tflite | int8 .tflite | float latency | "
-        "ratio | int8 latency | ratio | Edge TPU ops (edgetpu mode) |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "ratio | int8 latency | ratio | int8 ops | Edge TPU ops (edgetpu mode) |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     with tempfile.TemporaryDirectory() as folder:
         for size in sizes:

@@ -1,0 +1,225 @@
+"""What SSP costs beyond its MACs: op count, int8 latency and training step.
+
+    python benchmarks/ssp_cost.py                         # alpha 0.35 at 64 and 96 px
+    python benchmarks/ssp_cost.py --sizes=64 --runs=500 --json=results/ssp_cost.json
+
+SSP adds +0.2-0.4% MACs to MobileNetV2, but each SSP is 14 small graph ops, and
+on small maps a small op costs its fixed overhead, not its arithmetic. This
+script measures, for MobileNetV2 and the paper model (SSP after blocks 6-16)
+built with different *formulations* of the same SSP function:
+
+- ``separate`` (the layer as shipped): the shared bottleneck applied to the
+  row and the column descriptors one after the other;
+- ``stacked``: the descriptors reshaped and concatenated (``H + W``
+  positions), one bottleneck pass, split back (the reference's layout; in
+  training its BN sees both descriptors at once);
+- ``fused_gates``: ``x * (gate_h * gate_w)`` instead of ``x * gate_h * gate_w``;
+- ``pooled``: the descriptors by AVERAGE_POOL_2D (a ``1 x W`` and an
+  ``H x 1`` window) instead of MEAN;
+
+the op count of the int8 ``.tflite``, its latency (batch 1, one thread, the
+models' invokes interleaved) and the training step (batch ``--batch``,
+``train_on_batch`` interleaved), each as a ratio to MobileNetV2. MobileNetV2
+is measured twice: the ratio of the second copy is the noise floor of every
+ratio in the same table.
+
+All formulations compute the same function at inference (checked: the float
+outputs of each model agree with the shipped layer's to 1e-5 before timing).
+"""
+
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# This checkout's package, not an installed copy: the benchmarks measure this tree.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from _common import interleaved_latency, machine_description, settle_batch_norms  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+import keras_metapool as km  # noqa: E402
+from keras_metapool._keras import keras  # noqa: E402
+from keras_metapool.data.fashion_mnist import load_fashion_mnist  # noqa: E402
+from keras_metapool.data.preprocessing import to_model_input  # noqa: E402
+from keras_metapool.export import to_tflite  # noqa: E402
+from keras_metapool.export.tflite_graph import read_tflite_graph  # noqa: E402
+from keras_metapool.layers.spatial_enhancer import SpatialEnhancer  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_float("alpha", 0.35, "Width multiplier.")
+flags.DEFINE_list("sizes", ["64", "96"], "Square input sizes.")
+flags.DEFINE_integer("runs", 300, "Interleaved int8 invokes per model (median).", lower_bound=1)
+flags.DEFINE_integer("train_rounds", 40, "Interleaved training steps per model.", lower_bound=1)
+flags.DEFINE_integer("batch", 64, "Training batch size.", lower_bound=1)
+flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+
+
+def _rows_and_columns(inputs, pooled):
+    """The row and column descriptors, (B, H, 1, C) and (B, 1, W, C)."""
+    if pooled:
+        height, width = inputs.shape[1], inputs.shape[2]
+        return (
+            tf.nn.avg_pool2d(inputs, (1, width), (1, width), "VALID"),
+            tf.nn.avg_pool2d(inputs, (height, 1), (height, 1), "VALID"),
+        )
+    return (
+        tf.reduce_mean(inputs, axis=2, keepdims=True),
+        tf.reduce_mean(inputs, axis=1, keepdims=True),
+    )
+
+
+def _separate(pooled=False, fused=False):
+    def call(self, inputs, training=None):
+        rows, columns = _rows_and_columns(inputs, pooled)
+        gate_h = self._gate(self.gate_h, self._bottleneck(rows, training))
+        gate_w = self._gate(self.gate_w, self._bottleneck(columns, training))
+        return inputs * (gate_h * gate_w) if fused else inputs * gate_h * gate_w
+
+    return call
+
+
+def _stacked(self, inputs, training=None):
+    height, width, channels = inputs.shape[1], inputs.shape[2], inputs.shape[3]
+    rows, columns = _rows_and_columns(inputs, False)
+    columns = tf.reshape(columns, (-1, width, 1, channels))  # a reshape, not a transpose
+    features = self._bottleneck(tf.concat([rows, columns], axis=1), training)
+    rows_features, columns_features = tf.split(features, [height, width], axis=1)
+    gate_h = self._gate(self.gate_h, rows_features)
+    gate_w = tf.reshape(self._gate(self.gate_w, columns_features), (-1, 1, width, channels))
+    return inputs * gate_h * gate_w
+
+
+FORMULATIONS = {
+    "separate": None,  # the shipped layer
+    "stacked": _stacked,
+    "fused_gates": _separate(fused=True),
+    "pooled": _separate(pooled=True),
+}
+
+
+@contextlib.contextmanager
+def ssp_formulation(name):
+    """Builds and traces SpatialEnhancer with formulation ``name`` inside the block."""
+    shipped = SpatialEnhancer.call
+    if FORMULATIONS[name] is not None:
+        SpatialEnhancer.call = FORMULATIONS[name]
+    try:
+        yield
+    finally:
+        SpatialEnhancer.call = shipped
+
+
+def build(meta_pooling, size):
+    keras.utils.set_random_seed(0)
+    extra = {"head": "classic"} if meta_pooling == "paper" else {}
+    return km.MobileNetV2MP(
+        weights=None,
+        alpha=FLAGS.alpha,
+        input_shape=(size, size, 3),
+        classes=10,
+        meta_pooling=meta_pooling,
+        **extra,
+    )
+
+
+def measure(size, folder):
+    pixels, labels = load_fashion_mnist("train", limit=max(128, FLAGS.batch))
+    images = to_model_input(pixels, size)
+    entries = [("MobileNetV2", "none", "separate")]
+    entries += [(f"paper, SSP {name}", "paper", name) for name in FORMULATIONS]
+    entries += [("MobileNetV2 (noise floor)", "none", "separate")]
+    models, paths, ops, reference = {}, {}, {}, None
+    for label, meta_pooling, formulation in entries:
+        with ssp_formulation(formulation):
+            model = build(meta_pooling, size)
+            settle_batch_norms(model, images[:32])
+            if meta_pooling == "paper":
+                if reference is None:
+                    reference = model.get_weights()
+                model.set_weights(reference)  # the same weights and statistics for all
+                outputs = model(images[:16], training=False).numpy()
+                if formulation == "separate":
+                    expected = outputs
+                gap = float(np.max(np.abs(outputs - expected)))
+                if gap > 1e-5:
+                    raise AssertionError(f"{formulation} computes another function ({gap:.2e})")
+            path = os.path.join(folder, f"{len(paths)}.tflite")
+            to_tflite(model, path, "int8", images, strict=False)
+            model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+            batch = (images[: FLAGS.batch], labels[: FLAGS.batch])
+            for _ in range(3):  # tracing
+                model.train_on_batch(*batch)
+        models[label], paths[label] = (model, formulation), path
+        ops[label] = len(read_tflite_graph(path).ops)
+        print(f"  built {label}: {ops[label]} int8 ops", flush=True)
+    latency = dict(zip(paths, interleaved_latency(list(paths.values()), FLAGS.runs, 1)))
+    steps = {label: [] for label in models}
+    x, y = images[: FLAGS.batch], labels[: FLAGS.batch]
+    for _ in range(FLAGS.train_rounds):
+        for label, (model, formulation) in models.items():
+            with ssp_formulation(formulation):
+                start = time.perf_counter()
+                model.train_on_batch(x, y)
+                steps[label].append(time.perf_counter() - start)
+    base = "MobileNetV2"
+    rows = []
+    for label in models:
+        step = 1000 * statistics.median(steps[label])
+        rows.append(
+            dict(
+                model=label,
+                size=size,
+                int8_ops=ops[label],
+                int8_ms=latency[label],
+                int8_ratio=latency[label] / latency[base],
+                train_step_ms=step,
+                train_ratio=step / (1000 * statistics.median(steps[base])),
+            )
+        )
+    keras.backend.clear_session()
+    return rows
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for size in (int(s) for s in FLAGS.sizes):
+            print(f"alpha {FLAGS.alpha}, {size}x{size}:", flush=True)
+            rows += measure(size, folder)
+    print(f"\nCommand: python {' '.join(sys.argv)}")
+    print(
+        "\n| input | model | int8 ops | int8 latency | ratio | training step "
+        f"(batch {FLAGS.batch}) | ratio |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['size']} | {row['model']} | {row['int8_ops']} | {row['int8_ms']:.3f} ms "
+            f"| {row['int8_ratio']:.2f} | {row['train_step_ms']:.0f} ms | {row['train_ratio']:.2f} |"
+        )
+    if FLAGS.json:
+        with open(FLAGS.json, "w", encoding="utf-8") as f:
+            json.dump(
+                dict(
+                    command="python " + " ".join(sys.argv),
+                    date=time.strftime("%Y-%m-%d"),
+                    alpha=FLAGS.alpha,
+                    machine=machine_description(),
+                    rows=rows,
+                ),
+                f,
+                indent=1,
+            )
+
+
+if __name__ == "__main__":
+    app.run(main)
