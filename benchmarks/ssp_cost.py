@@ -204,7 +204,8 @@ def main(argv):
     for row in rows:
         print(
             f"| {row['size']} | {row['model']} | {row['int8_ops']} | {row['int8_ms']:.3f} ms "
-            f"| {row['int8_ratio']:.2f} | {row['train_step_ms']:.0f} ms | {row['train_ratio']:.2f} |"
+            f"| {row['int8_ratio']:.2f} | {row['train_step_ms']:.0f} ms "
+            f"| {row['train_ratio']:.2f} |"
         )
     if FLAGS.json:
         with open(FLAGS.json, "w", encoding="utf-8") as f:

@@ -3,7 +3,9 @@
     >>> import keras_metapool
     >>> model = keras_metapool.MobileNetV2MP(weights=None)   # a searchable supernet
 
-Built on ``tf_keras`` (Keras 2), which TF Model Optimization requires.
+Built on ``tf_keras`` (Keras 2), which TF Model Optimization requires; the
+tf_keras API loads on first use. ``keras_metapool.keras3`` holds the Keras 3
+flavour of fixed float models (see README, "Keras 3").
 """
 
 from keras_metapool import _quiet
@@ -11,36 +13,60 @@ from keras_metapool import _quiet
 if _quiet.running_the_quiet_cli():  # only the keras-metapool command, never a program
     _quiet.load_tensorflow_quietly()
 
-from keras_metapool import export, quantization  # noqa: E402
-from keras_metapool._keras import keras as _keras
-from keras_metapool.layers import (
-    CANDIDATE_OPS,
-    DEFAULT_CANDIDATES,
-    HardSwish,
-    MetaPoolingBlock,
-    SpatialEnhancer,
-)
-from keras_metapool.models import (
-    ArchitectureSpec,
-    MobileNetV2MP,
-    from_mobilenet_v2,
-)
-from keras_metapool.quantization import quantize_model, quantize_scope
-from keras_metapool.search import (
-    PMPLCallback,
-    derive_architecture,
-    plot_search,
-    split_for_search,
-    to_fixed_model,
-    transfer_weights,
-)
+import importlib
+
+# The tf_keras API loads on first use (PEP 562), not on ``import keras_metapool``:
+# ``keras_metapool.keras3`` (Keras 3 layers) then loads without tf_keras.
+_TF_KERAS_API = {
+    "CANDIDATE_OPS": "keras_metapool.layers",
+    "DEFAULT_CANDIDATES": "keras_metapool.layers",
+    "HardSwish": "keras_metapool.layers",
+    "MetaPoolingBlock": "keras_metapool.layers",
+    "SpatialEnhancer": "keras_metapool.layers",
+    "ArchitectureSpec": "keras_metapool.models",
+    "MobileNetV2MP": "keras_metapool.models",
+    "from_mobilenet_v2": "keras_metapool.models",
+    "quantize_model": "keras_metapool.quantization",
+    "quantize_scope": "keras_metapool.quantization",
+    "PMPLCallback": "keras_metapool.search",
+    "derive_architecture": "keras_metapool.search",
+    "plot_search": "keras_metapool.search",
+    "split_for_search": "keras_metapool.search",
+    "to_fixed_model": "keras_metapool.search",
+    "transfer_weights": "keras_metapool.search",
+}
+_SUBPACKAGES = ("cli", "data", "export", "keras3", "layers", "models", "quantization", "search")
+
+
+def _load_tf_keras_api():
+    """Imports the tf_keras API at once (registering every serializable layer)."""
+    for module in dict.fromkeys(_TF_KERAS_API.values()):
+        importlib.import_module(module)
+    importlib.import_module("keras_metapool.export")
+    for name, module in _TF_KERAS_API.items():
+        globals()[name] = getattr(importlib.import_module(module), name)
+    mobilenet_v2 = importlib.import_module("keras_metapool._keras").keras.applications.mobilenet_v2
+    globals()["preprocess_input"] = mobilenet_v2.preprocess_input
+    globals()["decode_predictions"] = mobilenet_v2.decode_predictions
+
+
+def __getattr__(name):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"keras_metapool.{name}")
+    if name in _TF_KERAS_API or name in ("preprocess_input", "decode_predictions"):
+        _load_tf_keras_api()
+        return globals()[name]
+    raise AttributeError(f"module 'keras_metapool' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 
-#: Scales images to [-1, 1], as keras.applications.mobilenet_v2.
-preprocess_input = _keras.applications.mobilenet_v2.preprocess_input
-#: Decodes ImageNet predictions, as keras.applications.mobilenet_v2.
-decode_predictions = _keras.applications.mobilenet_v2.decode_predictions
+# preprocess_input scales images to [-1, 1] and decode_predictions decodes
+# ImageNet predictions, as keras.applications.mobilenet_v2's (tf_keras).
 
 __all__ = [
     "CANDIDATE_OPS",

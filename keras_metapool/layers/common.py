@@ -5,13 +5,8 @@ import functools
 
 import tensorflow as tf
 
-# Momentum of every BatchNormalization the package creates, in Keras terms
-# (PyTorch's 0.1, the paper's). keras.applications uses 0.999, which suits
-# long ImageNet runs but leaves the moving statistics of a few-epoch run
-# unsettled: measured on 3,000 Fashion-MNIST images, 2 epochs at 64 px, the
-# searched model then evaluated at chance (0.095) where 0.9 gave 0.37-0.43
-# (0.59-0.68 with today's search defaults, tests/test_first_hour.py).
-BATCH_NORM_MOMENTUM = 0.9
+# One home, shared with the Keras 3 layers: keras_metapool/_layer_facts.py.
+from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM  # noqa: F401
 
 
 def feature_map_shape(layer, input_shape):

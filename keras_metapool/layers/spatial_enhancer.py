@@ -4,6 +4,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_metapool._keras import keras
+from keras_metapool._layer_facts import (
+    SSP_BATCH_NORM_EPSILON,
+    SSP_MIN_CHANNELS,
+    SSP_REDUCTION,
+    ssp_reduced_channels,
+)
 from keras_metapool.layers.activations import HARD_SWISH_SCALE, hard_swish_times_six
 from keras_metapool.layers.common import (
     BATCH_NORM_MOMENTUM,
@@ -11,11 +17,6 @@ from keras_metapool.layers.common import (
     build_sublayer,
     feature_map_shape,
 )
-
-
-def ssp_reduced_channels(channels, reduction=32, min_channels=8):
-    """Width of SSP's bottleneck: ``max(min_channels, channels // reduction)``."""
-    return max(int(min_channels), int(channels) // int(reduction))
 
 
 @keras.utils.register_keras_serializable(package="keras_metapool")
@@ -76,10 +77,10 @@ class SpatialEnhancer(keras.layers.Layer):
 
     def __init__(
         self,
-        reduction=32,
-        min_channels=8,
+        reduction=SSP_REDUCTION,
+        min_channels=SSP_MIN_CHANNELS,
         batch_norm_momentum=BATCH_NORM_MOMENTUM,
-        batch_norm_epsilon=1e-3,
+        batch_norm_epsilon=SSP_BATCH_NORM_EPSILON,
         gate_bias=0.0,
         zero_gate_kernels=False,
         **kwargs,
