@@ -34,7 +34,8 @@ def require_tf_keras_model(model, what):
             "on tf_keras because TF-MOT, its QAT route to int8 and the Edge TPU, rejects "
             "Keras 3 models. A Keras 3 keras.applications.MobileNetV2 comes in with "
             "keras_metapool.from_mobilenet_v2(model) (a tf_keras MobileNetV2MP with the same "
-            "predictions); or build with keras_metapool.MobileNetV2MP(...)."
+            "predictions); or build with keras_metapool.MobileNetV2MP(...). A fixed float "
+            "MobileNetV2MP goes back out to Keras 3 with keras_metapool.keras3.to_keras3(model)."
         )
     raise ValueError(
         f"{what} needs a tf_keras model: a tf_keras Model such as "

@@ -79,3 +79,44 @@ def _fit_keras3_with_pmpl(model, images):
     model.compile("adam", "sparse_categorical_crossentropy")
     labels = np.zeros(len(images), np.int64)
     model.fit(images, labels, epochs=1, callbacks=[km.PMPLCallback()], verbose=0)
+
+
+@pytest.mark.parametrize("file_name", ["mobilenet_v2.weights.h5", "mobilenet_v2.keras"])
+def test_keras3_weight_files_load_into_mobilenet_v2mp(file_name, tmp_path):
+    base = _keras3_mobilenet_v2(0.35, 32)
+    path = str(tmp_path / file_name)
+    base.save_weights(path) if file_name.endswith(".weights.h5") else base.save(path)
+    images = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    expected = np.asarray(base.predict(images, verbose=0))
+    model = km.MobileNetV2MP(
+        weights=path, alpha=0.35, input_shape=(32, 32, 3), classes=10, meta_pooling="none"
+    )
+    assert expected.std() > 1e-3
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-5)
+    # Another width: the first layer that differs is named, with both shapes.
+    with pytest.raises(ValueError) as raised:
+        km.MobileNetV2MP(
+            weights=path, alpha=0.5, input_shape=(32, 32, 3), classes=10, meta_pooling="none"
+        )
+    message = str(raised.value)
+    assert "layer 'block_1_project' does not match" in message
+    assert "(1, 1, 48, 16)" in message and "(1, 1, 48, 8)" in message
+
+
+def test_a_keras3_meta_pooling_model_comes_back_through_its_keras_file(tmp_path):
+    from keras_metapool.keras3 import to_keras3
+
+    model = km.MobileNetV2MP(
+        weights=None, alpha=0.35, input_shape=(32, 32, 3), classes=10, meta_pooling="paper"
+    )
+    rng = np.random.default_rng(0)
+    for layer in model.submodules:
+        if isinstance(layer, tf_keras.layers.Conv2D) and layer.name == "gate_h":
+            layer.bias.assign(rng.normal(0.0, 1.0, layer.bias.shape).astype(np.float32))
+    path = str(tmp_path / "paper.keras")
+    to_keras3(model).save(path)
+    again = km.MobileNetV2MP(
+        weights=path, alpha=0.35, input_shape=(32, 32, 3), classes=10, meta_pooling="paper"
+    )
+    for mine, theirs in zip(model.weights, again.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.name)

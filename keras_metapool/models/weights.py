@@ -5,7 +5,11 @@ extra layers, so we match by layer name instead and say exactly what does not
 fit, rather than loading a shifted set of tensors or skipping layers quietly.
 """
 
+import collections
+import json
 import os
+import re
+import zipfile
 
 import h5py
 import numpy as np
@@ -86,8 +90,106 @@ def _read_legacy_h5(path):
         return result
 
 
+def _keras3_object_name(class_name):
+    """Keras 3's snake-case name of a class, as its .weights.h5 groups use it."""
+    # Keras 3 (keras.src.utils.naming.to_snake_case) names each layer's group
+    # after its class, numbered in model order: conv2d, conv2d_1, ...
+    intermediate = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", class_name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", intermediate).lower()
+
+
+def _read_keras3_h5(path, model, new_layers):
+    """{layer name: [arrays]} from a Keras 3 ``.weights.h5`` file of a MobileNetV2.
+
+    Keras 3 keys each layer's group by its class and position (``layers/
+    batch_normalization_3/vars/0``), not by its name. The layers of a
+    MobileNetV2MP other than ``new_layers`` are keras.applications'
+    MobileNetV2 in its order, so the k-th one of a class is that class's
+    group number k. Returns None when the file is not in that layout; groups
+    that no model layer maps to come back under their group name (reported
+    as layers the model does not have).
+    """
+    with h5py.File(path, "r") as f:
+        if "layers" not in f or "layer_names" in f.attrs:
+            return None
+        groups = f["layers"]
+
+        def values(name):
+            group = groups.get(name)
+            if group is None or "vars" not in group or not len(group["vars"]):
+                return None
+            return [np.asarray(group["vars"][str(i)]) for i in range(len(group["vars"]))]
+
+        counts, result, mapped = collections.Counter(), {}, set()
+        for layer in model.layers:
+            if layer.name in new_layers:
+                continue
+            key = _keras3_object_name(type(layer).__name__)
+            group = key if counts[key] == 0 else f"{key}_{counts[key]}"
+            counts[key] += 1
+            mapped.add(group)
+            arrays = values(group)
+            if arrays is not None:
+                result[layer.name] = arrays
+        for group in groups:
+            arrays = None if group in mapped else values(group)
+            if arrays is not None:
+                result[f"{group} (Keras 3 group)"] = arrays
+        return result
+
+
+def _keras_zip_version(path):
+    """The Keras version that wrote a ``.keras`` file (its metadata.json)."""
+    with zipfile.ZipFile(path) as archive:
+        with archive.open("metadata.json") as f:
+            return str(json.load(f).get("keras_version", ""))
+
+
+def _read_keras_file(path):
+    """{layer name: [arrays]} of the model saved in a ``.keras`` file.
+
+    Keras 3 files load with Keras 3 (``keras_metapool.keras3`` registers the
+    package's layers, so converted Meta-Pooling models load too), tf_keras
+    files with tf_keras; both in safe mode, without compiling.
+    """
+    version = _keras_zip_version(path)
+    if version.startswith("2."):
+        loaded = keras.models.load_model(path, compile=False, safe_mode=True)
+    else:
+        import keras as keras3
+
+        import keras_metapool.keras3  # noqa: F401  (registers SpatialEnhancer, HardSwish)
+
+        loaded = keras3.saving.load_model(path, compile=False, safe_mode=True)
+    return {
+        layer.name: [np.asarray(v) for v in layer.trainable_weights + layer.non_trainable_weights]
+        for layer in loaded.layers
+        if layer.weights
+    }
+
+
+def _read_weights(path, model, new_layers):
+    """{layer name: [arrays]} from any supported weights file, or a ValueError."""
+    try:
+        if zipfile.is_zipfile(path):
+            return _read_keras_file(path)
+        stored = _read_legacy_h5(path)
+        if stored is None:
+            stored = _read_keras3_h5(path, model, set(new_layers))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"`weights`: could not read {path} (corrupt or truncated?): {error}"
+        ) from None
+    if stored is None:
+        raise ValueError(
+            f"`weights`: {path} is HDF5 but neither a Keras 2 weights file (layer_names) "
+            "nor a Keras 3 .weights.h5 file (layers/...)."
+        )
+    return stored
+
+
 def load_weights_by_name(model, path, new_layers=()):
-    """Loads a Keras .h5 weights file into ``model``, matching layers by name.
+    """Loads a Keras weights file into ``model``, matching layers by name.
 
     Every layer in the file must exist in the model with the same weight
     shapes. Every model layer with weights must be in the file, except the
@@ -96,8 +198,11 @@ def load_weights_by_name(model, path, new_layers=()):
 
     Args:
         model: The Keras model to fill.
-        path: A legacy Keras .h5 file (``save_weights('x.h5')`` or
-            ``save('x.h5')``), e.g. keras.applications' ImageNet files.
+        path: A Keras 2 .h5 file (``save_weights('x.h5')`` or ``save('x.h5')``),
+            e.g. keras.applications' ImageNet files; a Keras 3
+            ``.weights.h5`` file of a MobileNetV2 (Keras 3 keys layers by
+            class and position, which the MobileNetV2 layer order maps to
+            names); or a ``.keras`` file (Keras 3 or tf_keras).
         new_layers: Names of layers that may be missing from the file.
 
     Returns:
@@ -106,14 +211,7 @@ def load_weights_by_name(model, path, new_layers=()):
     Raises:
         ValueError: naming the layer, weight and shapes that do not match.
     """
-    try:
-        stored = _read_legacy_h5(path)
-    except (OSError, KeyError, ValueError) as error:
-        raise ValueError(
-            f"`weights`: could not read {path} (corrupt or truncated?): {error}"
-        ) from None
-    if stored is None:
-        raise ValueError(f"`weights`: {path} is HDF5 but not a Keras weights file.")
+    stored = _read_weights(path, model, new_layers)
     model_layers = {layer.name: layer for layer in model.layers if layer.weights}
     extra = sorted(set(stored) - set(model_layers))
     if extra:
@@ -168,7 +266,7 @@ def check_weights_path(path):
         return False
     raise ValueError(
         f"`weights`: no file at {path}. Expected None, 'imagenet', or the path "
-        "to a weights file (.h5, or a TensorFlow checkpoint prefix)."
+        "to a weights file (.h5, .weights.h5, .keras, or a TensorFlow checkpoint prefix)."
     )
 
 
@@ -180,11 +278,11 @@ def load_weights_file(model, path, new_layers=()):
     """
     path = os.fspath(path)
     if not check_weights_path(path):
-        if h5py.is_hdf5(path):
+        if h5py.is_hdf5(path) or zipfile.is_zipfile(path):
             return load_weights_by_name(model, path, new_layers)
         raise ValueError(
-            f"`weights`: {path} is neither a Keras .h5 weights file nor a TensorFlow "
-            "checkpoint (is it corrupt or truncated?)."
+            f"`weights`: {path} is neither a Keras weights file (.h5, .weights.h5, "
+            ".keras) nor a TensorFlow checkpoint (is it corrupt or truncated?)."
         )
     try:
         status = model.load_weights(path)
