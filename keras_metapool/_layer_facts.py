@@ -23,3 +23,36 @@ SSP_BATCH_NORM_EPSILON = 1e-3
 def ssp_reduced_channels(channels, reduction=SSP_REDUCTION, min_channels=SSP_MIN_CHANNELS):
     """Width of SSP's bottleneck: ``max(min_channels, channels // reduction)``."""
     return max(int(min_channels), int(channels) // int(reduction))
+
+
+#: SSP's constructor arguments beyond the standard layer ones, in order.
+SSP_ARGUMENTS = (
+    "reduction",
+    "min_channels",
+    "batch_norm_momentum",
+    "batch_norm_epsilon",
+    "gate_bias",
+    "zero_gate_kernels",
+)
+
+
+def ssp_arguments(
+    reduction, min_channels, batch_norm_momentum, batch_norm_epsilon, gate_bias, zero_gate_kernels
+):
+    """SSP's arguments checked and normalised: ``{name: value}`` in ``SSP_ARGUMENTS`` order.
+
+    Raises:
+        ValueError: if ``reduction`` or ``min_channels`` is below 1.
+    """
+    if int(reduction) < 1:
+        raise ValueError(f"`reduction` must be >= 1, got {reduction!r}.")
+    if int(min_channels) < 1:
+        raise ValueError(f"`min_channels` must be >= 1, got {min_channels!r}.")
+    return dict(
+        reduction=int(reduction),
+        min_channels=int(min_channels),
+        batch_norm_momentum=float(batch_norm_momentum),
+        batch_norm_epsilon=float(batch_norm_epsilon),
+        gate_bias=float(gate_bias),
+        zero_gate_kernels=bool(zero_gate_kernels),
+    )

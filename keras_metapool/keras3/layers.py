@@ -17,9 +17,11 @@ from keras import ops
 
 from keras_metapool._layer_facts import (
     BATCH_NORM_MOMENTUM,
+    SSP_ARGUMENTS,
     SSP_BATCH_NORM_EPSILON,
     SSP_MIN_CHANNELS,
     SSP_REDUCTION,
+    ssp_arguments,
     ssp_reduced_channels,
 )
 
@@ -86,16 +88,12 @@ class SpatialEnhancer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if int(reduction) < 1:
-            raise ValueError(f"`reduction` must be >= 1, got {reduction!r}.")
-        if int(min_channels) < 1:
-            raise ValueError(f"`min_channels` must be >= 1, got {min_channels!r}.")
-        self.reduction = int(reduction)
-        self.min_channels = int(min_channels)
-        self.batch_norm_momentum = float(batch_norm_momentum)
-        self.batch_norm_epsilon = float(batch_norm_epsilon)
-        self.gate_bias = float(gate_bias)
-        self.zero_gate_kernels = bool(zero_gate_kernels)
+        arguments = ssp_arguments(
+            reduction, min_channels, batch_norm_momentum, batch_norm_epsilon,
+            gate_bias, zero_gate_kernels,
+        )  # fmt: skip
+        for name, value in arguments.items():
+            setattr(self, name, value)
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] is None:
@@ -142,14 +140,7 @@ class SpatialEnhancer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            reduction=self.reduction,
-            min_channels=self.min_channels,
-            batch_norm_momentum=self.batch_norm_momentum,
-            batch_norm_epsilon=self.batch_norm_epsilon,
-            gate_bias=self.gate_bias,
-            zero_gate_kernels=self.zero_gate_kernels,
-        )
+        config.update({name: getattr(self, name) for name in SSP_ARGUMENTS})
         return config
 
 

@@ -5,9 +5,11 @@ import tensorflow as tf
 
 from keras_metapool._keras import keras
 from keras_metapool._layer_facts import (
+    SSP_ARGUMENTS,
     SSP_BATCH_NORM_EPSILON,
     SSP_MIN_CHANNELS,
     SSP_REDUCTION,
+    ssp_arguments,
     ssp_reduced_channels,
 )
 from keras_metapool.layers.activations import HARD_SWISH_SCALE, hard_swish_times_six
@@ -86,16 +88,12 @@ class SpatialEnhancer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if int(reduction) < 1:
-            raise ValueError(f"`reduction` must be >= 1, got {reduction!r}.")
-        if int(min_channels) < 1:
-            raise ValueError(f"`min_channels` must be >= 1, got {min_channels!r}.")
-        self.reduction = int(reduction)
-        self.min_channels = int(min_channels)
-        self.batch_norm_momentum = float(batch_norm_momentum)
-        self.batch_norm_epsilon = float(batch_norm_epsilon)
-        self.gate_bias = float(gate_bias)
-        self.zero_gate_kernels = bool(zero_gate_kernels)
+        arguments = ssp_arguments(
+            reduction, min_channels, batch_norm_momentum, batch_norm_epsilon,
+            gate_bias, zero_gate_kernels,
+        )  # fmt: skip
+        for name, value in arguments.items():
+            setattr(self, name, value)
 
     @build_in_own_scope
     def build(self, input_shape):
@@ -160,14 +158,7 @@ class SpatialEnhancer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            reduction=self.reduction,
-            min_channels=self.min_channels,
-            batch_norm_momentum=self.batch_norm_momentum,
-            batch_norm_epsilon=self.batch_norm_epsilon,
-            gate_bias=self.gate_bias,
-            zero_gate_kernels=self.zero_gate_kernels,
-        )
+        config.update({name: getattr(self, name) for name in SSP_ARGUMENTS})
         return config
 
 
