@@ -6,7 +6,11 @@ relying on ``TF_USE_LEGACY_KERAS``, keeps ``tf.keras`` untouched for the user.
 Every other module does ``from keras_metapool._keras import keras``.
 """
 
+import sys
+
+import tensorflow as tf
 import tf_keras as keras
+from tf_keras.src.engine import functional as _functional
 
 layers = keras.layers
 backend = keras.backend
@@ -43,4 +47,42 @@ def require_tf_keras_model(model, what):
     )
 
 
-__all__ = ["backend", "is_keras3", "keras", "layers", "require_tf_keras_model"]
+def _keras3_nesting_message(model, how):
+    return (
+        f"'{model.name}' is a tf_keras model (keras_metapool builds on tf_keras for QAT); "
+        f"it cannot be {how} a Keras 3 model. Turn it into a Keras 3 model first: "
+        "keras_metapool.keras3.to_keras3(model) for a fixed float model (train and search "
+        "stay in tf_keras), or build it in Keras 3 with keras_metapool.keras3.MobileNetV2MP(...)."
+    )
+
+
+class Functional(_functional.Functional):
+    """The tf_keras functional model keras_metapool's builder returns.
+
+    It is tf_keras' ``Functional`` (same name, so saved files record and reload
+    a plain ``Functional``) plus one thing: used inside a Keras 3 model, it
+    raises one TypeError naming ``keras_metapool.keras3.to_keras3``, instead of
+    Keras 3's "Only instances of `keras.Layer` can be added" or a failure deep
+    inside the first layer.
+    """
+
+    # Saved files name tf_keras' Functional, so they load without keras_metapool.
+    __module__ = _functional.Functional.__module__
+
+    def __call__(self, *args, **kwargs):
+        if any(is_keras3(x) for x in tf.nest.flatten((args, kwargs))):
+            raise TypeError(_keras3_nesting_message(self, "called on a Keras 3 tensor in"))
+        return super().__call__(*args, **kwargs)
+
+    @property
+    def _keras_history(self):
+        # keras.Sequential.add (Keras 3) asks hasattr(layer, "_keras_history")
+        # before its isinstance check; tf_keras asks the same and must keep
+        # getting False (AttributeError), so only a Keras 3 caller is answered.
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller == "keras" or caller.startswith("keras."):
+            raise TypeError(_keras3_nesting_message(self, "added as a layer to"))
+        raise AttributeError("_keras_history")
+
+
+__all__ = ["Functional", "backend", "is_keras3", "keras", "layers", "require_tf_keras_model"]

@@ -193,3 +193,27 @@ def test_search_and_qat_models_are_refused_with_the_way_forward(images):
         kmp3.to_keras3(qat)
     with pytest.raises(ValueError, match=r"needs a tf_keras model"):
         kmp3.to_keras3(keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)]))
+
+
+def test_a_tf_keras_model_inside_a_keras3_model_names_the_way_out():
+    model = _model("paper")
+    nestings = {
+        "added as a layer to": lambda: keras3.Sequential(
+            [keras3.Input((SIZE, SIZE, 3)), model, keras3.layers.Dense(5)]
+        ),
+        "called on a Keras 3 tensor in": lambda: model(keras3.Input((SIZE, SIZE, 3))),
+    }
+    for how, nest in nestings.items():
+        with pytest.raises(TypeError) as raised:
+            nest()
+        message = str(raised.value)
+        assert (
+            f"is a tf_keras model (keras_metapool builds on tf_keras for QAT); it cannot be {how}"
+            in (message)
+        )
+        assert "keras_metapool.keras3.to_keras3(model)" in message
+        assert "keras_metapool.keras3.MobileNetV2MP(" in message
+    # tf_keras itself keeps nesting it; a clone is tf_keras' own Functional.
+    nested = tf_keras.Sequential([model, tf_keras.layers.Dense(5)])
+    assert nested.output_shape == (None, 5)
+    assert type(tf_keras.models.clone_model(model)).__name__ == "Functional"
