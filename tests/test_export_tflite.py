@@ -265,23 +265,3 @@ def test_bad_arguments(kwargs, message, plain_model, tmp_path):
     with pytest.raises(ValueError, match=message):
         to_tflite(plain_model, tmp_path / "m.tflite", **kwargs)
     assert not os.path.exists(tmp_path / "m.tflite")
-
-
-def test_representative_data_forms_give_the_same_calibration(images):
-    import tensorflow as tf
-
-    from keras_metapool.export.tflite import calibration_samples
-
-    shape = (SIZE, SIZE, 3)
-    labels = np.zeros(len(images))
-    reference = calibration_samples(images, shape, limit=10)
-    forms = [
-        tf.data.Dataset.from_tensor_slices((images, labels)).batch(4),  # (x, y) batches
-        tf.data.Dataset.from_tensor_slices(images),  # single images
-        lambda: (images[i : i + 3] for i in range(0, 30, 3)),  # a generator factory
-        [[image] for image in images[:12]],  # the converter's own convention
-    ]
-    for form in forms:
-        samples = calibration_samples(form, shape, limit=10)
-        assert len(samples) == 10
-        np.testing.assert_array_equal(np.concatenate(samples), np.concatenate(reference))

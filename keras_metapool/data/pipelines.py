@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_metapool._ranges import OPEN_UNIT
 from keras_metapool.data.fashion_mnist import (
     ENV_VAR as FASHION_MNIST_ENV_VAR,
 )
@@ -47,6 +48,8 @@ from keras_metapool.data.fashion_mnist import (
     fashion_mnist_search_path,
     load_fashion_mnist,
 )
+from keras_metapool.data.splits import split_for_search
+from keras_metapool.models.mobilenet_v2_mp import MIN_INPUT_SIZE
 
 __all__ = [
     "AUGMENTATIONS",
@@ -63,12 +66,12 @@ __all__ = [
 DATASET_SOURCES = ("fashion_mnist", "tfds:NAME[/CONFIG][:VERSION]", "folder:PATH")
 #: Training augmentations: see :func:`load_dataset`.
 AUGMENTATIONS = ("basic", "randaugment", "none")
-#: The two parts of ``keras_metapool.search.split_for_search``.
+#: The two parts of ``keras_metapool.data.split_for_search``.
 SEARCH_PARTS = ("weights", "arch")
 #: Image files a ``folder:`` dataset reads (case-insensitive).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-#: Smallest ``image_size``: MobileNetV2 downsamples by 32.
-MIN_IMAGE_SIZE = 32
+#: The smallest input MobileNetV2MP takes (it downsamples 32x).
+MIN_IMAGE_SIZE = MIN_INPUT_SIZE
 
 # Random resized crop ("basic" augmentation): share of the image area kept and
 # aspect-ratio range of the crop. The lower area bound is 0.25 rather than
@@ -193,7 +196,7 @@ def load_dataset(
         limit: If given, only the first ``limit`` examples of the split are
             used (the same ones every time).
         search_part: ``None`` (the whole split), ``"weights"`` or ``"arch"``:
-            that part of ``keras_metapool.search.split_for_search(split,
+            that part of ``keras_metapool.data.split_for_search(split,
             search_fraction)``.
         search_fraction: Share of the examples in the ``"arch"`` part, in
             (0, 1).
@@ -227,17 +230,13 @@ def load_dataset(
         raise ValueError(f"`augment` must be one of {AUGMENTATIONS}, got {augment!r}.")
     if search_part not in (None, *SEARCH_PARTS):
         raise ValueError(f"`search_part` must be None, 'weights' or 'arch', got {search_part!r}.")
-    if not 0.0 < float(search_fraction) < 1.0:
-        raise ValueError(f"`search_fraction` must be in (0, 1), got {search_fraction!r}.")
+    OPEN_UNIT.check("search_fraction", search_fraction)
 
     source = _open_source(name, split, data_dir, limit, download)
     examples, num_examples = source.examples, source.num_examples
     if limit is not None and limit < num_examples:
         examples, num_examples = examples.take(limit), limit
     if search_part is not None:
-        # Deferred: keras_metapool.search imports the model code.
-        from keras_metapool.search import split_for_search
-
         weights_part, arch_part = split_for_search(examples, search_fraction)
         examples = weights_part if search_part == "weights" else arch_part
         # split_for_search holds out exactly floor(n * fraction) elements.

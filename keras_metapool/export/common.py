@@ -2,9 +2,10 @@
 
 import os
 
-#: Name of the exported input (images preprocessed as the model expects,
-#: or raw images when the SavedModel includes preprocessing).
-INPUT_NAME = "images"
+# The exported input (images preprocessed as the model expects, or raw images
+# when the SavedModel includes preprocessing) is named as representative data's key.
+from keras_metapool.data.samples import INPUT_NAME  # noqa: F401  (exporters read it here)
+
 PROBABILITIES = "probabilities"
 LOGITS = "logits"
 #: Output name of a model that is not a classifier (``include_top=False``).

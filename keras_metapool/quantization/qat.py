@@ -12,6 +12,7 @@ import tensorflow as tf
 from absl import logging
 
 from keras_metapool._keras import keras, require_tf_keras_model
+from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.quantization._tfmot import import_tfmot as _tfmot
 from keras_metapool.quantization.layers import (
@@ -247,7 +248,9 @@ def _activation_ranges_from_batches():
         quantizer_class.__call__ = original_call
 
 
-def calibrate_activation_ranges(qat_model, representative_data, num_samples=128, batch_size=32):
+def calibrate_activation_ranges(
+    qat_model, representative_data, num_samples=DEFAULT_CALIBRATION_SAMPLES, batch_size=32
+):
     """Sets the activation ranges of a QAT model from data, as post-training calibration does.
 
     TF-MOT starts every activation range at [-6, 6] and moves it by a moving
@@ -271,8 +274,6 @@ def calibrate_activation_ranges(qat_model, representative_data, num_samples=128,
     Returns:
         ``qat_model``, calibrated in place.
     """
-    from keras_metapool.export.tflite import calibration_samples
-
     input_shape = tuple(qat_model.inputs[0].shape[1:])
     samples = calibration_samples(representative_data, input_shape, num_samples)
     images = np.concatenate(samples)
@@ -326,7 +327,10 @@ def _forbid_keras_format(qat_model):
 
 
 def quantize_model(
-    model, representative_data=None, num_calibration_samples=128, input_range=MOBILENET_INPUT_RANGE
+    model,
+    representative_data=None,
+    num_calibration_samples=DEFAULT_CALIBRATION_SAMPLES,
+    input_range=MOBILENET_INPUT_RANGE,
 ):
     """TF-MOT quantization-aware training model of a MobileNetV2MP.
 

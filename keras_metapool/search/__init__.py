@@ -3,7 +3,6 @@
 - ``PMPLCallback``: progressive meta-pooling learning inside ``model.fit``;
 - ``derive_architecture`` / ``transfer_weights`` / ``to_fixed_model``: from a
   searched supernet to the lean fixed model;
-- ``split_for_search``: cut a held-out part from a training dataset;
 - ``plot_search``: probability trajectories and choices over epochs.
 """
 
@@ -22,7 +21,6 @@ from keras_metapool.search.pmpl import (
     fixed_code,
     is_enlarging,
     late_stage_epoch,
-    split_for_search,
 )
 
 __all__ = [
@@ -34,7 +32,6 @@ __all__ = [
     "is_enlarging",
     "late_stage_epoch",
     "plot_search",
-    "split_for_search",
     "derive_architecture",
     "search_blocks",
     "to_fixed_model",

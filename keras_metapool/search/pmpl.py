@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_metapool._keras import keras, require_tf_keras_model
+from keras_metapool._ranges import OPEN_UNIT, Interval
 from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, DEFAULT_CANDIDATES, IDENTITY
 from keras_metapool.search.derive import (
     UNDECIDED_RULES,
@@ -19,6 +20,17 @@ from keras_metapool.search.derive import (
 ARCH_STEP_POSITIONS = ("before", "after")
 #: How a point is decided during the search (PMPLCallback's ``decision``).
 DECISION_RULES = ("evidence", "margin")
+#: The ranges of PMPLCallback's numeric arguments (the CLI validates its flags with them).
+ARGUMENT_RANGES = {
+    "warmup": Interval(0.0, 1.0, "left"),
+    "beta_1": Interval(0.0, 1.0, "left"),
+    "beta_2": Interval(0.0, 1.0, "left"),
+    "epsilon": Interval(0.0, None, "neither"),
+    "weight_decay": Interval(0.0, None),
+    "threshold": OPEN_UNIT,
+    "evidence_z": Interval(0.0, None, "neither"),
+    "late_stage": Interval(0.0, 1.0, "right"),
+}
 #: What points still undecided at the late stage become (``undecided``).
 END_RULES = ("identity", "top2", "argmax")
 #: ``learning_rate="auto"``: sized to the budget, within these bounds.
@@ -381,19 +393,9 @@ class PMPLCallback(keras.callbacks.Callback):
             raise ValueError(
                 f"`learning_rate` must be a positive number or 'auto', got {learning_rate!r}."
             )
-        checks = {
-            "warmup": 0 <= warmup < 1,
-            "beta_1": 0 <= beta_1 < 1,
-            "beta_2": 0 <= beta_2 < 1,
-            "epsilon": epsilon > 0,
-            "weight_decay": weight_decay >= 0,
-            "threshold": 0 < threshold < 1,
-            "evidence_z": evidence_z > 0,
-            "late_stage": 0 < late_stage <= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"`{name}` is out of range: {locals()[name]!r}.")
+        arguments = locals()
+        for name, interval in ARGUMENT_RANGES.items():
+            interval.check(name, arguments[name])
         for name, value in (("fix_every", fix_every), ("min_evidence_steps", min_evidence_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
@@ -1169,42 +1171,6 @@ def evidence_verdict(best, z, candidates, bar):
     return score >= bar, score
 
 
-def split_for_search(dataset, fraction=0.5):
-    """Splits a dataset into a weight part and a held-out part for alpha.
-
-    Elements are dealt deterministically, interleaved: with ``fraction=0.5``
-    every other element is held out (docs/method.md §4's 50/50 split). Split an
-    unbatched dataset of examples (then batch both parts), before any
-    shuffling; a dataset reshuffled each iteration would deal different
-    elements to the two parts every epoch, and they would overlap.
-
-    Args:
-        dataset: A ``tf.data.Dataset``.
-        fraction: Share of the elements held out for the alpha steps, in (0, 1).
-
-    Returns:
-        ``(train_part, arch_part)``, two ``tf.data.Dataset``.
-    """
-    if not isinstance(dataset, tf.data.Dataset):
-        raise ValueError(f"`dataset` must be a tf.data.Dataset, got {type(dataset).__name__}.")
-    if not 0.0 < float(fraction) < 1.0:
-        raise ValueError(f"`fraction` must be in (0, 1), got {fraction!r}.")
-    fraction = float(fraction)
-
-    def held_out(index):
-        # Element i is held out when floor((i + 1) f) > floor(i f): evenly
-        # interleaved, exactly round(n f) of n elements.
-        i = tf.cast(index, tf.float64)
-        return tf.floor((i + 1.0) * fraction) > tf.floor(i * fraction)
-
-    numbered = dataset.enumerate()
-    arch = numbered.filter(lambda i, _: held_out(i)).map(lambda _, element: element)
-    train = numbered.filter(lambda i, _: tf.logical_not(held_out(i))).map(
-        lambda _, element: element
-    )
-    return train, arch
-
-
 def late_stage_epoch(epochs, late_stage=2.0 / 3.0):
     """The epoch (0-based) at whose start PMPL's late stage runs."""
     return int(round(late_stage * epochs))
@@ -1220,5 +1186,4 @@ __all__ = [
     "fixed_code",
     "is_enlarging",
     "late_stage_epoch",
-    "split_for_search",
 ]

@@ -1,0 +1,41 @@
+"""calibration_samples: representative data in any supported form, as checked single images."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_metapool.data import calibration_samples
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).uniform(-1, 1, (40, SIZE, SIZE, 3)).astype(np.float32)
+
+
+def test_representative_data_forms_give_the_same_calibration(images):
+    shape = (SIZE, SIZE, 3)
+    labels = np.zeros(len(images))
+    reference = calibration_samples(images, shape, limit=10)
+    forms = [
+        tf.data.Dataset.from_tensor_slices((images, labels)).batch(4),  # (x, y) batches
+        tf.data.Dataset.from_tensor_slices(images),  # single images
+        lambda: (images[i : i + 3] for i in range(0, 30, 3)),  # a generator factory
+        [[image] for image in images[:12]],  # the converter's own convention
+    ]
+    for form in forms:
+        samples = calibration_samples(form, shape, limit=10)
+        assert len(samples) == 10
+        np.testing.assert_array_equal(np.concatenate(samples), np.concatenate(reference))
+
+
+def test_calibration_samples_refuse_what_is_not_images(images):
+    with pytest.raises(ValueError, match=r"representative_data is None; expected"):
+        calibration_samples(None, (SIZE, SIZE, 3))
+    with pytest.raises(ValueError, match=r"must have shape \(32, 32, 3\).*got \(40, 16, 16, 3\)"):
+        calibration_samples(images[:, :16, :16], (SIZE, SIZE, 3))
+    with pytest.raises(ValueError, match=r"needs an 'images' key; got keys \['x'\]"):
+        calibration_samples([{"x": images}], (SIZE, SIZE, 3))
+    with pytest.raises(ValueError, match=r"`num_calibration_samples` must be a positive int"):
+        calibration_samples(images, (SIZE, SIZE, 3), limit=0)
