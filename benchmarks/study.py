@@ -105,7 +105,7 @@ from _common import (  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import keras_metapool as km  # noqa: E402
-from keras_metapool._keras import keras  # noqa: E402
+from keras_metapool import keras  # noqa: E402
 from keras_metapool.data import load_dataset  # noqa: E402
 from keras_metapool.models import count_macs, count_params  # noqa: E402
 from keras_metapool.models.architecture import ABLATIONS  # noqa: E402
@@ -496,7 +496,7 @@ def variant_arguments(variant, config, classes, architecture=None):
     if variant == "mp_paper_head":
         return "paper", config.alpha, "paper"
     if variant in ABLATIONS:
-        return km.ArchitectureSpec.ablation(variant), config.alpha, "classic"
+        return variant, config.alpha, "classic"  # MobileNetV2MP resolves the name
     if variant in PER_SEED_VARIANTS:
         if architecture is None:
             raise ValueError(f"The {variant} variant needs its architecture.")

@@ -12,13 +12,27 @@ settings (``dataclasses.replace``) and Python callers can build one directly.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import re
 import textwrap
 
 from absl import flags
 
+from keras_metapool._ranges import OPEN_UNIT, Interval
+from keras_metapool.data.pipelines import AUGMENTATIONS, DATASET_SOURCES
+from keras_metapool.distribute import STRATEGIES
+from keras_metapool.export.tflite import TFLITE_MODES
+from keras_metapool.layers.candidate_ops import DEFAULT_CANDIDATES
 from keras_metapool.layers.common import BATCH_NORM_MOMENTUM
+from keras_metapool.models.architecture import NAMED_ARCHITECTURES, PLACEMENTS, SEARCH_PLACEMENT
+from keras_metapool.models.mobilenet_v2_mp import HEADS, MIN_INPUT_SIZE, MobileNetV2MP
+from keras_metapool.search.pmpl import (
+    ARGUMENT_RANGES,
+    DECISION_RULES,
+    END_RULES,
+    PMPLCallback,
+)
 
 SUBCOMMANDS = ("search", "train", "qat", "export", "evaluate", "demo")
 
@@ -27,51 +41,22 @@ class UsageError(ValueError):
     """A command-line mistake found while running (e.g. a required flag missing): exit 2."""
 
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+#: Weight optimizers of the command line.
 OPTIMIZERS = ("adam", "sgd")
-AUGMENTATIONS = ("basic", "randaugment", "none")
-HEADS = ("classic", "paper")
-PLACEMENTS = ("output", "hidden")
-DECISIONS = ("evidence", "margin")
-UNDECIDED = ("identity", "top2", "argmax")
-QAT_FORMATS = ("h5", "saved_model")
-EXPORT_FORMATS = ("saved_model", "float", "dynamic", "int8", "uint8", "edgetpu")
-#: Named architectures of ``--architecture`` (besides a JSON file).
-NAMED_ARCHITECTURES = ("paper", "none", "global", "local", "random", "exclude_local")
-MIN_IMAGE_SIZE = 32
 #: Peak learning rates when --learning_rate is not given.
 DEFAULT_LEARNING_RATES = {"adam": 2e-3, "sgd": 0.05}
+QAT_FORMATS = ("h5", "saved_model")
+#: ``--formats``: the SavedModel and every TFLite mode.
+EXPORT_FORMATS = ("saved_model", *TFLITE_MODES)
 _DATASET_PATTERN = re.compile(
     r"^(fashion_mnist|tfds:[A-Za-z0-9_]+(/[\w.-]+)?(:[\w.*]+)?|folder:.+)$"
 )
 
-# Help, grouped: (section title, flag names). `--help` prints these sections;
-# `--helpfull` prints absl's own listing of every flag, absl's included.
-HELP_SECTIONS = (
-    (
-        "Data and model (all subcommands)",
-        ("dataset", "data_dir", "image_size", "train_limit", "test_limit", "alpha",
-         "batch_size", "seed", "output_dir"),
-    ),
-    ("Devices", ("strategy", "tpu", "cpu_devices")),
-    (
-        "Training (search, train, qat)",
-        ("epochs", "steps_per_epoch", "optimizer", "learning_rate", "warmup_epochs",
-         "momentum", "weight_decay", "label_smoothing", "augment", "batch_norm_momentum",
-         "validation_fraction", "run_eagerly"),
-    ),
-    (
-        "search",
-        ("decision", "evidence_z", "undecided", "warmup", "arch_learning_rate", "threshold",
-         "late_stage", "one_level", "search_fraction", "placement", "candidates"),
-    ),
-    ("train", ("architecture", "head")),
-    ("qat", ("model", "qat_epochs", "qat_learning_rate", "calibration_samples", "qat_format")),
-    ("export", ("formats", "include_preprocessing")),
-    ("evaluate", ("split", "num_threads")),
-    ("demo", ("quick",)),
-    ("Errors", ("show_traceback",)),
-)  # fmt: skip
+
+def _default_of(function, argument):
+    """The library's default of ``function``'s ``argument`` (the flag's one home)."""
+    return inspect.signature(function).parameters[argument].default
+
 
 USAGE = """\
 keras-metapool: Meta-Pooling MobileNetV2 from search to an Edge TPU-ready int8 TFLite.
@@ -107,258 +92,31 @@ qat, export and evaluate take the input size from --model (--image_size is ignor
 """
 
 
-def _define(flag_values):
-    """Defines every flag of the command line in ``flag_values``."""
-    f = flag_values
-    # fmt: off
-    # -- data and model --------------------------------------------------------------
-    flags.DEFINE_string(
-        "dataset", "fashion_mnist",
-        "Image classification data: 'fashion_mnist' (offline, Debian's dataset-fashion-mnist), "
-        "'tfds:NAME[/CONFIG][:VERSION]' (a TensorFlow Datasets dataset already prepared in "
-        "--data_dir) or 'folder:PATH' (PATH/train/<class>/*.png|jpg and PATH/test/...).",
-        flag_values=f)
-    flags.DEFINE_string(
-        "data_dir", None,
-        "tfds data_dir, or the folder holding the Fashion-MNIST IDX files (default: the "
-        "searched folders).", flag_values=f)
-    flags.DEFINE_integer(
-        "image_size", 224,
-        f"Square model input size in pixels, >= {MIN_IMAGE_SIZE} (images are resized). 224 for "
-        "ImageNet-like data; 32-96 for Fashion-MNIST on a CPU (demo: 64).", flag_values=f)
-    flags.DEFINE_integer(
-        "train_limit", None,
-        "Use only the first N training images (deterministic; default all).", lower_bound=1,
-        flag_values=f)
-    flags.DEFINE_integer(
-        "test_limit", None, "Use only the first N test images (default all).", lower_bound=1,
-        flag_values=f)
-    flags.DEFINE_float(
-        "alpha", 1.0,
-        "MobileNetV2 width multiplier (0.35, 0.5, 0.75, 1.0, 1.3, 1.4 are the usual ones).",
-        lower_bound=0.01, flag_values=f)
-    flags.DEFINE_integer(
-        "batch_size", 64,
-        "GLOBAL batch size: each of the N replicas of --strategy gets batch_size / N. Scale "
-        "--learning_rate with it.", lower_bound=1, flag_values=f)
-    flags.DEFINE_integer(
-        "seed", 0, "Seed of weight initialisation, shuffling and augmentation.", flag_values=f)
-    flags.DEFINE_string(
-        "output_dir", None,
-        "Folder of every artifact (created if missing; default runs/SUBCOMMAND).", flag_values=f)
-    # -- devices ---------------------------------------------------------------------
-    flags.DEFINE_enum(
-        "strategy", "default", STRATEGIES,
-        "tf.distribute strategy: 'default' (one device), 'mirrored' (all local GPUs, or the "
-        "--cpu_devices logical CPUs), 'multi_worker' (one process per worker, cluster in "
-        "TF_CONFIG; run the same command on every worker), 'tpu' (--tpu).", flag_values=f)
-    flags.DEFINE_string(
-        "tpu", None, "TPU name or grpc:// address for --strategy=tpu (default: the local TPU).",
-        flag_values=f)
-    flags.DEFINE_integer(
-        "cpu_devices", None,
-        "Split the CPU into N >= 2 logical devices (testing --strategy=mirrored without GPUs).",
-        lower_bound=2, flag_values=f)
-    # -- training --------------------------------------------------------------------
-    flags.DEFINE_integer(
-        "epochs", 10, "[search, train] Training epochs.", lower_bound=1, flag_values=f)
-    flags.DEFINE_integer(
-        "steps_per_epoch", None,
-        "[search, train, qat] Steps per epoch (the data repeats); default: one pass over it.",
-        lower_bound=1, flag_values=f)
-    flags.DEFINE_enum(
-        "optimizer", "adam", OPTIMIZERS,
-        "[search, train, qat] Weight optimizer: 'adam', or 'sgd' (Nesterov momentum).",
-        flag_values=f)
-    flags.DEFINE_float(
-        "learning_rate", None,
-        "[search, train] Peak learning rate of the linear warm-up + cosine decay schedule "
-        f"(default: adam {DEFAULT_LEARNING_RATES['adam']}, sgd {DEFAULT_LEARNING_RATES['sgd']}, "
-        "for batch 64).", lower_bound=0.0, flag_values=f)
-    flags.DEFINE_float(
-        "warmup_epochs", 1.0,
-        "[search, train] Epochs of linear warm-up from 0 to --learning_rate (may be "
-        "fractional); cosine decay to 0 follows.", lower_bound=0.0, flag_values=f)
-    flags.DEFINE_float(
-        "momentum", 0.9, "[sgd] Nesterov momentum.", lower_bound=0.0, upper_bound=1.0,
-        flag_values=f)
-    flags.DEFINE_float(
-        "weight_decay", 0.0, "Decoupled weight decay of the optimizer (0: none).",
-        lower_bound=0.0, flag_values=f)
-    flags.DEFINE_float(
-        "label_smoothing", 0.1, "[search, train, qat] Label smoothing of the cross-entropy.",
-        lower_bound=0.0, upper_bound=0.99, flag_values=f)
-    flags.DEFINE_enum(
-        "augment", "basic", AUGMENTATIONS,
-        "[search, train, qat] Training augmentation: 'basic' (random resized crop + "
-        "horizontal flip), 'randaugment', 'none'.", flag_values=f)
-    flags.DEFINE_float(
-        "batch_norm_momentum", BATCH_NORM_MOMENTUM,
-        "BatchNormalization momentum of new models (default: the paper's, in Keras terms); "
-        "keras.applications' 0.999 leaves short runs with unsettled statistics.",
-        lower_bound=0.0, upper_bound=1.0, flag_values=f)
-    flags.DEFINE_float(
-        "validation_fraction", 0.1,
-        "[train] Share of the training images held out (deterministically) to pick the best "
-        "checkpoint; 0: no validation, the checkpoint is the last epoch. The test split is "
-        "only reported, never used to choose.", lower_bound=0.0, upper_bound=0.5,
-        flag_values=f)
-    flags.DEFINE_bool(
-        "run_eagerly", False,
-        "[search, train, qat] Run training steps eagerly, without tracing them into a graph: "
-        "faster for runs of a few steps (tracing the search step takes tens of seconds), "
-        "slower for anything longer. Not with --strategy=multi_worker or tpu.", flag_values=f)
-    # -- search ----------------------------------------------------------------------
-    flags.DEFINE_enum(
-        "decision", "evidence", DECISIONS,
-        "[search] How a point is decided: 'evidence' (its best op's loss slope beats "
-        "identity's, or identity beats every op, by --evidence_z standard errors) or "
-        "'margin' (the paper's: softmax(alpha)'s top-1 minus top-2 reaches --threshold).",
-        flag_values=f)
-    flags.DEFINE_float(
-        "evidence_z", 4.0, "[search] The evidence rule's bar, in standard errors.",
-        lower_bound=0.0, flag_values=f)
-    flags.DEFINE_enum(
-        "undecided", "identity", UNDECIDED,
-        "[search] What points still undecided at the late stage become: 'identity' (no "
-        "enhancer: costs nothing), 'top2' (the paper's: their two most probable ops, summed) "
-        "or 'argmax'.", flag_values=f)
-    flags.DEFINE_float(
-        "warmup", 0.25,
-        "[search] Share of the search's steps that train only the weights before the first "
-        "architecture step.", lower_bound=0.0, upper_bound=0.99, flag_values=f)
-    flags.DEFINE_string(
-        "arch_learning_rate", "auto",
-        "[search] Adam learning rate of the architecture logits, or 'auto': sized so that "
-        "the alpha steps the run takes can reach the --threshold margin (the paper's 3e-4 "
-        "needs far more steps than a CPU run affords).", flag_values=f)
-    flags.DEFINE_float(
-        "threshold", 0.2,
-        "[search] The margin rule's tau: a point is fixed to its best op once its top-1 "
-        "minus top-2 probability reaches it.", lower_bound=0.0, upper_bound=1.0,
-        flag_values=f)
-    flags.DEFINE_float(
-        "late_stage", 1.0,
-        "[search] Fraction of the epochs after which undecided points get the --undecided "
-        "rule. 1 (at the end): the whole budget searches, since `train` retrains the "
-        "architecture from scratch (PMPLCallback's own default, the paper's 2/3, trains the "
-        "result in the last third instead).", lower_bound=0.0, upper_bound=1.0,
-        flag_values=f)
-    flags.DEFINE_bool(
-        "one_level", False,
-        "[search] Learn alpha on the training batches, from the weight step's own backward "
-        "pass (a step costs about a plain step; no images held out), instead of on a "
-        "held-out share (--search_fraction; a second pass per step).", flag_values=f)
-    flags.DEFINE_float(
-        "search_fraction", 0.5,
-        "[search] Share of the training images held out for the architecture steps.",
-        lower_bound=0.0, upper_bound=1.0, flag_values=f)
-    flags.DEFINE_enum(
-        "placement", "hidden", PLACEMENTS,
-        "[search] Where the searched enhancers go: on each block's expanded channels, after "
-        "the depthwise ReLU6 ('hidden', where the authors searched) or after its projection "
-        "('output').", flag_values=f)
-    flags.DEFINE_list(
-        "candidates", None,
-        "[search] Candidate ops (default all 8: identity,ssp,max3,max5,max7,avg3,avg5,avg7).",
-        flag_values=f)
-    # -- train -----------------------------------------------------------------------
-    flags.DEFINE_string(
-        "architecture", "paper",
-        "[train] Meta-Pooling architecture: an architecture.json written by `search` (or "
-        "ArchitectureSpec.save), or one of " + ", ".join(NAMED_ARCHITECTURES) + " ('none': "
-        "plain MobileNetV2).", flag_values=f)
-    flags.DEFINE_enum(
-        "head", "classic", HEADS,
-        "[train, search] Classifier head: 'classic' (keras.applications) or 'paper' (+1x1 conv "
-        "1280, hard swish, dropout; +1.64M parameters).", flag_values=f)
-    # -- qat, export, evaluate -------------------------------------------------------
-    flags.DEFINE_string(
-        "model", None,
-        "[qat, export, evaluate] The model to read: a float .keras/.h5/SavedModel (from "
-        "`train`), a QAT .h5/SavedModel (from `qat`), or for `evaluate` also a .tflite.",
-        flag_values=f)
-    flags.DEFINE_integer(
-        "qat_epochs", 1, "[qat] Quantization-aware fine-tuning epochs.", lower_bound=1,
-        flag_values=f)
-    flags.DEFINE_float(
-        "qat_learning_rate", 1e-4,
-        "[qat] Learning rate of the fine-tuning (cosine decay, no warm-up): low, the model is "
-        "trained already.", lower_bound=0.0, flag_values=f)
-    flags.DEFINE_integer(
-        "calibration_samples", 256,
-        "[qat, export] Training images used to calibrate activation ranges (QAT) and as the "
-        "TFLite converter's representative data (at most 128 are used there).", lower_bound=1,
-        flag_values=f)
-    flags.DEFINE_enum(
-        "qat_format", "saved_model", QAT_FORMATS,
-        "[qat] File format of the QAT model: 'saved_model' (qat_model/, the default: it "
-        "reloads, and TensorFlow does not call it legacy) or 'h5' (qat_model.h5, which "
-        "tf_keras warns is legacy). Both reload inside keras_metapool.quantize_scope(); "
-        ".keras does not reload TF-MOT models.", flag_values=f)
-    flags.DEFINE_list(
-        "formats", ["saved_model", "float", "int8", "edgetpu"],
-        "[export] Comma-separated outputs among " + ", ".join(EXPORT_FORMATS) + " "
-        "(model_MODE.tflite; saved_model/). 'edgetpu' is int8 with uint8 input/output and "
-        "batch 1, checked against the Edge TPU's rules.", flag_values=f)
-    flags.DEFINE_bool(
-        "include_preprocessing", False,
-        "[export] The SavedModel takes raw [0, 255] images of any size (resized and scaled in "
-        "the graph).", flag_values=f)
-    flags.DEFINE_string(
-        "split", "test", "[evaluate] Split to evaluate on ('test'; a tfds split string; for "
-        "folder: a subfolder).", flag_values=f)
-    flags.DEFINE_integer(
-        "num_threads", 1, "[evaluate, demo] TFLite interpreter threads (latency is per invoke).",
-        lower_bound=1, flag_values=f)
-    flags.DEFINE_bool(
-        "quick", False,
-        "[demo] A reduced demo (32x32 inputs, 2,048 training images, a 1-epoch search, 2 "
-        "training epochs) that checks the whole pipeline in about 2 minutes; its accuracies "
-        "mean little.",
-        flag_values=f)
-    flags.DEFINE_bool(
-        "show_traceback", False, "Print the full traceback of an error (default: one line).",
-        flag_values=f)
-    # fmt: on
+_DATA = "Data and model (all subcommands)"
+_DEVICES = "Devices"
+_TRAINING = "Training (search, train, qat)"
 
-    flags.register_validator(
-        "dataset",
-        lambda value: bool(_DATASET_PATTERN.match(value or "")),
-        message="--dataset must be 'fashion_mnist', 'tfds:NAME[/CONFIG][:VERSION]' or "
-        "'folder:PATH'",
-        flag_values=f,
-    )
-    flags.register_validator(
-        "image_size",
-        lambda value: value >= MIN_IMAGE_SIZE,
-        message=f"--image_size must be >= {MIN_IMAGE_SIZE} (MobileNetV2 downsamples 32x)",
-        flag_values=f,
-    )
-    flags.register_validator(
-        "formats",
-        lambda value: bool(value) and all(v in EXPORT_FORMATS for v in value),
-        message="--formats must be a comma-separated list of " + ", ".join(EXPORT_FORMATS),
-        flag_values=f,
-    )
-    flags.register_validator(
-        "search_fraction",
-        lambda value: 0.0 < value < 1.0,
-        message="--search_fraction must be in (0, 1)",
-        flag_values=f,
-    )
-    flags.register_validator(
-        "arch_learning_rate",
-        _is_auto_or_positive,
-        message="--arch_learning_rate must be 'auto' or a positive number",
-        flag_values=f,
-    )
-    flags.register_validator(
-        "late_stage",
-        lambda value: 0.0 < value <= 1.0,
-        message="--late_stage must be in (0, 1]",
-        flag_values=f,
-    )
+
+def _option(section, default, help, *, choices=None, bounds=None, check=None, kind=None):
+    """One option: the ``Options`` field and everything its flag is built from.
+
+    Args:
+        section: The ``--help`` section it is listed in.
+        default: Its default (the flag's too).
+        help: The flag's help text.
+        choices: Its vocabulary (an enum flag, or each item of a list flag).
+        bounds: An ``Interval`` the value must lie in.
+        check: ``(predicate, message)`` for any other rule.
+        kind: The absl flag type when the field's type does not say it.
+    """
+    metadata = dict(section=section, help=help, choices=choices, bounds=bounds, check=check,
+                    kind=kind)  # fmt: skip
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+_POSITIVE = Interval(1, None)
+_NON_NEGATIVE = Interval(0.0, None)
+_UNIT = Interval(0.0, 1.0)
 
 
 def _is_auto_or_positive(value):
@@ -370,33 +128,14 @@ def _is_auto_or_positive(value):
         return False
 
 
-def define_flags(flag_values=flags.FLAGS):
-    """Defines the command line's flags in ``flag_values`` (idempotent)."""
-    if "dataset" in flag_values and "quick" in flag_values:
-        return
-    _define(flag_values)
-
-
-def format_help(flag_values=flags.FLAGS, width=100):
-    """``--help``: the usage text and every flag, grouped by subcommand."""
-    lines = [USAGE]
-    for title, names in HELP_SECTIONS:
-        lines.append(f"{title}:")
-        for name in names:
-            flag = flag_values[name]
-            prefix = "--[no]" if flag.flag_type() == "bool" else "--"
-            lines.append(f"  {prefix}{name}:")
-            default = flag.default_as_str or "None"
-            body = f"{flag.help} (default: {default})"
-            lines.extend(textwrap.wrap(body, width, initial_indent="      ",
-                                       subsequent_indent="      "))  # fmt: skip
-        lines.append("")
-    return "\n".join(lines)
-
-
+# fmt: off
 @dataclasses.dataclass(frozen=True)
 class Options:
     """Settings of one subcommand run (one field per flag; see ``--help``).
+
+    Each field is the one home of its flag: default, help, vocabulary and
+    bounds (taken from the library's own constants where the library has
+    one); ``define_flags`` builds the command line from the fields.
 
     Build it with ``Options.from_flags()`` after parsing, or directly (every
     field has the flag's default) to call a subcommand from Python::
@@ -406,54 +145,209 @@ class Options:
                                output_dir="runs/train"))
     """
 
-    dataset: str = "fashion_mnist"
-    data_dir: str | None = None
-    image_size: int = 224
-    train_limit: int | None = None
-    test_limit: int | None = None
-    alpha: float = 1.0
-    batch_size: int = 64
-    seed: int = 0
-    output_dir: str | None = None
-    strategy: str = "default"
-    tpu: str | None = None
-    cpu_devices: int | None = None
-    epochs: int = 10
-    steps_per_epoch: int | None = None
-    optimizer: str = "adam"
-    learning_rate: float | None = None
-    warmup_epochs: float = 1.0
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.1
-    augment: str = "basic"
-    batch_norm_momentum: float = BATCH_NORM_MOMENTUM
-    validation_fraction: float = 0.1
-    run_eagerly: bool = False
-    decision: str = "evidence"
-    evidence_z: float = 4.0
-    undecided: str = "identity"
-    warmup: float = 0.25
-    arch_learning_rate: float | str = "auto"
-    threshold: float = 0.2
-    late_stage: float = 1.0
-    one_level: bool = False
-    search_fraction: float = 0.5
-    placement: str = "hidden"
-    candidates: tuple | None = None
-    architecture: str = "paper"
-    head: str = "classic"
-    model: str | None = None
-    qat_epochs: int = 1
-    qat_learning_rate: float = 1e-4
-    calibration_samples: int = 256
-    qat_format: str = "saved_model"
-    formats: tuple = ("saved_model", "float", "int8", "edgetpu")
-    include_preprocessing: bool = False
-    split: str = "test"
-    num_threads: int = 1
-    quick: bool = False
-    show_traceback: bool = False
+    # -- data and model ------------------------------------------------------------------
+    dataset: str = _option(
+        _DATA, "fashion_mnist",
+        "Image classification data: 'fashion_mnist' (offline, Debian's dataset-fashion-mnist), "
+        "'tfds:NAME[/CONFIG][:VERSION]' (a TensorFlow Datasets dataset already prepared in "
+        "--data_dir) or 'folder:PATH' (PATH/train/<class>/*.png|jpg and PATH/test/...).",
+        check=(lambda value: bool(_DATASET_PATTERN.match(value or "")),
+               "--dataset must be " + ", ".join(f"'{s}'" for s in DATASET_SOURCES[:-1])
+               + f" or '{DATASET_SOURCES[-1]}'"))
+    data_dir: str | None = _option(
+        _DATA, None,
+        "tfds data_dir, or the folder holding the Fashion-MNIST IDX files (default: the "
+        "searched folders).")
+    image_size: int = _option(
+        _DATA, 224,
+        f"Square model input size in pixels, >= {MIN_INPUT_SIZE} (images are resized). 224 for "
+        "ImageNet-like data; 32-96 for Fashion-MNIST on a CPU (demo: 64).",
+        check=(lambda value: value >= MIN_INPUT_SIZE,
+               f"--image_size must be >= {MIN_INPUT_SIZE} (MobileNetV2 downsamples 32x)"))
+    train_limit: int | None = _option(
+        _DATA, None, "Use only the first N training images (deterministic; default all).",
+        bounds=_POSITIVE)
+    test_limit: int | None = _option(
+        _DATA, None, "Use only the first N test images (default all).", bounds=_POSITIVE)
+    alpha: float = _option(
+        _DATA, _default_of(MobileNetV2MP, "alpha"),
+        "MobileNetV2 width multiplier (0.35, 0.5, 0.75, 1.0, 1.3, 1.4 are the usual ones).",
+        bounds=Interval(0.01, None))
+    batch_size: int = _option(
+        _DATA, 64,
+        "GLOBAL batch size: each of the N replicas of --strategy gets batch_size / N. Scale "
+        "--learning_rate with it.", bounds=_POSITIVE)
+    seed: int = _option(_DATA, 0, "Seed of weight initialisation, shuffling and augmentation.")
+    output_dir: str | None = _option(
+        _DATA, None, "Folder of every artifact (created if missing; default runs/SUBCOMMAND).")
+    # -- devices ---------------------------------------------------------------------------
+    strategy: str = _option(
+        _DEVICES, STRATEGIES[0],
+        "tf.distribute strategy: 'default' (one device), 'mirrored' (all local GPUs, or the "
+        "--cpu_devices logical CPUs), 'multi_worker' (one process per worker, cluster in "
+        "TF_CONFIG; run the same command on every worker), 'tpu' (--tpu).", choices=STRATEGIES)
+    tpu: str | None = _option(
+        _DEVICES, None,
+        "TPU name or grpc:// address for --strategy=tpu (default: the local TPU).")
+    cpu_devices: int | None = _option(
+        _DEVICES, None,
+        "Split the CPU into N >= 2 logical devices (testing --strategy=mirrored without GPUs).",
+        bounds=Interval(2, None))
+    # -- training --------------------------------------------------------------------------
+    epochs: int = _option(_TRAINING, 10, "[search, train] Training epochs.", bounds=_POSITIVE)
+    steps_per_epoch: int | None = _option(
+        _TRAINING, None,
+        "[search, train, qat] Steps per epoch (the data repeats); default: one pass over it.",
+        bounds=_POSITIVE)
+    optimizer: str = _option(
+        _TRAINING, OPTIMIZERS[0],
+        "[search, train, qat] Weight optimizer: 'adam', or 'sgd' (Nesterov momentum).",
+        choices=OPTIMIZERS)
+    learning_rate: float | None = _option(
+        _TRAINING, None,
+        "[search, train] Peak learning rate of the linear warm-up + cosine decay schedule "
+        f"(default: adam {DEFAULT_LEARNING_RATES['adam']}, sgd {DEFAULT_LEARNING_RATES['sgd']}, "
+        "for batch 64).", bounds=_NON_NEGATIVE)
+    warmup_epochs: float = _option(
+        _TRAINING, 1.0,
+        "[search, train] Epochs of linear warm-up from 0 to --learning_rate (may be "
+        "fractional); cosine decay to 0 follows.", bounds=_NON_NEGATIVE)
+    momentum: float = _option(_TRAINING, 0.9, "[sgd] Nesterov momentum.", bounds=_UNIT)
+    weight_decay: float = _option(
+        _TRAINING, 0.0, "Decoupled weight decay of the optimizer (0: none).",
+        bounds=_NON_NEGATIVE)
+    label_smoothing: float = _option(
+        _TRAINING, 0.1, "[search, train, qat] Label smoothing of the cross-entropy.",
+        bounds=Interval(0.0, 0.99))
+    augment: str = _option(
+        _TRAINING, AUGMENTATIONS[0],
+        "[search, train, qat] Training augmentation: 'basic' (random resized crop + "
+        "horizontal flip), 'randaugment', 'none'.", choices=AUGMENTATIONS)
+    batch_norm_momentum: float = _option(
+        _TRAINING, BATCH_NORM_MOMENTUM,
+        "BatchNormalization momentum of new models (default: the paper's, in Keras terms); "
+        "keras.applications' 0.999 leaves short runs with unsettled statistics.", bounds=_UNIT)
+    validation_fraction: float = _option(
+        _TRAINING, 0.1,
+        "[train] Share of the training images held out (deterministically) to pick the best "
+        "checkpoint; 0: no validation, the checkpoint is the last epoch. The test split is "
+        "only reported, never used to choose.", bounds=Interval(0.0, 0.5))
+    run_eagerly: bool = _option(
+        _TRAINING, False,
+        "[search, train, qat] Run training steps eagerly, without tracing them into a graph: "
+        "faster for runs of a few steps (tracing the search step takes tens of seconds), "
+        "slower for anything longer. Not with --strategy=multi_worker or tpu.")
+    # -- search ----------------------------------------------------------------------------
+    decision: str = _option(
+        "search", _default_of(PMPLCallback, "decision"),
+        "[search] How a point is decided: 'evidence' (its best op's loss slope beats "
+        "identity's, or identity beats every op, by --evidence_z standard errors) or "
+        "'margin' (the paper's: softmax(alpha)'s top-1 minus top-2 reaches --threshold).",
+        choices=DECISION_RULES)
+    evidence_z: float = _option(
+        "search", _default_of(PMPLCallback, "evidence_z"),
+        "[search] The evidence rule's bar, in standard errors.",
+        bounds=ARGUMENT_RANGES["evidence_z"])
+    undecided: str = _option(
+        "search", _default_of(PMPLCallback, "undecided"),
+        "[search] What points still undecided at the late stage become: 'identity' (no "
+        "enhancer: costs nothing), 'top2' (the paper's: their two most probable ops, summed) "
+        "or 'argmax'.", choices=END_RULES)
+    warmup: float = _option(
+        "search", _default_of(PMPLCallback, "warmup"),
+        "[search] Share of the search's steps that train only the weights before the first "
+        "architecture step.", bounds=ARGUMENT_RANGES["warmup"])
+    arch_learning_rate: float | str = _option(
+        "search", _default_of(PMPLCallback, "learning_rate"),
+        "[search] Adam learning rate of the architecture logits, or 'auto': sized so that "
+        "the alpha steps the run takes can reach the --threshold margin (the paper's 3e-4 "
+        "needs far more steps than a CPU run affords).",
+        check=(_is_auto_or_positive, "--arch_learning_rate must be 'auto' or a positive number"),
+        kind="str")
+    threshold: float = _option(
+        "search", _default_of(PMPLCallback, "threshold"),
+        "[search] The margin rule's tau: a point is fixed to its best op once its top-1 "
+        "minus top-2 probability reaches it.", bounds=ARGUMENT_RANGES["threshold"])
+    late_stage: float = _option(
+        "search", 1.0,
+        "[search] Fraction of the epochs after which undecided points get the --undecided "
+        "rule. 1 (at the end): the whole budget searches, since `train` retrains the "
+        "architecture from scratch (PMPLCallback's own default, the paper's 2/3, trains the "
+        "result in the last third instead).", bounds=ARGUMENT_RANGES["late_stage"])
+    one_level: bool = _option(
+        "search", False,
+        "[search] Learn alpha on the training batches, from the weight step's own backward "
+        "pass (a step costs about a plain step; no images held out), instead of on a "
+        "held-out share (--search_fraction; a second pass per step).")
+    search_fraction: float = _option(
+        "search", 0.5,
+        "[search] Share of the training images held out for the architecture steps.",
+        bounds=OPEN_UNIT)
+    placement: str = _option(
+        "search", SEARCH_PLACEMENT,
+        "[search] Where the searched enhancers go: on each block's expanded channels, after "
+        "the depthwise ReLU6 ('hidden', where the authors searched) or after its projection "
+        "('output').", choices=PLACEMENTS)
+    candidates: tuple | None = _option(
+        "search", None,
+        f"[search] Candidate ops (default all {len(DEFAULT_CANDIDATES)}: "
+        f"{','.join(DEFAULT_CANDIDATES)}).", kind="list")
+    # -- train -----------------------------------------------------------------------------
+    architecture: str = _option(
+        "train", "paper",
+        "[train] Meta-Pooling architecture: an architecture.json written by `search` (or "
+        "ArchitectureSpec.save), or one of " + ", ".join(NAMED_ARCHITECTURES) + " ('none': "
+        "plain MobileNetV2).")
+    head: str = _option(
+        "train", _default_of(MobileNetV2MP, "head"),
+        "[train, search] Classifier head: 'classic' (keras.applications) or 'paper' (+1x1 conv "
+        "1280, hard swish, dropout; +1.64M parameters).", choices=HEADS)
+    # -- qat, export, evaluate ---------------------------------------------------------------
+    model: str | None = _option(
+        "qat", None,
+        "[qat, export, evaluate] The model to read: a float .keras/.h5/SavedModel (from "
+        "`train`), a QAT .h5/SavedModel (from `qat`), or for `evaluate` also a .tflite.")
+    qat_epochs: int = _option(
+        "qat", 1, "[qat] Quantization-aware fine-tuning epochs.", bounds=_POSITIVE)
+    qat_learning_rate: float = _option(
+        "qat", 1e-4,
+        "[qat] Learning rate of the fine-tuning (cosine decay, no warm-up): low, the model is "
+        "trained already.", bounds=_NON_NEGATIVE)
+    calibration_samples: int = _option(
+        "qat", 256,
+        "[qat, export] Training images used to calibrate activation ranges (QAT) and as the "
+        "TFLite converter's representative data (at most 128 are used there).",
+        bounds=_POSITIVE)
+    qat_format: str = _option(
+        "qat", "saved_model",
+        "[qat] File format of the QAT model: 'saved_model' (qat_model/, the default: it "
+        "reloads, and TensorFlow does not call it legacy) or 'h5' (qat_model.h5, which "
+        "tf_keras warns is legacy). Both reload inside keras_metapool.quantize_scope(); "
+        ".keras does not reload TF-MOT models.", choices=QAT_FORMATS)
+    formats: tuple = _option(
+        "export", ("saved_model", "float", "int8", "edgetpu"),
+        "[export] Comma-separated outputs among " + ", ".join(EXPORT_FORMATS) + " "
+        "(model_MODE.tflite; saved_model/). 'edgetpu' is int8 with uint8 input/output and "
+        "batch 1, checked against the Edge TPU's rules.", choices=EXPORT_FORMATS)
+    include_preprocessing: bool = _option(
+        "export", False,
+        "[export] The SavedModel takes raw [0, 255] images of any size (resized and scaled in "
+        "the graph).")
+    split: str = _option(
+        "evaluate", "test",
+        "[evaluate] Split to evaluate on ('test'; a tfds split string; for folder: a "
+        "subfolder).")
+    num_threads: int = _option(
+        "evaluate", 1, "[evaluate, demo] TFLite interpreter threads (latency is per invoke).",
+        bounds=_POSITIVE)
+    quick: bool = _option(
+        "demo", False,
+        "[demo] A reduced demo (32x32 inputs, 2,048 training images, a 1-epoch search, 2 "
+        "training epochs) that checks the whole pipeline in about 2 minutes; its accuracies "
+        "mean little.")
+    show_traceback: bool = _option(
+        "Errors", False, "Print the full traceback of an error (default: one line).")
+    # fmt: on
 
     @classmethod
     def from_flags(cls, flag_values=flags.FLAGS, defaults=None):
@@ -486,6 +380,94 @@ class Options:
     def output_path(self, *parts):
         """A path under ``output_dir``."""
         return os.path.join(self.output_dir, *parts)
+
+
+
+
+def _flag_kind(field):
+    """The absl flag type of an ``Options`` field: bool, int, float, str, enum or list."""
+    if field.metadata["kind"]:
+        return field.metadata["kind"]
+    base = field.type.split("|")[0].strip()
+    if base == "tuple":
+        return "list"
+    if base == "str" and field.metadata["choices"]:
+        return "enum"
+    return base
+
+
+_DEFINE = {
+    "bool": flags.DEFINE_bool,
+    "int": flags.DEFINE_integer,
+    "float": flags.DEFINE_float,
+    "str": flags.DEFINE_string,
+    "list": flags.DEFINE_list,
+}
+
+
+def _define(flag_values):
+    """Defines one flag per ``Options`` field in ``flag_values``, with its validators."""
+    for field in dataclasses.fields(Options):
+        name, meta, kind = field.name, field.metadata, _flag_kind(field)
+        default = list(field.default) if isinstance(field.default, tuple) else field.default
+        if kind == "enum":
+            flags.DEFINE_enum(name, default, meta["choices"], meta["help"], flag_values=flag_values)
+        else:
+            _DEFINE[kind](name, default, meta["help"], flag_values=flag_values)
+        for rule, message in _validators(name, kind, meta):
+            flags.register_validator(name, rule, message=message, flag_values=flag_values)
+
+
+def _validators(name, kind, meta):
+    """``(rule, message)`` pairs of one flag, from its bounds, vocabulary and check."""
+    rules = []
+    bounds = meta["bounds"]
+    if bounds is not None:
+        rules.append((lambda value: value is None or value in bounds, f"--{name} must be {bounds}"))
+    if kind == "list" and meta["choices"]:
+        choices = meta["choices"]
+        rules.append((
+            lambda value: bool(value) and all(item in choices for item in value),
+            f"--{name} must be a comma-separated list of " + ", ".join(choices),
+        ))  # fmt: skip
+    if meta["check"] is not None:
+        rules.append(meta["check"])
+    return rules
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the command line's flags in ``flag_values`` (idempotent)."""
+    if "dataset" in flag_values and "quick" in flag_values:
+        return
+    _define(flag_values)
+
+
+def _help_sections():
+    sections = {}
+    for field in dataclasses.fields(Options):
+        sections.setdefault(field.metadata["section"], []).append(field.name)
+    return tuple((title, tuple(names)) for title, names in sections.items())
+
+
+#: ``--help``'s sections: (title, flag names), in the fields' order.
+HELP_SECTIONS = _help_sections()
+
+
+def format_help(flag_values=flags.FLAGS, width=100):
+    """``--help``: the usage text and every flag, grouped by subcommand."""
+    lines = [USAGE]
+    for title, names in HELP_SECTIONS:
+        lines.append(f"{title}:")
+        for name in names:
+            flag = flag_values[name]
+            prefix = "--[no]" if flag.flag_type() == "bool" else "--"
+            lines.append(f"  {prefix}{name}:")
+            default = flag.default_as_str or "None"
+            body = f"{flag.help} (default: {default})"
+            lines.extend(textwrap.wrap(body, width, initial_indent="      ",
+                                       subsequent_indent="      "))  # fmt: skip
+        lines.append("")
+    return "\n".join(lines)
 
 
 __all__ = [

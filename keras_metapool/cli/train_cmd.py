@@ -6,7 +6,7 @@ import dataclasses
 import os
 
 from keras_metapool.cli import common
-from keras_metapool.cli.options import NAMED_ARCHITECTURES
+from keras_metapool.models.architecture import NAMED_ARCHITECTURES, ArchitectureSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,18 +37,18 @@ class TrainResult:
 
 
 def resolve_architecture(value):
-    """``--architecture``: a preset name or an ``architecture.json``, as a MobileNetV2MP spec.
+    """``--architecture``: a name of ``NAMED_ARCHITECTURES`` or an ``architecture.json``.
+
+    Returns:
+        The name (``MobileNetV2MP`` takes it as ``meta_pooling``) or the loaded
+        ``ArchitectureSpec``.
 
     Raises:
-        FileNotFoundError: if ``value`` is neither a preset nor an existing file.
+        FileNotFoundError: if ``value`` is neither a name nor an existing file.
         ValueError: if the file is not a valid spec, or still has searching points.
     """
-    from keras_metapool import ArchitectureSpec
-
-    if value in ("paper", "none"):
-        return value
     if value in NAMED_ARCHITECTURES:
-        return ArchitectureSpec.ablation(value)
+        return value
     if not value or not os.path.isfile(value):
         raise FileNotFoundError(
             f"--architecture: {value!r} is not a file (expected an architecture.json written by "

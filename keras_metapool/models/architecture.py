@@ -51,6 +51,9 @@ ABLATIONS = {
 }
 #: Blocks whose expansion is 1 have no hidden (expanded) tensor.
 NO_HIDDEN_BLOCKS = (0,)
+#: Fixed architectures known by name: ``ArchitectureSpec.named``,
+#: ``MobileNetV2MP(meta_pooling=NAME)``, ``keras-metapool train --architecture=NAME``.
+NAMED_ARCHITECTURES = ("paper", "none", *ABLATIONS)
 
 
 def check_placement(placement):
@@ -239,6 +242,23 @@ class ArchitectureSpec:
         )
 
     @classmethod
+    def named(cls, name):
+        """The fixed architecture called ``name``: one of ``NAMED_ARCHITECTURES``.
+
+        "paper" (``paper()``), "none" (``plain()``) or an ablation
+        (``ablation(name)``).
+        """
+        if name == "paper":
+            return cls.paper()
+        if name == "none":
+            return cls.plain()
+        if name in ABLATIONS:
+            return cls.ablation(name)
+        raise ValueError(
+            f"Unknown architecture {name!r}. Named architectures: {', '.join(NAMED_ARCHITECTURES)}."
+        )
+
+    @classmethod
     def from_indices(cls, indices, choices=ABLATION_CHOICES, **kwargs):
         """A spec from per-block indices into ``choices`` (docs/method.md §3's form)."""
         indices = list(indices)
@@ -372,8 +392,8 @@ def resolve_spec(meta_pooling, placement=None, search_candidates=None):
     """Turns the ``meta_pooling`` argument of MobileNetV2MP into a spec.
 
     Args:
-        meta_pooling: "search", "paper", "none", an ``ArchitectureSpec``, or
-            its dict form.
+        meta_pooling: "search", a name of ``NAMED_ARCHITECTURES``, an
+            ``ArchitectureSpec``, or its dict form.
         placement: None (the spec's own, "output" for the presets), "output"
             or "hidden".
         search_candidates: Candidates of the "search" preset (default all 8).
@@ -405,19 +425,17 @@ def resolve_spec(meta_pooling, placement=None, search_candidates=None):
         return ArchitectureSpec.search(
             placement or SEARCH_PLACEMENT, search_candidates or DEFAULT_CANDIDATES
         )
-    placement = placement or "output"
-    if search_candidates is not None:
-        raise ValueError("`search_candidates` is only used with meta_pooling='search'.")
-    if meta_pooling == "paper":
-        if placement != "output":
+    if isinstance(meta_pooling, str) and meta_pooling in NAMED_ARCHITECTURES:
+        if search_candidates is not None:
+            raise ValueError("`search_candidates` is only used with meta_pooling='search'.")
+        spec = ArchitectureSpec.named(meta_pooling)
+        if spec.points and placement not in (None, spec.placement):
             raise ValueError(
-                "meta_pooling='paper' is defined at the output placement; "
-                "pass an ArchitectureSpec for a hidden-placement variant."
+                f"meta_pooling={meta_pooling!r} is defined at the {spec.placement} placement; "
+                "pass an ArchitectureSpec for a variant at another placement."
             )
-        return ArchitectureSpec.paper()
-    if meta_pooling == "none":
-        return ArchitectureSpec.plain()
+        return spec
     raise ValueError(
-        f"Unknown meta_pooling {meta_pooling!r}. Expected 'search', 'paper', 'none', "
-        "or an ArchitectureSpec (e.g. ArchitectureSpec.ablation('random'))."
+        f"Unknown meta_pooling {meta_pooling!r}. Expected 'search', one of "
+        f"{', '.join(NAMED_ARCHITECTURES)}, or an ArchitectureSpec."
     )
