@@ -11,7 +11,7 @@ import statistics
 
 import numpy as np
 
-from keras_metapool._keras import keras
+from keras_metapool import keras
 
 
 def settle_batch_norms(model, images, momentum=0.9):

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from keras_metapool._keras import keras  # noqa: E402
+from keras_metapool import keras  # noqa: E402
 from keras_metapool.models import MobileNetV2MP, count_macs, count_params  # noqa: E402
 
 FLAGS = flags.FLAGS

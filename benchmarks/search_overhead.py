@@ -41,7 +41,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import keras_metapool as km  # noqa: E402
-from keras_metapool._keras import keras  # noqa: E402
+from keras_metapool import keras  # noqa: E402
 from keras_metapool.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from keras_metapool.data.preprocessing import to_model_input  # noqa: E402
 

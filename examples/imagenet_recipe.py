@@ -90,7 +90,7 @@ from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 import keras_metapool as km  # noqa: E402
-from keras_metapool._keras import keras  # noqa: E402
+from keras_metapool import keras  # noqa: E402
 from keras_metapool.data import DatasetNotFoundError, load_dataset  # noqa: E402
 from keras_metapool.distribute import STRATEGIES, make_strategy  # noqa: E402
 

@@ -41,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 import keras_metapool as km  # noqa: E402
-from keras_metapool._keras import keras  # noqa: E402
+from keras_metapool import keras  # noqa: E402
 from keras_metapool.data import load_dataset  # noqa: E402
 from keras_metapool.export import evaluate_tflite, to_tflite  # noqa: E402
 

@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import keras_metapool as km  # noqa: E402
-from keras_metapool._keras import keras  # noqa: E402
+from keras_metapool import keras  # noqa: E402
 from keras_metapool.data import load_dataset  # noqa: E402
 
 FLAGS = flags.FLAGS

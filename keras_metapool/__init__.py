@@ -3,8 +3,9 @@
     >>> import keras_metapool
     >>> model = keras_metapool.MobileNetV2MP(weights=None)   # a searchable supernet
 
-Built on ``tf_keras`` (Keras 2), which TF Model Optimization requires; the
-tf_keras API loads on first use. ``keras_metapool.keras3`` holds the Keras 3
+Built on ``tf_keras`` (Keras 2), which TF Model Optimization requires:
+``from keras_metapool import keras`` is that Keras. The tf_keras API loads on
+first use. ``keras_metapool.keras3`` holds the Keras 3
 flavour of fixed float models (see README, "Keras 3").
 """
 
@@ -18,6 +19,8 @@ import importlib
 # The tf_keras API loads on first use (PEP 562), not on ``import keras_metapool``:
 # ``keras_metapool.keras3`` (Keras 3 layers) then loads without tf_keras.
 _TF_KERAS_API = {
+    # The Keras the package is built on (tf_keras): build, train and load our models with it.
+    "keras": "keras_metapool._keras",
     "CANDIDATE_OPS": "keras_metapool.layers",
     "DEFAULT_CANDIDATES": "keras_metapool.layers",
     "HardSwish": "keras_metapool.layers",
@@ -31,7 +34,7 @@ _TF_KERAS_API = {
     "PMPLCallback": "keras_metapool.search",
     "derive_architecture": "keras_metapool.search",
     "plot_search": "keras_metapool.search",
-    "split_for_search": "keras_metapool.search",
+    "split_for_search": "keras_metapool.data",
     "to_fixed_model": "keras_metapool.search",
     "transfer_weights": "keras_metapool.search",
 }
@@ -81,6 +84,7 @@ __all__ = [
     "derive_architecture",
     "export",
     "from_mobilenet_v2",
+    "keras",
     "plot_search",
     "preprocess_input",
     "quantization",

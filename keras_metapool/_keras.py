@@ -3,7 +3,8 @@
 We build on ``tf_keras`` (the Keras 2 API) because TensorFlow Model
 Optimization (QAT) rejects Keras 3 models. Importing it explicitly, instead of
 relying on ``TF_USE_LEGACY_KERAS``, keeps ``tf.keras`` untouched for the user.
-Every other module does ``from keras_metapool._keras import keras``.
+Every other module does ``from keras_metapool._keras import keras``; users
+get the same module as ``from keras_metapool import keras``.
 """
 
 import sys
