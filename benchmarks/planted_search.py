@@ -39,8 +39,10 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 from helpers import PLANTED_TASKS, tiny_search_model  # noqa: E402
 
-from keras_metapool import PMPLCallback  # noqa: E402
-from keras_metapool import keras  # noqa: E402
+from keras_metapool import (
+    PMPLCallback,  # noqa: E402
+    keras,  # noqa: E402
+)
 from keras_metapool.layers.candidate_ops import DEFAULT_CANDIDATES  # noqa: E402
 
 FLAGS = flags.FLAGS

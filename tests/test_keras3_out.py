@@ -13,7 +13,7 @@ from helpers import calibrate_batch_norms
 
 import keras_metapool as km
 from keras_metapool import keras3 as kmp3
-from keras_metapool.models.mobilenet_v2_mp import enhancer_layer_name
+from keras_metapool.models.naming import op_layer_name
 
 SIZE = 32
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,14 +168,14 @@ def test_keras3_builder_makes_a_trainable_keras3_model(images):
     )  # fmt: skip
     assert isinstance(model, keras3.Model)
     names = {layer.name for layer in model.layers}
-    assert {enhancer_layer_name(i, "output") + "_ssp" for i in range(6, 17)} <= names  # paper
+    assert {op_layer_name(i, "output", "ssp") for i in range(6, 17)} <= names  # paper
     model.compile(keras3.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     labels = np.arange(len(images)) % 4
-    before = model.get_layer(enhancer_layer_name(6, "output") + "_ssp").gate_h.kernel.numpy().copy()
+    before = model.get_layer(op_layer_name(6, "output", "ssp")).gate_h.kernel.numpy().copy()
     losses = [model.train_on_batch(images, labels) for _ in range(10)]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert not np.allclose(
-        model.get_layer(enhancer_layer_name(6, "output") + "_ssp").gate_h.kernel.numpy(), before
+        model.get_layer(op_layer_name(6, "output", "ssp")).gate_h.kernel.numpy(), before
     )
 
 

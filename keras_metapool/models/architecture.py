@@ -29,8 +29,19 @@ from keras_metapool.layers.candidate_ops import (
     validate_op_name,
 )
 
+#: MobileNetV2's inverted-residual blocks: (expansion, filters at alpha=1,
+#: stride), blocks 0..16, exactly as keras.applications builds them.
+BLOCKS = (
+    (1, 16, 1),
+    (6, 24, 2), (6, 24, 1),
+    (6, 32, 2), (6, 32, 1), (6, 32, 1),
+    (6, 64, 2), (6, 64, 1), (6, 64, 1), (6, 64, 1),
+    (6, 96, 1), (6, 96, 1), (6, 96, 1),
+    (6, 160, 2), (6, 160, 1), (6, 160, 1),
+    (6, 320, 1),
+)  # fmt: skip
 #: Number of inverted-residual blocks in MobileNetV2 (indices 0..16).
-NUM_BLOCKS = 17
+NUM_BLOCKS = len(BLOCKS)
 SEARCH = "search"
 PLACEMENTS = ("output", "hidden")
 #: The search supernet's defaults: what the authors searched (the hidden
@@ -50,7 +61,7 @@ ABLATIONS = {
     "exclude_local": [4, 4, 0, 4, 4, 0, 0, 4, 0, 4, 0, 0, 4, 0, 0, 0, 0],
 }
 #: Blocks whose expansion is 1 have no hidden (expanded) tensor.
-NO_HIDDEN_BLOCKS = (0,)
+NO_HIDDEN_BLOCKS = tuple(i for i, (expansion, _, _) in enumerate(BLOCKS) if expansion == 1)
 #: Fixed architectures known by name: ``ArchitectureSpec.named``,
 #: ``MobileNetV2MP(meta_pooling=NAME)``, ``keras-metapool train --architecture=NAME``.
 NAMED_ARCHITECTURES = ("paper", "none", *ABLATIONS)

@@ -11,19 +11,14 @@ from keras_metapool.layers.common import BATCH_NORM_MOMENTUM
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.layers.spatial_enhancer import open_gate_bias
 from keras_metapool.models import weights as weights_lib
-from keras_metapool.models.architecture import SEARCH, resolve_spec
+from keras_metapool.models.architecture import BLOCKS, SEARCH, resolve_spec
+from keras_metapool.models.naming import (
+    block_prefix,
+    enhancer_layer_name,
+    enhancer_part_name,
+    op_layer_name,
+)
 
-#: MobileNetV2's inverted-residual blocks: (expansion, filters at alpha=1,
-#: stride), blocks 0..16, exactly as keras.applications builds them.
-BLOCKS = (
-    (1, 16, 1),
-    (6, 24, 2), (6, 24, 1),
-    (6, 32, 2), (6, 32, 1), (6, 32, 1),
-    (6, 64, 2), (6, 64, 1), (6, 64, 1), (6, 64, 1),
-    (6, 96, 1), (6, 96, 1), (6, 96, 1),
-    (6, 160, 2), (6, 160, 1), (6, 160, 1),
-    (6, 320, 1),
-)  # fmt: skip
 MIN_INPUT_SIZE = 32
 HEADS = ("classic", "paper")
 ENHANCER_INITS = ("paper", "open_gates")
@@ -54,11 +49,6 @@ def block_filters(filters, alpha):
     return make_divisible(int(filters * alpha), 8)
 
 
-def block_prefix(block_id):
-    """The keras.applications layer-name prefix of block ``block_id``."""
-    return f"block_{block_id}_" if block_id else "expanded_conv_"
-
-
 def block_map_sizes(rows, cols):
     """The feature-map ``(height, width)`` at each block's enhancer, both placements.
 
@@ -76,11 +66,6 @@ def block_map_sizes(rows, cols):
             size = (halve(size[0]), halve(size[1]))
         sizes.append(size)
     return sizes
-
-
-def enhancer_layer_name(block_id, placement):
-    """Name (or name prefix) of the enhancer at ``block_id``."""
-    return block_prefix(block_id) + ("mp" if placement == "output" else "hidden_mp")
 
 
 def _validate_arguments(alpha, include_top, weights, pooling, classes, classifier_activation, head):
@@ -196,7 +181,8 @@ class _Builder:
         entry = self.spec.ops[block_id]
         if entry == IDENTITY:
             return x
-        name = enhancer_layer_name(block_id, self.spec.placement)
+        placement = self.spec.placement
+        name = enhancer_layer_name(block_id, placement)
         if entry == SEARCH:
             block = MetaPoolingBlock(
                 candidates=self.spec.candidates_at(block_id),
@@ -211,17 +197,20 @@ class _Builder:
             self.new(
                 build_candidate_op(
                     op,
-                    layer_name=f"{name}_{op}",
+                    layer_name=op_layer_name(block_id, placement, op),
                     batch_norm_momentum=self.momentum,
                     ssp_kwargs=self.ssp_kwargs,
                 )
             )(x)
             for op in ops
         ]
-        y = outputs[0] if len(outputs) == 1 else keras.layers.Add(name=f"{name}_sum")(outputs)
+        if len(outputs) == 1:
+            y = outputs[0]
+        else:
+            y = keras.layers.Add(name=enhancer_part_name(block_id, placement, "sum"))(outputs)
         if self.spec.post_norm:
-            y = self.new(self.bn(f"{name}_BN"))(y)
-            y = HardSwish(name=f"{name}_hswish")(y)
+            y = self.new(self.bn(enhancer_part_name(block_id, placement, "BN")))(y)
+            y = HardSwish(name=enhancer_part_name(block_id, placement, "hswish"))(y)
         return y
 
     def inverted_res_block(self, inputs, expansion, stride, alpha, filters, block_id):

@@ -5,15 +5,14 @@ import re
 from absl import logging
 
 from keras_metapool._keras import is_keras3, keras
-from keras_metapool.models.architecture import resolve_spec
+from keras_metapool.models.architecture import BLOCKS, resolve_spec
 from keras_metapool.models.mobilenet_v2_mp import (
-    BLOCKS,
     OPEN_GATE,
     MobileNetV2MP,
     block_filters,
-    block_prefix,
     stem_filters,
 )
+from keras_metapool.models.naming import block_prefix
 from keras_metapool.models.weights import IMAGENET_ALPHAS
 
 

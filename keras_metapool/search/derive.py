@@ -12,15 +12,14 @@ it into what is deployed:
   model's weights and predictions.
 """
 
-import re
-
 import numpy as np
 
 from keras_metapool._keras import keras, require_tf_keras_model
 from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, IDENTITY
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.models.architecture import NUM_BLOCKS, ArchitectureSpec
-from keras_metapool.models.mobilenet_v2_mp import MobileNetV2MP, block_prefix
+from keras_metapool.models.mobilenet_v2_mp import MobileNetV2MP
+from keras_metapool.models.naming import enhancer_part_name, enhancer_site, op_layer_name
 from keras_metapool.models.transfer import builder_arguments
 
 #: What an undecided point becomes in ``derive_architecture`` (and, but for
@@ -29,19 +28,6 @@ from keras_metapool.models.transfer import builder_arguments
 #: rule for the result), its two most probable ops summed (the paper's late
 #: stage), or an error.
 UNDECIDED_RULES = ("identity", "argmax", "top2", "error")
-
-_ENHANCER_NAME = re.compile(r"^(?:expanded_conv|block_(\d+))_(mp|hidden_mp)$")
-
-
-def _enhancer_site(name):
-    """(block id, placement) of an enhancer layer name, or None."""
-    match = _ENHANCER_NAME.match(name)
-    if not match:
-        return None
-    block_id = int(match.group(1)) if match.group(1) else 0
-    if not 0 <= block_id < NUM_BLOCKS:
-        return None
-    return block_id, ("output" if match.group(2) == "mp" else "hidden")
 
 
 def search_blocks(model):
@@ -62,7 +48,7 @@ def search_blocks(model):
     blocks = {}
     for layer in model.layers:
         if isinstance(layer, MetaPoolingBlock):
-            site = _enhancer_site(layer.name)
+            site = enhancer_site(layer.name)
             if site is None:
                 raise ValueError(
                     f"MetaPoolingBlock '{layer.name}' does not carry a MobileNetV2MP "
@@ -74,12 +60,12 @@ def search_blocks(model):
 
 
 def _placement_of(model, blocks):
-    placements = {_enhancer_site(block.name)[1] for block in blocks.values()}
+    placements = {enhancer_site(block.name)[1] for block in blocks.values()}
     for layer in model.layers:
         name = layer.name
         for op in CANDIDATE_OPS:
             if name.endswith("_" + op):
-                site = _enhancer_site(name[: -len(op) - 1])
+                site = enhancer_site(name[: -len(op) - 1])
                 if site:
                     placements.add(site[1])
     if len(placements) > 1:
@@ -89,12 +75,12 @@ def _placement_of(model, blocks):
 
 def _fixed_entry(model, block_id, placement):
     """The fixed (non-search) enhancer entry of a block, read from layer names."""
-    name = block_prefix(block_id) + ("mp" if placement == "output" else "hidden_mp")
     layer_names = {layer.name for layer in model.layers}
-    ops = tuple(op for op in CANDIDATE_OPS if f"{name}_{op}" in layer_names)
+    ops = tuple(op for op in CANDIDATE_OPS if op_layer_name(block_id, placement, op) in layer_names)
     if not ops:
         return IDENTITY, None
-    return (ops[0] if len(ops) == 1 else ops), f"{name}_BN" in layer_names
+    post_norm = enhancer_part_name(block_id, placement, "BN") in layer_names
+    return (ops[0] if len(ops) == 1 else ops), post_norm
 
 
 def top_ops(block, count):

@@ -2,9 +2,9 @@
 
 import math
 import os
-import re
 
 from keras_metapool.layers.candidate_ops import DEFAULT_CANDIDATES
+from keras_metapool.models.naming import block_of
 from keras_metapool.search.pmpl import LOG_PREFIX, decode_fixed_code, is_enlarging
 
 
@@ -14,10 +14,8 @@ def _network_order(point):
     Logs may list points in any order (CSVLogger sorts its columns, which
     puts ``block_10_mp`` before ``block_1_mp``); panels follow the network.
     """
-    if point.startswith("expanded_conv"):  # block 0 in keras.applications' names
-        return (0, point)
-    match = re.match(r"block_(\d+)_", point)
-    return (int(match.group(1)), point) if match else (10**6, point)
+    block = block_of(point)
+    return (10**6 if block is None else block, point)
 
 
 def _canonical_ops(ops):
