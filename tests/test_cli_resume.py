@@ -19,7 +19,7 @@ from cli_helpers import (
 )
 from helpers import free_ports
 
-from keras_metapool.cli import common
+from keras_metapool.cli import files, training
 
 TIMEOUT = 600
 CHANCE = 0.1
@@ -32,7 +32,7 @@ def _csv_epochs(path):
 
 
 def _backed_up(folder):
-    return common.backup_epoch(os.path.join(folder, "backup")) is not None
+    return training.backup_epoch(os.path.join(folder, "backup")) is not None
 
 
 def test_train_killed_mid_epoch_resumes_from_the_backup_and_finishes(tmp_path):
@@ -66,7 +66,7 @@ def test_train_killed_mid_epoch_resumes_from_the_backup_and_finishes(tmp_path):
     done_before = _csv_epochs(out / "history.csv")
     assert done_before and done_before == list(range(len(done_before)))
     # A temporary file of a save the kill cut short (as it would be left).
-    (out / f".model{common.TEMP_MARK}12345.keras").write_bytes(b"half a model")
+    (out / f".model{files.TEMP_MARK}12345.keras").write_bytes(b"half a model")
 
     result = check_ok(run_cli("train", *flags))
     assert "Resuming from the backup" in result.stdout
@@ -88,13 +88,13 @@ def test_atomic_output_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "model.keras"
     path.write_text("old", encoding="utf-8")
     with pytest.raises(RuntimeError):
-        with common.atomic_output(str(path)) as tmp:
+        with files.atomic_output(str(path)) as tmp:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write("half")
             raise RuntimeError("killed while writing")
     assert path.read_text(encoding="utf-8") == "old"
     assert not temporaries(tmp_path)
-    with common.atomic_output(str(path)) as tmp:
+    with files.atomic_output(str(path)) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("new")
     assert path.read_text(encoding="utf-8") == "new" and not temporaries(tmp_path)

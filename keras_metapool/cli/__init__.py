@@ -37,6 +37,7 @@ from keras_metapool.cli.options import (
 from keras_metapool.cli.qat_cmd import QATResult, qat
 from keras_metapool.cli.search_cmd import SearchResult, search
 from keras_metapool.cli.train_cmd import TrainResult, train
+from keras_metapool.distribute import make_strategy as _make_strategy
 
 #: The function of each subcommand: ``function(options, strategy)``.
 COMMANDS = dict(search=search, train=train, qat=qat, export=export, evaluate=evaluate, demo=demo)
@@ -82,9 +83,7 @@ def _parse_flags(argv):
 
 def make_strategy(options):
     """The ``tf.distribute.Strategy`` of ``options.strategy`` (``--tpu``, ``--cpu_devices``)."""
-    from keras_metapool.distribute import make_strategy as make
-
-    return make(options.strategy, tpu=options.tpu, cpu_devices=options.cpu_devices)
+    return _make_strategy(options.strategy, tpu=options.tpu, cpu_devices=options.cpu_devices)
 
 
 def main(argv):

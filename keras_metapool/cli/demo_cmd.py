@@ -30,7 +30,7 @@ import dataclasses
 import os
 import time
 
-from keras_metapool.cli import common
+from keras_metapool.cli import console, files
 from keras_metapool.cli.evaluate_cmd import evaluate
 from keras_metapool.cli.export_cmd import export
 from keras_metapool.cli.qat_cmd import qat
@@ -114,7 +114,7 @@ def demo(options, strategy):
     settings = STAGE_SETTINGS[options.quick]
 
     def stage(number, name, text, **values):
-        common.say(f"\n[{number}/{len(STAGES)}] {name}: {text}")
+        console.say(f"\n[{number}/{len(STAGES)}] {name}: {text}")
         values = dict(settings.get(name, {}), **values)
         if "train_limit" in values and options.train_limit:
             values["train_limit"] = min(values["train_limit"], options.train_limit)
@@ -159,7 +159,7 @@ def demo(options, strategy):
         ("float accuracy (Keras)", f"{trained.test_accuracy:.4f}"),
         ("QAT accuracy (Keras)", f"{quantized.qat_accuracy:.4f}"),
         ("int8 accuracy (Edge TPU .tflite, LiteRT)", f"{evaluation.accuracy:.4f}"),
-        (".tflite size", common.size_text(size)),
+        (".tflite size", console.size_text(size)),
         (
             f"int8 latency (median, batch 1, {options.num_threads} thread, this CPU)",
             f"{evaluation.latency_ms:.3f} ms",
@@ -178,7 +178,7 @@ def demo(options, strategy):
         f"{options.image_size}x{options.image_size}, alpha {options.alpha}, "
         f"{evaluation.num_examples} test images"
     )
-    table = [title, ""] + common.markdown_table(("", "value"), rows)
+    table = [title, ""] + console.markdown_table(("", "value"), rows)
     artifacts = [
         ("architecture", found.architecture_path),
         ("search plot", found.plot_path),
@@ -209,12 +209,12 @@ def demo(options, strategy):
         "seconds": dict(seconds, total=total),
         "artifacts": dict(artifacts),
     }
-    common.write_text(os.path.join(root, "demo_summary.md"), "\n".join(table) + "\n")
-    common.write_json(os.path.join(root, "demo_summary.json"), summary)
+    files.write_text(os.path.join(root, "demo_summary.md"), "\n".join(table) + "\n")
+    files.write_json(os.path.join(root, "demo_summary.json"), summary)
     width = max(len(label) for label, _ in artifacts)
-    common.say("\nArtifacts:")
+    console.say("\nArtifacts:")
     for label, path in artifacts:
-        common.say(f"  {label:<{width}}  {path}")
-    common.say(f"  {'this table':<{width}}  {os.path.join(root, 'demo_summary.md')} (and .json)")
-    common.say("\n" + "\n".join(table))
+        console.say(f"  {label:<{width}}  {path}")
+    console.say(f"  {'this table':<{width}}  {os.path.join(root, 'demo_summary.md')} (and .json)")
+    console.say("\n" + "\n".join(table))
     return {"rows": rows, "summary": summary}

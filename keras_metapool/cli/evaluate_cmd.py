@@ -7,8 +7,10 @@ import os
 
 import numpy as np
 
-from keras_metapool.cli import common
+from keras_metapool.cli import console, files, training
+from keras_metapool.cli.options import UsageError
 from keras_metapool.cli.qat_cmd import options_for_model
+from keras_metapool.export.evaluate import LatencyStats, TFLiteRunner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,16 +104,11 @@ def evaluate(options, strategy=None):
     del strategy
     path = options.model
     if not path:
-        raise common.UsageError(
-            "--model is required: a .keras/.h5/SavedModel model or a .tflite file."
-        )
+        raise UsageError("--model is required: a .keras/.h5/SavedModel model or a .tflite file.")
     if not os.path.exists(path):
         raise FileNotFoundError(f"--model: {path} does not exist.")
     is_tflite = path.endswith(".tflite")
     if is_tflite:
-        from keras_metapool.export import TFLiteRunner
-        from keras_metapool.export.evaluate import LatencyStats
-
         runner = TFLiteRunner(path, num_threads=options.num_threads)
         height, width, _ = runner.input_shape
         if height != width:
@@ -128,15 +125,17 @@ def evaluate(options, strategy=None):
 
         kind = "TFLite"
     else:
-        model = common.load_model(path)
+        model = training.load_model(path)
         options = options_for_model(options, model)
 
         def predict(images):
             return np.asarray(model(images, training=False))
 
-        kind = "quantization-aware Keras" if common.is_quantization_aware(model) else "Keras"
-    data, info = common.load_split(options, options.split, training=False, limit=options.test_limit)
-    common.say(
+        kind = "quantization-aware Keras" if training.is_quantization_aware(model) else "Keras"
+    data, info = training.load_split(
+        options, options.split, training=False, limit=options.test_limit
+    )
+    console.say(
         f"evaluate: {path} ({kind}) on {options.dataset} {options.split!r}, "
         f"{info.num_examples} images at {options.image_size}x{options.image_size}"
     )
@@ -156,7 +155,7 @@ def evaluate(options, strategy=None):
     }
     folder = options.output_dir
     os.makedirs(folder, exist_ok=True)
-    common.remove_stale_temporaries(folder)
+    files.remove_stale_temporaries(folder)
     name = _model_name(path)
     metrics = {
         "model": path,
@@ -171,10 +170,10 @@ def evaluate(options, strategy=None):
         "confusion_matrix": matrix.tolist(),
         "latency": dataclasses.asdict(latency) if latency is not None else None,
     }
-    metrics_path = common.write_json(os.path.join(folder, f"{name}_metrics.json"), metrics)
+    metrics_path = files.write_json(os.path.join(folder, f"{name}_metrics.json"), metrics)
     plot_path = os.path.join(folder, f"{name}_confusion_matrix.png")
     title = f"{name} on {options.dataset} {options.split}: accuracy {accuracy:.4f} ({total} images)"
-    with common.atomic_output(plot_path) as tmp:
+    with files.atomic_output(plot_path) as tmp:
         plot_confusion_matrix(matrix, info.class_names, tmp, title)
     latency_text = (
         f", median latency {latency.median_ms:.3f} ms per invoke (batch {latency.batch_size}, "
@@ -182,7 +181,7 @@ def evaluate(options, strategy=None):
         if latency is not None
         else ""
     )
-    common.say(
+    console.say(
         f"evaluate: accuracy {accuracy:.4f} on {total} images{latency_text}.\n"
         f"  metrics           {metrics_path}\n"
         f"  confusion matrix  {plot_path}"

@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from keras_metapool.cli import common
+from keras_metapool.cli import console, files, training
 from keras_metapool.cli.qat_cmd import options_for_model
+from keras_metapool.export.edgetpu import edgetpu_report
+from keras_metapool.export.saved_model import export_saved_model
+from keras_metapool.export.tflite import ExportValidationError, to_tflite
 
 #: TFLite modes whose files are fully integer (Edge TPU report applies).
 FULL_INTEGER_MODES = ("int8", "uint8", "edgetpu")
@@ -42,13 +45,11 @@ def export_tflite(model, path, mode, representative_data):
     A file that fails the checks of its mode is still moved to ``path`` for
     inspection, and the error names it.
     """
-    from keras_metapool.export import ExportValidationError, edgetpu_report, to_tflite
-
-    tmp = common.temporary_path(path)
+    tmp = files.temporary_path(path)
     try:
         result = to_tflite(model, tmp, mode=mode, representative_data=representative_data)
     except ExportValidationError as error:
-        common.replace(tmp, path)
+        files.replace(tmp, path)
         problems = "; ".join(error.problems[:3]) + ("; ..." if len(error.problems) > 3 else "")
         raise ValueError(
             f"the {mode} export failed its checks ({problems}); the file is kept at {path}"
@@ -57,7 +58,7 @@ def export_tflite(model, path, mode, representative_data):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    common.replace(tmp, path)
+    files.replace(tmp, path)
     report = edgetpu_report(path) if result.edgetpu_report is not None else None
     return dataclasses.replace(result, path=path, edgetpu_report=report)
 
@@ -83,40 +84,38 @@ def export(options, strategy=None):
     Returns:
         An ``ExportResult``.
     """
-    from keras_metapool.export import export_saved_model
-
     del strategy
-    model = common.load_model(options.model)
+    model = training.load_model(options.model)
     options = options_for_model(options, model)
     folder = options.output_dir
     os.makedirs(folder, exist_ok=True)
-    common.remove_stale_temporaries(folder)
+    files.remove_stale_temporaries(folder)
     formats = list(dict.fromkeys(options.formats))  # in order, once each
     representative = None
     if any(mode in FULL_INTEGER_MODES for mode in formats):
-        calibration, _ = common.load_split(
+        calibration, _ = training.load_split(
             options, "train", training=False, limit=options.calibration_samples
         )
-        representative = common.take_images(calibration, options.calibration_samples)
-    common.say(
+        representative = training.take_images(calibration, options.calibration_samples)
+    console.say(
         f"export: {options.model} ({model.name}, "
-        f"{'quantization-aware' if common.is_quantization_aware(model) else 'float'}) -> "
+        f"{'quantization-aware' if training.is_quantization_aware(model) else 'float'}) -> "
         f"{', '.join(formats)}"
     )
     paths, exports, reports = {}, {}, {}
     for mode in formats:
         if mode == "saved_model":
             path = os.path.join(folder, "saved_model")
-            with common.atomic_output(path) as tmp:
+            with files.atomic_output(path) as tmp:
                 export_saved_model(model, tmp, include_preprocessing=options.include_preprocessing)
             paths[mode] = path
-            common.say(f"  saved_model   {path}")
+            console.say(f"  saved_model   {path}")
             continue
         path = os.path.join(folder, f"model_{mode}.tflite")
         result = export_tflite(model, path, mode, representative)
         paths[mode], exports[mode] = path, result
-        common.say(
-            f"  {mode:<13} {path}  ({common.size_text(result.size_bytes)}, input "
+        console.say(
+            f"  {mode:<13} {path}  ({console.size_text(result.size_bytes)}, input "
             f"{result.input.dtype}{list(result.input.shape)}, {result.num_ops} ops)"
         )
         if result.edgetpu_report is not None:
@@ -125,9 +124,9 @@ def export(options, strategy=None):
     report_path = None
     if reports:
         text = "\n\n".join(report.format(verbose=True) for report in reports.values())
-        report_path = common.write_text(os.path.join(folder, "edgetpu_report.txt"), text + "\n")
-        common.say("\n" + text + "\n")
-        common.say(f"  Edge TPU report  {report_path}")
+        report_path = files.write_text(os.path.join(folder, "edgetpu_report.txt"), text + "\n")
+        console.say("\n" + text + "\n")
+        console.say(f"  Edge TPU report  {report_path}")
     summary = {"model": options.model, "image_size": options.image_size, "outputs": {}}
     for mode, path in paths.items():
         entry = {"path": path}
@@ -148,8 +147,8 @@ def export(options, strategy=None):
                 "all_mapped": report.all_mapped,
             }
         summary["outputs"][mode] = entry
-    summary_path = common.write_json(os.path.join(folder, "export.json"), summary)
-    common.say(f"  summary       {summary_path}")
+    summary_path = files.write_json(os.path.join(folder, "export.json"), summary)
+    console.say(f"  summary       {summary_path}")
     return ExportResult(
         paths=paths,
         exports=exports,

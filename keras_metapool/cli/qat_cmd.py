@@ -6,7 +6,8 @@ import dataclasses
 import os
 
 from keras_metapool._keras import keras
-from keras_metapool.cli import common
+from keras_metapool.cli import console, files, training
+from keras_metapool.quantization import quantize_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,30 +63,28 @@ def qat(options, strategy):
     Returns:
         A ``QATResult``.
     """
-    from keras_metapool.quantization import quantize_model
-
     with strategy.scope():  # its variables distributed like the QAT model's
-        float_model = common.load_model(options.model)
-    if common.is_quantization_aware(float_model):
+        float_model = training.load_model(options.model)
+    if training.is_quantization_aware(float_model):
         raise ValueError(
             f"--model: {options.model} is already quantization-aware; qat takes the float "
             "model that `train` wrote (model.keras)."
         )
     options = options_for_model(options, float_model)
-    with common.artifact_folder(options, strategy) as folder:
+    with files.artifact_folder(options, strategy) as folder:
         repeat = bool(options.steps_per_epoch)
-        train_data, info = common.load_split(
+        train_data, info = training.load_split(
             options, "train", training=True, repeat=repeat, limit=options.train_limit
         )
-        calibration, _ = common.load_split(
+        calibration, _ = training.load_split(
             options, "train", training=False, limit=options.calibration_samples
         )
-        representative = common.take_images(calibration, options.calibration_samples)
-        test_data, test_info = common.load_split(
+        representative = training.take_images(calibration, options.calibration_samples)
+        test_data, test_info = training.load_split(
             options, "test", training=False, limit=options.test_limit
         )
-        steps = common.steps_per_epoch(options, info.num_examples)
-        common.say(
+        steps = training.steps_per_epoch(options, info.num_examples)
+        console.say(
             f"qat: {options.model} ({float_model.name}), {options.image_size}x"
             f"{options.image_size}; ranges calibrated on {len(representative)} images, then "
             f"{options.qat_epochs} epoch(s) of {steps} steps at {options.optimizer} lr "
@@ -93,29 +92,29 @@ def qat(options, strategy):
         )
         keras.utils.set_random_seed(options.seed)
         with strategy.scope():
-            common.compile_model(float_model, options, "adam")  # to evaluate it
+            training.compile_model(float_model, options, "adam")  # to evaluate it
             qat_model = quantize_model(
                 float_model,
                 representative_data=representative,
                 num_calibration_samples=options.calibration_samples,
             )
-            optimizer = common.make_optimizer(
+            optimizer = training.make_optimizer(
                 options, options.qat_learning_rate, options.qat_epochs * steps
             )
-            common.compile_model(qat_model, options, optimizer)
-        float_accuracy = common.evaluate_accuracy(float_model, test_data, info.num_classes)
-        callbacks, resumed_at = common.training_callbacks(
+            training.compile_model(qat_model, options, optimizer)
+        float_accuracy = training.evaluate_accuracy(float_model, test_data, info.num_classes)
+        callbacks, resumed_at = training.training_callbacks(
             options, folder, "qat_history.csv", options.output_path("backup"),
             options.qat_epochs,
         )  # fmt: skip
-        _, seconds = common.fit_timed(
+        _, seconds = training.fit_timed(
             qat_model, train_data, num_classes=info.num_classes, epochs=options.qat_epochs,
             steps=steps, repeat=repeat, callbacks=callbacks,
             backup_dir=options.output_path("backup"), strategy=strategy,
         )  # fmt: skip
-        qat_accuracy = common.evaluate_accuracy(qat_model, test_data, info.num_classes)
+        qat_accuracy = training.evaluate_accuracy(qat_model, test_data, info.num_classes)
         name = "qat_model.h5" if options.qat_format == "h5" else "qat_model"
-        common.save_keras_model(qat_model, os.path.join(folder, name))
+        files.save_keras_model(qat_model, os.path.join(folder, name))
         metrics = {
             "float_model": options.model,
             "dataset": options.dataset,
@@ -128,8 +127,8 @@ def qat(options, strategy):
             "qat_accuracy": qat_accuracy,
             "fit_seconds": seconds,
         }
-        common.write_json(os.path.join(folder, "qat_metrics.json"), metrics)
-        common.say(
+        files.write_json(os.path.join(folder, "qat_metrics.json"), metrics)
+        console.say(
             f"qat: test accuracy float {float_accuracy:.4f} -> QAT {qat_accuracy:.4f} on "
             f"{test_info.num_examples} images ({seconds:.0f} s of fine-tuning).\n"
             f"  QAT model     {options.output_path(name)}  (load inside "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from keras_metapool.cli import common
+from keras_metapool.cli import console, files, training
+from keras_metapool.search import PMPLCallback, plot_search
 
 #: What search_summary.txt's columns mean (written under the table).
 SUMMARY_COLUMNS = (
@@ -67,39 +68,37 @@ def search(options, strategy):
     Returns:
         A ``SearchResult``.
     """
-    from keras_metapool import PMPLCallback, plot_search
-
-    with common.artifact_folder(options, strategy) as folder:
+    with files.artifact_folder(options, strategy) as folder:
         repeat = bool(options.steps_per_epoch)
         if options.one_level:
-            weights_data, info = common.load_split(
+            weights_data, info = training.load_split(
                 options, "train", training=True, repeat=repeat, limit=options.train_limit
             )
             arch_data, held_out = None, "none held out (one-level)"
         else:
             parts = dict(limit=options.train_limit, search_fraction=options.search_fraction)
-            weights_data, info = common.load_split(
+            weights_data, info = training.load_split(
                 options, "train", training=True, repeat=repeat, search_part="weights", **parts
             )
-            arch_data, arch_info = common.load_split(
+            arch_data, arch_info = training.load_split(
                 options, "train", training=True, search_part="arch", **parts
             )
-            arch_data = common.one_hot_labels(arch_data, info.num_classes)
+            arch_data = training.one_hot_labels(arch_data, info.num_classes)
             held_out = f"{arch_info.num_examples} held out for alpha"
-        steps = common.steps_per_epoch(options, info.num_examples)
+        steps = training.steps_per_epoch(options, info.num_examples)
         settings = (
             f"{options.decision} rule"
             + (f" (z >= {options.evidence_z:g})" if options.decision == "evidence" else "")
             + f", undecided -> {options.undecided}, warm-up {options.warmup:g}, alpha lr "
             f"{options.arch_learning_rate}, late stage at {options.late_stage:.2f}"
         )
-        common.say(
+        console.say(
             f"search: supernet MobileNetV2MP alpha {options.alpha}, "
             f"{options.image_size}x{options.image_size}, {info.num_classes} classes, "
             f"{options.placement} placement; {info.num_examples} images for the weights, "
             f"{held_out}; {options.epochs} epochs of {steps} steps; {settings}."
         )
-        supernet = common.build_for_training(
+        supernet = training.build_for_training(
             options,
             strategy,
             "search",
@@ -120,7 +119,7 @@ def search(options, strategy):
             late_stage=options.late_stage,
         )
         history_path = os.path.join(folder, "search_history.csv")
-        callbacks, _ = common.training_callbacks(
+        callbacks, _ = training.training_callbacks(
             options,
             folder,
             "search_history.csv",
@@ -128,7 +127,7 @@ def search(options, strategy):
             options.epochs,
             extra=[pmpl],  # first: its logs reach the CSV and TensorBoard
         )
-        history, seconds = common.fit_timed(
+        history, seconds = training.fit_timed(
             supernet, weights_data, num_classes=info.num_classes, epochs=options.epochs,
             steps=steps, repeat=repeat, callbacks=callbacks,
             backup_dir=options.output_path("backup"), strategy=strategy,
@@ -136,12 +135,12 @@ def search(options, strategy):
 
         spec = pmpl.architecture
         architecture_path = os.path.join(folder, "architecture.json")
-        with common.atomic_output(architecture_path) as tmp:
+        with files.atomic_output(architecture_path) as tmp:
             spec.save(tmp)
         # The CSV holds every epoch, also those before a resume (the
         # callback's own record: only those of this process).
-        plot_source = common.read_csv_columns(history_path)
-        with common.atomic_output(os.path.join(folder, "search.png")) as tmp:
+        plot_source = files.read_csv_columns(history_path)
+        with files.atomic_output(os.path.join(folder, "search.png")) as tmp:
             plot_search(plot_source, tmp, title=f"PMPL search ({options.dataset})")
         budget = pmpl.budget
         lines = [
@@ -156,10 +155,10 @@ def search(options, strategy):
         pmpl.summary(print_fn=lines.append)
         lines += ["", *SUMMARY_COLUMNS]
         lines += ["", f"Architecture: {spec!r}"]
-        common.write_text(os.path.join(folder, "search_summary.txt"), "\n".join(lines) + "\n")
-        common.say("\n".join(lines))
-        accuracy = float(history.history.get(common.ACCURACY, [float("nan")])[-1])
-        common.say(
+        files.write_text(os.path.join(folder, "search_summary.txt"), "\n".join(lines) + "\n")
+        console.say("\n".join(lines))
+        accuracy = float(history.history.get(training.ACCURACY, [float("nan")])[-1])
+        console.say(
             f"search: done in {seconds:.0f} s (training accuracy {accuracy:.4f}).\n"
             f"  architecture  {options.output_path('architecture.json')}\n"
             f"  plot          {options.output_path('search.png')}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from keras_metapool.cli import common
+from keras_metapool.cli import console, files, training
 from keras_metapool.models.architecture import NAMED_ARCHITECTURES, ArchitectureSpec
 
 
@@ -70,7 +70,7 @@ def _best_so_far(history_path, monitor):
     """The best ``monitor`` value logged before a resume (ModelCheckpoint starts from it)."""
     if not os.path.exists(history_path):
         return None
-    values = common.read_csv_columns(history_path).get(monitor, [])
+    values = files.read_csv_columns(history_path).get(monitor, [])
     values = [v for v in values if isinstance(v, (int, float))]
     return max(values) if values else None
 
@@ -95,28 +95,28 @@ def train(options, strategy):
         A ``TrainResult``.
     """
     architecture = resolve_architecture(options.architecture)
-    with common.artifact_folder(options, strategy) as folder:
+    with files.artifact_folder(options, strategy) as folder:
         repeat = bool(options.steps_per_epoch)
         validate = options.validation_fraction > 0
         if validate:
             parts = dict(limit=options.train_limit, search_fraction=options.validation_fraction)
-            train_data, info = common.load_split(
+            train_data, info = training.load_split(
                 options, "train", training=True, repeat=repeat, search_part="weights", **parts
             )
-            validation_data, _ = common.load_split(
+            validation_data, _ = training.load_split(
                 options, "train", training=False, search_part="arch", **parts
             )
         else:
-            train_data, info = common.load_split(
+            train_data, info = training.load_split(
                 options, "train", training=True, repeat=repeat, limit=options.train_limit
             )
             validation_data = None
-        test_data, test_info = common.load_split(
+        test_data, test_info = training.load_split(
             options, "test", training=False, limit=options.test_limit
         )
-        steps = common.steps_per_epoch(options, info.num_examples)
+        steps = training.steps_per_epoch(options, info.num_examples)
         name = architecture if isinstance(architecture, str) else options.architecture
-        common.say(
+        console.say(
             f"train: MobileNetV2MP ({name}, {options.head} head) alpha {options.alpha}, "
             f"{options.image_size}x{options.image_size}, {info.num_classes} classes; "
             f"{info.num_examples} training images, {options.epochs} epochs of {steps} steps, "
@@ -124,15 +124,17 @@ def train(options, strategy):
             f"{options.warmup_epochs} epochs, cosine), batch {options.batch_size} over "
             f"{strategy.num_replicas_in_sync} replica(s)."
         )
-        model = common.build_for_training(options, strategy, architecture, info.num_classes, steps)
+        model = training.build_for_training(
+            options, strategy, architecture, info.num_classes, steps
+        )
 
         history_path = os.path.join(folder, "history.csv")
-        monitor = "val_accuracy" if validate else common.ACCURACY
+        monitor = "val_accuracy" if validate else training.ACCURACY
         checkpoint_path = options.output_path("checkpoints", "best.keras")
-        callbacks, resumed_at = common.training_callbacks(
+        callbacks, resumed_at = training.training_callbacks(
             options, folder, "history.csv", options.output_path("backup"), options.epochs
         )
-        checkpoint = common.AtomicModelCheckpoint(
+        checkpoint = training.AtomicModelCheckpoint(
             checkpoint_path,
             monitor=monitor,
             mode="max",
@@ -142,14 +144,14 @@ def train(options, strategy):
         # Before BackupAndRestore (last): an epoch is backed up once its
         # checkpoint and logs are written.
         callbacks.insert(len(callbacks) - 1, checkpoint)
-        _, seconds = common.fit_timed(
+        _, seconds = training.fit_timed(
             model, train_data, num_classes=info.num_classes, epochs=options.epochs,
             steps=steps, repeat=repeat, callbacks=callbacks,
             backup_dir=options.output_path("backup"), strategy=strategy,
             validation_data=validation_data if validate else None,
         )  # fmt: skip
-        test_accuracy = common.evaluate_accuracy(model, test_data, info.num_classes)
-        common.save_keras_model(model, os.path.join(folder, "model.keras"))
+        test_accuracy = training.evaluate_accuracy(model, test_data, info.num_classes)
+        files.save_keras_model(model, os.path.join(folder, "model.keras"))
         metrics = {
             "dataset": options.dataset,
             "architecture": architecture if isinstance(architecture, str)
@@ -164,8 +166,8 @@ def train(options, strategy):
             "test_accuracy": test_accuracy,
             "fit_seconds": seconds,
         }  # fmt: skip
-        common.write_json(os.path.join(folder, "train_metrics.json"), metrics)
-        common.say(
+        files.write_json(os.path.join(folder, "train_metrics.json"), metrics)
+        console.say(
             f"train: test accuracy {test_accuracy:.4f} on {test_info.num_examples} images "
             f"({seconds:.0f} s of training).\n"
             f"  model         {options.output_path('model.keras')}\n"

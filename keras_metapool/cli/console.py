@@ -1,0 +1,27 @@
+"""What the subcommands print: progress lines, sizes, Markdown tables."""
+
+import sys
+
+
+def keras_verbosity():
+    """Keras ``verbose``: progress bars on a terminal, one line per epoch otherwise."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def say(text=""):
+    """Prints a line now (progress lines must not wait for a buffer)."""
+    print(text, flush=True)
+
+
+def size_text(num_bytes):
+    """``1.23 MiB`` / ``456.7 KiB``."""
+    if num_bytes >= 1 << 20:
+        return f"{num_bytes / (1 << 20):.2f} MiB"
+    return f"{num_bytes / 1024:.1f} KiB"
+
+
+def markdown_table(header, rows):
+    """A Markdown table (list of lines) from a header and rows of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
