@@ -7,12 +7,18 @@ README ("Keras 3") tells users to run QAT and the Edge TPU export in a process
 that holds no Keras 3 model. This script is the measurement behind that advice.
 Each run is a fresh Python process that builds a MobileNetV2MP (the paper
 model, alpha 0.35, 32 px), quantizes it (QAT, one short calibration) and
-exports it with ``to_tflite(mode="edgetpu")``; in the ``keras3`` arm the
-process first builds a Keras 3 ``keras.applications.MobileNetV2`` and
-converts the model back with ``to_keras3``, as the README's worked example
-does. The two arms alternate run by run, so machine load hits both alike. A
-run "crashed" when its process died by a signal (SIGSEGV inside
-``converter.convert()`` is what we have seen).
+exports it with ``to_tflite(mode="edgetpu")``. The arms:
+
+- ``no_keras3``: only that;
+- ``keras3``: the process first builds a Keras 3 ``keras.applications.MobileNetV2``
+  and converts the model back with ``to_keras3``, as the README's worked
+  example does;
+- ``keras3_litert``: as ``keras3``, and the Keras 3 model is also exported
+  with ``model.export(path, format="litert")`` before the tf_keras export.
+
+The arms alternate run by run, so machine load hits all alike. A run
+"crashed" when its process died by a signal (SIGSEGV inside a TFLite
+conversion is what we have seen).
 """
 
 import json
@@ -40,11 +46,13 @@ import keras_metapool as km
 from keras_metapool.export import to_tflite
 model = km.MobileNetV2MP(weights=None, alpha=0.35, input_shape=(32, 32, 3), classes=10,
                          meta_pooling="paper")
-if {with_keras3}:
+if {arm!r} != "no_keras3":
     import keras
     from keras_metapool.keras3 import to_keras3
     keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3), classes=10)
-    to_keras3(model)
+    back = to_keras3(model)
+    if {arm!r} == "keras3_litert":
+        back.export(os.path.join(tempfile.mkdtemp(), "k3.tflite"), format="litert", verbose=False)
 images = np.random.default_rng(0).uniform(-1, 1, (32, 32, 32, 3)).astype(np.float32)
 qat = km.quantize_model(model, representative_data=images)
 to_tflite(qat, os.path.join(tempfile.mkdtemp(), "m.tflite"), mode="edgetpu",
@@ -52,10 +60,10 @@ to_tflite(qat, os.path.join(tempfile.mkdtemp(), "m.tflite"), mode="edgetpu",
 """
 
 
-def _one_run(with_keras3):
+def _one_run(arm):
     """(outcome, seconds): outcome is "ok", "crashed (SIGNAME)" or "failed (rc N)"."""
     start = time.perf_counter()
-    code = RUN.format(root=ROOT, with_keras3=with_keras3)
+    code = RUN.format(root=ROOT, arm=arm)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if result.returncode == 0:
@@ -68,12 +76,12 @@ def _one_run(with_keras3):
 
 def main(argv):
     del argv
-    outcomes = {"no_keras3": [], "keras3": []}
+    outcomes = {"no_keras3": [], "keras3": [], "keras3_litert": []}
     for run in range(FLAGS.runs):
         for arm in outcomes:
-            outcome, seconds = _one_run(arm == "keras3")
+            outcome, seconds = _one_run(arm)
             outcomes[arm].append(outcome)
-            print(f"run {run + 1}/{FLAGS.runs} {arm:>9}: {outcome} ({seconds:.0f} s)", flush=True)
+            print(f"run {run + 1}/{FLAGS.runs} {arm:>13}: {outcome} ({seconds:.0f} s)", flush=True)
     summary = {
         arm: {
             "runs": len(results),

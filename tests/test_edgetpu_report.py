@@ -447,7 +447,7 @@ def test_run_edgetpu_compiler_without_compiler(tmp_path, monkeypatch, rule_break
 
 def test_cli_prints_the_table_and_exits_1_when_ops_fall_back(rule_breakers):
     done = subprocess.run(
-        [sys.executable, "-m", "keras_metapool.export.edgetpu", rule_breakers["transpose"]],
+        [sys.executable, "-m", "keras_metapool.export", rule_breakers["transpose"]],
         capture_output=True,
         text=True,
         timeout=300,

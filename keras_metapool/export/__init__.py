@@ -7,55 +7,54 @@
     >>> export.evaluate_tflite("model.tflite", (test_images, test_labels))  # doctest: +SKIP
     >>> export.export_saved_model(model, "saved_model/")            # doctest: +SKIP
 
-Command line: ``python -m keras_metapool.export.edgetpu model.tflite``.
-
-The names below are imported on first use, so that running the command line
-module does not import it twice (and ``import keras_metapool.export`` stays
-cheap).
+Command line of the Edge TPU report: ``python -m keras_metapool.export model.tflite``.
 """
 
-import importlib
+from keras_metapool.export.edgetpu import (
+    EdgeTPUReport,
+    OpReport,
+    edgetpu_report,
+    parse_edgetpu_compiler_log,
+    run_edgetpu_compiler,
+)
+from keras_metapool.export.evaluate import (
+    LatencyStats,
+    TFLiteEvaluation,
+    TFLiteRunner,
+    evaluate_tflite,
+    measure_latency,
+    tflite_predict,
+)
+from keras_metapool.export.saved_model import SERVING_SIGNATURE, export_saved_model
+from keras_metapool.export.tflite import (
+    TFLITE_MODES,
+    ConstantOutputWarning,
+    ExportValidationError,
+    TensorDetails,
+    TFLiteExport,
+    to_tflite,
+)
+from keras_metapool.export.tflite_graph import read_tflite_graph
 
-_EXPORTS = {
-    "edgetpu": (
-        "EdgeTPUReport",
-        "OpReport",
-        "edgetpu_report",
-        "parse_edgetpu_compiler_log",
-        "run_edgetpu_compiler",
-    ),
-    "evaluate": (
-        "LatencyStats",
-        "TFLiteEvaluation",
-        "TFLiteRunner",
-        "evaluate_tflite",
-        "measure_latency",
-        "tflite_predict",
-    ),
-    "saved_model": ("SERVING_SIGNATURE", "export_saved_model"),
-    "tflite": (
-        "TFLITE_MODES",
-        "ConstantOutputWarning",
-        "ExportValidationError",
-        "TFLiteExport",
-        "TensorDetails",
-        "to_tflite",
-    ),
-    "tflite_graph": ("read_tflite_graph",),
-}
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__all__ = [
+    "SERVING_SIGNATURE",
+    "TFLITE_MODES",
+    "ConstantOutputWarning",
+    "EdgeTPUReport",
+    "ExportValidationError",
+    "LatencyStats",
+    "OpReport",
+    "TFLiteEvaluation",
+    "TFLiteExport",
+    "TFLiteRunner",
+    "TensorDetails",
+    "edgetpu_report",
+    "evaluate_tflite",
+    "export_saved_model",
+    "measure_latency",
+    "parse_edgetpu_compiler_log",
+    "read_tflite_graph",
+    "run_edgetpu_compiler",
+    "tflite_predict",
+    "to_tflite",
+]

@@ -4,7 +4,9 @@ import os
 
 # The exported input (images preprocessed as the model expects, or raw images
 # when the SavedModel includes preprocessing) is named as representative data's key.
+from keras_metapool._keras import keras, require_tf_keras_model
 from keras_metapool.data.samples import INPUT_NAME  # noqa: F401  (exporters read it here)
+from keras_metapool.search import to_fixed_model
 
 PROBABILITIES = "probabilities"
 LOGITS = "logits"
@@ -47,9 +49,6 @@ def exportable_model(model):
             model, or if it is a search model with unfixed points (the
             message says to finish the search or derive the architecture).
     """
-    from keras_metapool._keras import require_tf_keras_model
-    from keras_metapool.search import to_fixed_model  # deferred: search imports models
-
     require_tf_keras_model(model, "Export")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
@@ -97,8 +96,6 @@ def classifier_output(model):
     one whose last Dense is linear (``classifier_activation=None``) logits;
     anything else (``include_top=False``, another activation) features.
     """
-    from keras_metapool._keras import keras
-
     last = model.layers[-1]
     inner = getattr(last, "layer", last)
     if not isinstance(inner, keras.layers.Dense):

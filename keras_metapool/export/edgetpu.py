@@ -32,7 +32,7 @@ The result, an ``EdgeTPUReport``, prints as the compiler's familiar
 
 Command line::
 
-    python -m keras_metapool.export.edgetpu model.tflite [--verbose] [--compile]
+    python -m keras_metapool.export model.tflite [--verbose] [--compile]
 
 exits with status 0 when every op maps to the Edge TPU, 1 when some would run
 on the CPU, and 2 when the file cannot be read.
@@ -46,6 +46,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 from keras_metapool.export.tflite_graph import read_tflite_graph
 
@@ -475,7 +476,7 @@ class EdgeTPUReport:
                 lines.append("Op versions: all within what edgetpu_compiler 16 is known to parse.")
             lines.append(
                 f"Confirm with Coral's compiler: edgetpu_compiler --show_operations {self.path}"
-                f"  (or: python -m keras_metapool.export.edgetpu --compile {self.path})"
+                f"  (or: python -m keras_metapool.export --compile {self.path})"
             )
         if verbose and self.unsupported_ops:
             lines.append("")
@@ -729,11 +730,9 @@ def _has_table(text):
 
 def main(argv, verbose=False, compile_model=False, output_dir=None):
     """Prints the report of each file in ``argv[1:]``; returns the exit status."""
-    import sys
-
     paths = argv[1:]
     if not paths:
-        print("usage: python -m keras_metapool.export.edgetpu MODEL.tflite ...", file=sys.stderr)
+        print("usage: python -m keras_metapool.export MODEL.tflite ...", file=sys.stderr)
         return 2
     status = 0
     for number, path in enumerate(paths):
@@ -761,7 +760,8 @@ def main(argv, verbose=False, compile_model=False, output_dir=None):
     return status
 
 
-def _run_cli():
+def run_cli():
+    """The command line (``python -m keras_metapool.export``): absl flags, then ``main``."""
     from absl import app, flags
 
     flags.DEFINE_bool("verbose", False, "List every op that runs on the CPU, with its reason.")
@@ -780,7 +780,3 @@ def _run_cli():
         )
 
     app.run(_main)
-
-
-if __name__ == "__main__":
-    _run_cli()

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from keras_metapool._keras import keras
 from keras_metapool.export import common
 from keras_metapool.export.tflite_graph import read_tflite_graph
 
@@ -294,8 +295,6 @@ def evaluate_tflite(
         ValueError: for a dataset without labels, labels whose count does
             not match the images, or no examples at all.
     """
-    from keras_metapool._keras import keras
-
     runner = TFLiteRunner(path, num_threads=num_threads, output=output)
     target = None
     if isinstance(dataset, (tuple, list)) and len(dataset) == 2:

@@ -10,9 +10,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from keras_metapool import _quiet
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.export import common
 from keras_metapool.export.edgetpu import edgetpu_report
+from keras_metapool.export.evaluate import tflite_predict
 from keras_metapool.export.tflite_graph import read_tflite_graph
 
 __all__ = [
@@ -203,8 +205,6 @@ def to_tflite(
         # TF >= 2.16 quantizes FULLY_CONNECTED weights per channel, a format
         # edgetpu_compiler 16 (2021) predates; this restores one scale per tensor.
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
-    from keras_metapool import _quiet
-
     with _quiet.native_stderr_held(_quiet.QUIET):  # the converter's C++ chatter
         flatbuffer = converter.convert()
     with open(path, "wb") as f:
@@ -221,8 +221,6 @@ class ConstantOutputWarning(UserWarning):
 
 def _warn_if_constant_outputs(path, samples, count=CONSTANT_CHECK_SAMPLES):
     """One ``ConstantOutputWarning`` when the file answers every calibration image alike."""
-    from keras_metapool.export.evaluate import tflite_predict
-
     images = np.concatenate([np.asarray(sample, np.float32) for sample in samples[:count]])
     if len(images) < 2:
         return

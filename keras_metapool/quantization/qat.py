@@ -14,13 +14,21 @@ from absl import logging
 from keras_metapool._keras import keras, require_tf_keras_model
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
+from keras_metapool.quantization import configs
 from keras_metapool.quantization._tfmot import import_tfmot as _tfmot
+from keras_metapool.quantization.configs import (
+    AveragePoolingQuantizeConfig,
+    FixedRangeQuantizer,
+    NoOpQuantizeConfig,
+    SoftmaxClassifierQuantizeConfig,
+)
 from keras_metapool.quantization.layers import (
     TWINS,
     QuantizedBatchNormalization,
     QuantizedHardSwish,
     QuantizedSpatialEnhancer,
 )
+from keras_metapool.search import to_fixed_model
 
 #: Layers after which TF-MOT's layout transforms fold a BatchNormalization.
 _FOLDING_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
@@ -61,8 +69,6 @@ def quantize_scope(*custom_objects):
         >>> with keras_metapool.quantization.quantize_scope():
         ...     qat = keras.models.load_model("qat.h5")
     """
-    from keras_metapool.quantization import configs
-
     ours = dict(_OUR_QUANTIZED_LAYERS)
     for name in configs.__all__:
         ours[name] = getattr(configs, name)
@@ -100,8 +106,6 @@ def _check_model(model):
 def _lean_model(model):
     """The model to quantize: a fixed search model becomes its lean model."""
     if any(isinstance(layer, MetaPoolingBlock) for layer in model.layers):
-        from keras_metapool.search import to_fixed_model
-
         # Raises a ValueError naming the unfixed points, if any.
         return to_fixed_model(model)
     return model
@@ -204,8 +208,6 @@ def _fix_input_range(qat_model, input_range):
     seen. Fixed, the range can be chosen to put the inputs on the grid: see
     ``MOBILENET_INPUT_RANGE``.
     """
-    from keras_metapool.quantization.configs import FixedRangeQuantizer
-
     low, high = input_range
     quantizer = FixedRangeQuantizer(low, high)
     for layer in qat_model.layers:
@@ -417,12 +419,6 @@ def quantize_model(
     _check_model(model)
     model = _lean_model(model)
     tfmot = _tfmot()
-    from keras_metapool.quantization.configs import (
-        AveragePoolingQuantizeConfig,
-        NoOpQuantizeConfig,
-        SoftmaxClassifierQuantizeConfig,
-    )
-
     registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
     unsupported = _unsupported_layers(model, registry)
     if unsupported:
