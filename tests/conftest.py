@@ -27,5 +27,8 @@ def rng():
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: trains on real data (still part of the default run)")
+    config.addinivalue_line(
+        "markers",
+        'slow: a test of 3 s or more on 2 cores (measured); pytest -m "not slow" is the fast tier',
+    )
     tf.config.threading.set_inter_op_parallelism_threads(2)

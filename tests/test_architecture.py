@@ -309,6 +309,7 @@ def test_prune_candidates_drops_windows_larger_than_the_map():
     assert prune_candidates(DEFAULT_CANDIDATES, (None, None)) == DEFAULT_CANDIDATES
 
 
+@pytest.mark.slow
 def test_pruned_search_spec_lists_each_points_candidates_and_round_trips():
     from keras_metapool.models.mobilenet_v2_mp import block_map_sizes
 

@@ -76,6 +76,7 @@ def chain(tmp_path_factory):
     return out, results
 
 
+@pytest.mark.slow
 def test_search_writes_a_fixed_architecture_plot_and_summary(chain):
     out, results = chain
     spec = km.ArchitectureSpec.load(os.path.join(out["search"], "architecture.json"))
@@ -105,6 +106,7 @@ def test_search_writes_a_fixed_architecture_plot_and_summary(chain):
     assert not os.path.exists(os.path.join(out["search"], "backup"))  # removed when done
 
 
+@pytest.mark.slow
 def test_train_learns_the_searched_architecture(chain):
     out, results = chain
     spec = km.ArchitectureSpec.load(os.path.join(out["search"], "architecture.json"))
@@ -128,6 +130,7 @@ def test_train_learns_the_searched_architecture(chain):
         assert any(name.startswith("events.out.tfevents") for name in os.listdir(folder))
 
 
+@pytest.mark.slow
 def test_qat_model_reloads_and_keeps_the_accuracy(chain):
     out, _ = chain
     metrics = read_json(os.path.join(out["qat"], "qat_metrics.json"))
@@ -141,6 +144,7 @@ def test_qat_model_reloads_and_keeps_the_accuracy(chain):
     assert any(type(layer).__name__ == "QuantizeWrapperV2" for layer in qat_model.layers)
 
 
+@pytest.mark.slow
 def test_export_writes_every_format_and_an_edgetpu_clean_model(chain):
     out, results = chain
     summary = read_json(os.path.join(out["export"], "export.json"))
@@ -163,6 +167,7 @@ def test_export_writes_every_format_and_an_edgetpu_clean_model(chain):
     assert not temporaries(out["export"])
 
 
+@pytest.mark.slow
 def test_export_saved_model_predicts_like_the_qat_model(chain):
     import tensorflow as tf
 
@@ -179,6 +184,7 @@ def test_export_saved_model_predicts_like_the_qat_model(chain):
     )
 
 
+@pytest.mark.slow
 def test_evaluate_tflite_and_keras_report_accuracy_and_confusion_matrix(chain):
     out, results = chain
     tflite = read_json(os.path.join(out["evaluate"], "model_edgetpu_metrics.json"))

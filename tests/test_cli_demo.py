@@ -25,6 +25,7 @@ from keras_metapool.export.tflite_graph import read_tflite_graph
 CHANCE = 0.1
 
 
+@pytest.mark.slow
 def test_demo_quick_runs_every_stage_to_an_edgetpu_clean_int8_model(tmp_path):
     out = tmp_path / "demo"
     result = check_ok(run_cli("demo", "--quick", f"--output_dir={out}"))
@@ -70,6 +71,7 @@ def _check_one_line_error(status, stderr, expected_status, *fragments):
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_bad_command_lines_in_their_own_process_exit_with_one_clear_line():
     # The real process: a command-line mistake (status 2) and a run error (1).
     # Exactly one line on stderr: TensorFlow's native start-up records (absl's
@@ -144,6 +146,7 @@ def bad_results(folder):
     return json.loads(process.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(BAD_COMMAND_LINES)))
 def test_bad_command_lines_exit_with_one_clear_line(bad_results, folder, index):
     _, status, fragments = BAD_COMMAND_LINES[index]

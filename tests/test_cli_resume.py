@@ -35,6 +35,7 @@ def _backed_up(folder):
     return training.backup_epoch(os.path.join(folder, "backup")) is not None
 
 
+@pytest.mark.slow
 def test_train_killed_mid_epoch_resumes_from_the_backup_and_finishes(tmp_path):
     out = tmp_path / "train"
     flags = (
@@ -117,6 +118,7 @@ def _trained_steps(history_csv):
     return float(values["loss"])
 
 
+@pytest.mark.slow
 def test_train_mirrored_on_two_logical_cpus(tmp_path):
     out = tmp_path / "mirrored"
     result = check_ok(run_cli("train", *_train_flags(out), "--strategy=mirrored",
@@ -129,6 +131,7 @@ def test_train_mirrored_on_two_logical_cpus(tmp_path):
     assert model.optimizer.iterations.numpy() == 2
 
 
+@pytest.mark.slow
 def test_train_multi_worker_with_two_local_processes(tmp_path):
     out = tmp_path / "multi"
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}

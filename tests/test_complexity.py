@@ -11,6 +11,7 @@ from keras_metapool.models import MobileNetV2MP, count_macs, count_params
 PUBLISHED_MACS = {0.35: 59, 0.5: 97, 0.75: 209, 1.0: 300, 1.4: 582}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", sorted(PUBLISHED_MACS))
 def test_mobilenet_v2_macs_match_the_published_numbers(alpha):
     model = keras.applications.MobileNetV2(weights=None, alpha=alpha)
@@ -49,6 +50,7 @@ def test_paper_head_adds_one_1x1_convolution():
     assert count_params(paper) - count_params(classic) == 1280 * 1280 + 1280
 
 
+@pytest.mark.slow
 def test_dynamic_shapes_are_refused():
     model = MobileNetV2MP(weights=None, alpha=0.35, input_shape=(None, None, 3), include_top=False)
     with pytest.raises(ValueError, match="static"):

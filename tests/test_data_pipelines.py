@@ -225,6 +225,7 @@ def test_fashion_mnist_data_dir_is_the_only_place_searched(tmp_path):
 # ------------------------------------------------------------ tfds / folder
 
 
+@pytest.mark.slow
 def test_tfds_dataset_prepared_in_data_dir(tfds_dir):
     dataset, info = load_dataset(
         "tfds:tiny_shapes",
@@ -292,6 +293,7 @@ def training_batch(seed, augment="basic", **kwargs):
     return first_batch(dataset)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("augment", ["basic", "randaugment"])
 def test_same_seed_same_batches_other_seed_other_batches(augment):
     images, labels = training_batch(7, augment)

@@ -49,6 +49,7 @@ def _expected_layer_count(chosen, head, post_norm):
     return base + added
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "placement, head, pairs, post_norm, seed",
     [
@@ -83,6 +84,7 @@ def test_fixed_model_is_lean_and_predicts_like_the_search_model(
     assert fixed.count_params() < search.count_params()
 
 
+@pytest.mark.slow
 def test_derived_spec_round_trips_through_json_and_builds_the_same_model():
     search = _search_model()
     _fix_at_random(search, seed=5, pairs=True)
@@ -116,6 +118,7 @@ def test_undecided_points_follow_the_rule():
         derive_architecture(search, undecided="most")
 
 
+@pytest.mark.slow
 def test_transfer_weights_warm_starts_another_architecture_and_rejects_misfits():
     # The ablations have BN + hswish after each op: a paper-mixture supernet.
     search = _search_model(meta_pooling=ArchitectureSpec.search("output", post_norm=True))
@@ -154,6 +157,7 @@ def test_models_without_search_points():
         search_blocks("model.keras")
 
 
+@pytest.mark.slow
 def test_fixed_model_after_reload_from_file(tmp_path):
     search = _search_model(classifier_activation=None)
     calibrate_batch_norms(search, seed=4)

@@ -124,6 +124,7 @@ def test_bad_tf_config_says_what_it_must_contain(monkeypatch, tf_config, problem
 # ---------------------------------------------------------------- subprocesses
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_cpus_splits_the_global_batch(tmp_path):
     out = tmp_path / "mirrored.npz"
     _finish(
@@ -147,6 +148,7 @@ def test_mirrored_on_two_cpus_splits_the_global_batch(tmp_path):
     assert not np.allclose(result["before"], result["after"])
 
 
+@pytest.mark.slow
 def test_multi_worker_shards_the_data_and_keeps_weights_in_sync(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}

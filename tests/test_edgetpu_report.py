@@ -157,6 +157,7 @@ def _fc_weight_scales(path):
     ]
 
 
+@pytest.mark.slow
 def test_edgetpu_mode_writes_per_tensor_dense_weights(rule_breakers, compiler_rule_breakers):
     assert _fc_weight_scales(rule_breakers["clean"]) == [1]
     # The other full-integer modes keep TensorFlow's per-channel weights (3 classes).

@@ -50,6 +50,7 @@ def exported(model, tmp_path_factory):
     return path, tf.saved_model.load(path)
 
 
+@pytest.mark.slow
 def test_signature_names_and_round_trip(model, exported, raw_images):
     _, loaded = exported
     signature = loaded.signatures["serving_default"]
@@ -70,6 +71,7 @@ def test_signature_names_and_round_trip(model, exported, raw_images):
     np.testing.assert_allclose(loaded.serve(images)["probabilities"].numpy(), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_preprocessing_in_the_graph(model, raw_images, tmp_path):
     path = export_saved_model(model, tmp_path / "raw", include_preprocessing=True, batch_size=4)
     signature = tf.saved_model.load(path).signatures["serving_default"]
@@ -83,6 +85,7 @@ def test_preprocessing_in_the_graph(model, raw_images, tmp_path):
     np.testing.assert_allclose(result["probabilities"].numpy(), expected, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_logits_model_exports_both_outputs(tmp_path, raw_images):
     model = _model(meta_pooling="none", classifier_activation=None)
     path = export_saved_model(model, tmp_path / "logits", outputs=("logits",))
@@ -93,6 +96,7 @@ def test_logits_model_exports_both_outputs(tmp_path, raw_images):
     np.testing.assert_allclose(logits, model.predict(images, verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tflite_converter_reads_the_saved_model(model, exported, raw_images, tmp_path):
     path, _ = exported
     converter = tf.lite.TFLiteConverter.from_saved_model(path)

@@ -82,6 +82,7 @@ def _path(result):
     return result.path  # TFLiteExport and ExportValidationError both carry it
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_float_mode_predicts_like_keras(name, models, exports, images):
     result = exports[name, "float"]
@@ -94,6 +95,7 @@ def test_float_mode_predicts_like_keras(name, models, exports, images):
     np.testing.assert_allclose(tflite_predict(result.path, images[100:]), expected, atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_dynamic_mode_quantizes_weights_only(name, exports):
     result = exports[name, "dynamic"]
@@ -106,6 +108,7 @@ def test_dynamic_mode_quantizes_weights_only(name, exports):
     # network (a random one amplifies any rounding): see test_export_evaluate.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["int8", "uint8", "edgetpu"])
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_full_integer_modes_hold_only_8_bit_activations(name, mode, exports):
@@ -125,6 +128,7 @@ def test_full_integer_modes_hold_only_8_bit_activations(name, mode, exports):
         assert all(graph.tensor(i).dtype in ("int8", "uint8") for i in op.outputs), op.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_full_integer_modes_compute_the_same_function(name, exports, images):
     # int8 and uint8 I/O differ by a zero-point shift of 128 only: their
@@ -147,6 +151,7 @@ def test_full_integer_modes_compute_the_same_function(name, exports, images):
     assert np.ptp(outputs["int8"].argmax(-1)) > 0  # not one class for every image
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["int8", "uint8", "edgetpu"])
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_full_integer_modes_use_only_edgetpu_ops(name, mode, exports):
@@ -154,6 +159,7 @@ def test_full_integer_modes_use_only_edgetpu_ops(name, mode, exports):
     assert {op.name for op in graph.ops} <= set(EDGETPU_OPS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_edgetpu_mode_is_static_uint8_and_maps_completely(name, exports):
     result = exports[name, "edgetpu"]
@@ -167,6 +173,7 @@ def test_edgetpu_mode_is_static_uint8_and_maps_completely(name, exports):
     assert report == edgetpu_report(result.path)
 
 
+@pytest.mark.slow
 def test_int8_and_uint8_share_the_dynamic_batch(exports, images):
     for mode in ("int8", "uint8"):
         result = exports["none", mode]
@@ -178,6 +185,7 @@ def test_int8_and_uint8_share_the_dynamic_batch(exports, images):
 # -- a fully fixed search model exports as its lean model ----------------------
 
 
+@pytest.mark.slow
 def test_fixed_search_model_exports_its_lean_model(tmp_path, images):
     candidates = ("identity", "ssp", "max3", "avg3")
     # The paper's mixture at the output placement, every candidate at every point

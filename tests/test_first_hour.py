@@ -19,6 +19,7 @@ from keras_metapool.search import ModelAtChanceWarning
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_readmes_flow_with_the_defaults_gives_a_useful_edge_tpu_model(tmp_path, monkeypatch):
     # README's block of the whole flow, run as written: no batch_norm_momentum
     # argument (with keras.applications' 0.999 it ended at chance, 0.095, at
@@ -49,6 +50,7 @@ def _tiny_fit(x, y, learning_rate):
     return [w for w in caught if issubclass(w.category, ModelAtChanceWarning)]
 
 
+@pytest.mark.slow
 def test_a_model_at_chance_after_the_search_warns_and_a_healthy_one_does_not():
     x, y = PLANTED_TASKS["block_or_scatter"](512, seed=0)
     balanced = np.arange(len(y)) % 2  # labels unrelated to the images, half each
@@ -60,6 +62,7 @@ def test_a_model_at_chance_after_the_search_warns_and_a_healthy_one_does_not():
     assert _tiny_fit(x, y, learning_rate=1e-2) == []
 
 
+@pytest.mark.slow
 def test_the_progress_bar_keeps_to_the_counts_and_history_keeps_every_entry(capsys):
     x, y = PLANTED_TASKS["block_or_scatter"](64, seed=0)
     model = tiny_search_model(DEFAULT_CANDIDATES, x.shape[1:], points=(1, 2))
@@ -97,6 +100,7 @@ def _run(code, cwd):
     return result.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_quantize_model_leaves_tf_keras_and_the_environment_as_they_were(tmp_path):
     last = _run(
         """
@@ -115,6 +119,7 @@ def test_quantize_model_leaves_tf_keras_and_the_environment_as_they_were(tmp_pat
     assert last == "None keras"
 
 
+@pytest.mark.slow
 def test_a_script_beside_a_clone_named_keras_metapool_imports_the_package(tmp_path):
     # A clone in ./keras_metapool has no __init__.py at its root: with an
     # editable install's finder it won as a namespace package.

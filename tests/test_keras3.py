@@ -41,6 +41,7 @@ def _keras3_mobilenet_v2(alpha, size, classes=10, seed=0, **kwargs):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "alpha,size,kwargs",
     [(0.35, 64, {}), (0.5, 96, {}), (0.35, 64, {"include_top": False, "pooling": "avg"})],
@@ -81,6 +82,7 @@ def _fit_keras3_with_pmpl(model, images):
     model.fit(images, labels, epochs=1, callbacks=[km.PMPLCallback()], verbose=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file_name", ["mobilenet_v2.weights.h5", "mobilenet_v2.keras"])
 def test_keras3_weight_files_load_into_mobilenet_v2mp(file_name, tmp_path):
     base = _keras3_mobilenet_v2(0.35, 32)
@@ -103,6 +105,7 @@ def test_keras3_weight_files_load_into_mobilenet_v2mp(file_name, tmp_path):
     assert "(1, 1, 48, 16)" in message and "(1, 1, 48, 8)" in message
 
 
+@pytest.mark.slow
 def test_a_keras3_meta_pooling_model_comes_back_through_its_keras_file(tmp_path):
     from keras_metapool.keras3 import to_keras3
 

@@ -71,6 +71,7 @@ def test_every_keras3_layer_computes_what_its_tf_keras_layer_computes(name, conv
     assert ssp and all(isinstance(layer, kmp3.SpatialEnhancer) for layer in ssp)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["paper", "pooling"])
 def test_to_keras3_predicts_like_the_tf_keras_model(name, converted, images):
     model, k3 = converted[name]
@@ -97,6 +98,7 @@ _RELOAD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_keras_file_reloads_without_tf_keras_on_each_backend(backend, converted, images, tmp_path):
     _, k3 = converted["pooling"]
@@ -145,6 +147,7 @@ _LITERT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_litert_export_matches_the_tf_keras_float_export(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     for _ in range(3):  # TF 2.21's converter can segfault with Keras 3 models (README)
@@ -161,6 +164,7 @@ def test_litert_export_matches_the_tf_keras_float_export(tmp_path):
     assert difference < 1e-4  # float TFLite kernels (XLA vs TF graph) round differently
 
 
+@pytest.mark.slow
 def test_keras3_builder_makes_a_trainable_keras3_model(images):
     keras3.utils.set_random_seed(0)
     model = kmp3.MobileNetV2MP(
@@ -184,6 +188,7 @@ def test_keras3_builder_refuses_the_search():
         kmp3.MobileNetV2MP(weights=None, meta_pooling="search", input_shape=(SIZE, SIZE, 3))
 
 
+@pytest.mark.slow
 def test_search_and_qat_models_are_refused_with_the_way_forward(images):
     supernet = km.MobileNetV2MP(weights=None, alpha=0.35, input_shape=(SIZE, SIZE, 3))
     with pytest.raises(ValueError, match=r"MetaPoolingBlock.*keras_metapool\.to_fixed_model"):

@@ -253,6 +253,7 @@ def _tiny_model(channels=8):
     return keras.Model(inputs, outputs), block
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
 @pytest.mark.parametrize("fmt", ["keras", "h5", "tf"])
 @pytest.mark.parametrize("fixed", [("ssp", "avg3"), "max3"])

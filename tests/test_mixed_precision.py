@@ -7,6 +7,7 @@ from keras_metapool._keras import keras
 from keras_metapool.models import ArchitectureSpec, MobileNetV2MP
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 @pytest.mark.parametrize("meta_pooling", ["paper", "search", ArchitectureSpec.ablation("random")])
 def test_model_matches_float32_and_trains(policy, meta_pooling):

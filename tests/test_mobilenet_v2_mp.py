@@ -125,6 +125,7 @@ def _resolve_case_spec(meta_pooling):
     return meta_pooling
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "input_shape, alpha, include_top, pooling, meta_pooling, placement, head",
     [case[1:] for case in SHAPE_CASES],
@@ -178,6 +179,7 @@ def test_output_shapes(input_shape, alpha, include_top, pooling, meta_pooling, p
         assert not enhancer_layers(model, i, other)
 
 
+@pytest.mark.slow
 def test_output_shape_with_dynamic_input_size():
     model = MobileNetV2MP(
         input_shape=(None, None, 3), alpha=0.35, include_top=False, weights=None,
@@ -208,6 +210,7 @@ def test_input_tensor_keras_input():
     assert parents(model, "Conv1") == [inp.node.layer.name]
 
 
+@pytest.mark.slow
 def test_input_tensor_with_preceding_layer():
     inp = keras.Input((64, 48, 3))
     scaled = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inp)
@@ -252,6 +255,7 @@ def test_input_tensor_shape_conflict_raises():
 # -- meta_pooling="none" is keras.applications' MobileNetV2 --------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.35, 0.75, 1.0, 1.4])
 def test_none_matches_keras_mobilenet_v2_structure(alpha):
     ours = MobileNetV2MP(input_shape=(32, 32, 3), alpha=alpha, weights=None, meta_pooling="none")
@@ -277,6 +281,7 @@ def paper_model():
     return MobileNetV2MP(input_shape=(32, 32, 3), alpha=0.35, weights=None, meta_pooling="paper")
 
 
+@pytest.mark.slow
 def test_paper_structure(paper_model):
     model = paper_model
     for i in range(NUM_BLOCKS):
@@ -303,6 +308,7 @@ def test_paper_structure(paper_model):
     assert all("_mp" not in layer.name for layer in bns)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("placement", ["output", "hidden"])
 def test_search_structure(placement):
     model = MobileNetV2MP(
@@ -347,6 +353,7 @@ def test_search_default_is_hidden_without_post_norm_and_a_lone_candidate_is_fixe
                    for layer in model.layers)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_paper_head_adds_one_1280_conv():
     kwargs = dict(input_shape=(32, 32, 3), alpha=1.0, weights=None, meta_pooling="none")
     classic = MobileNetV2MP(head="classic", **kwargs)
@@ -361,6 +368,7 @@ def test_paper_head_adds_one_1280_conv():
     assert parents(paper, "predictions") == ["head_dropout"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(METHOD_ABLATIONS))
 def test_ablation_structure(name):
     model = MobileNetV2MP(
@@ -392,6 +400,7 @@ def test_ablation_structure(name):
         assert sorted(children(model, f"{stem}_hswish")) == block_output_consumers(i)
 
 
+@pytest.mark.slow
 def test_pair_entries_sum_two_ops():
     spec = ArchitectureSpec(
         ["identity"] * 14 + [("identity", "avg3"), "identity", ("ssp", "max3")], post_norm=False
@@ -498,6 +507,7 @@ def test_decode_predictions_is_the_keras_function():
     assert keras_metapool.decode_predictions is keras.applications.mobilenet_v2.decode_predictions
 
 
+@pytest.mark.slow
 def test_numpy_scalars_are_accepted_for_classes_and_alpha():
     # Class counts often come from a dataset as NumPy integers.
     model = MobileNetV2MP(

@@ -65,6 +65,7 @@ class _Probe(keras.callbacks.Callback):
 
 
 # -- the fixing rule ---------------------------------------------------------------
+@pytest.mark.slow
 def test_fixing_rule_fixes_the_argmax_only_past_the_threshold_then_top2_late():
     model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2, 3)))
     blocks = [model.get_layer(f"block_{i}_mp") for i in (1, 2, 3)]
@@ -174,6 +175,7 @@ def test_bilevel_alpha_step_uses_only_the_held_out_batches():
     assert int(model._pmpl_state.arch_batches.numpy()) == 3
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_search_reaches_the_single_device_architecture():
     script = os.path.join(os.path.dirname(__file__), "mirrored_search_script.py")
     result = subprocess.run(
@@ -326,6 +328,7 @@ def _resume_run(tmp_path, interrupt_at=None):
     return model, pmpl
 
 
+@pytest.mark.slow
 def test_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path):
     reference, reference_pmpl = _resume_run(tmp_path / "a")
     resumed, resumed_pmpl = _resume_run(tmp_path / "b", interrupt_at=2)
@@ -346,6 +349,7 @@ def test_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_search_split_over_two_fits_resumes_from_a_tf_checkpoint(tmp_path):
     reference, _ = _resume_run(tmp_path / "a")
     train, arch = _resume_data()
@@ -447,6 +451,7 @@ def _png_size(path):
     return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
 
 
+@pytest.mark.slow
 def test_plot_search_draws_from_the_callback_and_from_history(tmp_path):
     x, y = _data(16)
     model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2, 3)))
@@ -475,6 +480,7 @@ def test_plot_search_counts_without_probabilities_and_rejects_bad_input(tmp_path
         plot_search(PMPLCallback(), str(tmp_path / "x.png"))
 
 
+@pytest.mark.slow
 def test_epochs_after_the_late_stage_run_the_fixed_ops_alone_and_quietly(caplog):
     # At 2/3 of 3 epochs every point is fixed; the third epoch is traced with
     # each point's op alone: same training, no "Gradients do not exist" per step.

@@ -117,6 +117,7 @@ def accuracy(probs, labels):
     return float(np.mean(probs.argmax(1) == labels))
 
 
+@pytest.mark.slow
 def test_qat_int8_accuracy_within_two_points_of_float(paper_qat):
     float_accuracy = accuracy(paper_qat["float_probs"], paper_qat["y_test"])
     int8_accuracy = accuracy(paper_qat["int8_probs"], paper_qat["y_test"])
@@ -129,6 +130,7 @@ def test_qat_int8_accuracy_within_two_points_of_float(paper_qat):
     assert abs(int8_accuracy - same_training) <= 0.02, (int8_accuracy, same_training)
 
 
+@pytest.mark.slow
 def test_int8_top1_agrees_with_the_qat_model(paper_qat):
     agreement = np.mean(paper_qat["int8_probs"].argmax(1) == paper_qat["qat_probs"].argmax(1))
     assert agreement >= 0.97, agreement
@@ -137,6 +139,7 @@ def test_int8_top1_agrees_with_the_qat_model(paper_qat):
         np.testing.assert_allclose(probs * 256, np.round(probs * 256), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_int8_model_has_only_int8_edge_tpu_ops(paper_qat):
     graph = read_tflite_graph(paper_qat["path"])
     names = collections.Counter(op.name for op in graph.ops)
@@ -150,6 +153,7 @@ def test_int8_model_has_only_int8_edge_tpu_ops(paper_qat):
                 assert tensor.is_constant, (op.name, tensor.name)  # biases and axes only
 
 
+@pytest.mark.slow
 def test_qat_model_structure_and_original_untouched(paper_qat):
     qat, model = paper_qat["qat"], paper_qat["model"]
     wrappers = quantize_wrappers(qat)
@@ -176,6 +180,7 @@ def test_qat_model_structure_and_original_untouched(paper_qat):
         np.testing.assert_array_equal(before, after)
 
 
+@pytest.mark.slow
 def test_quantizing_a_qat_model_again_is_refused(paper_qat):
     with pytest.raises(ValueError, match="already quantization-aware"):
         quantize_model(paper_qat["qat"])
@@ -214,6 +219,7 @@ def small_model(kind, seed=0):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ssp", "post_norm", "pair"])
 def test_quantized_twins_compute_what_the_int8_model_computes(kind, rng, tmp_path):
     model = small_model(kind)
@@ -319,6 +325,7 @@ def post_norm_pairs_spec(placement):
     return km.ArchitectureSpec(ops, placement=placement, post_norm=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "variant",
     ["none", "post_norm_pairs_paper_head", "hidden_placement"],
@@ -358,6 +365,7 @@ def test_quantize_model_on_every_variant(variant, rng):
     assert_weights_carried_over(model, qat)
 
 
+@pytest.mark.slow
 def test_fixed_search_model_quantizes_as_its_lean_model(rng):
     candidates = ("identity", "ssp", "avg3")
     # The paper's mixture (output placement, post-norm), every candidate everywhere.
@@ -390,6 +398,7 @@ def small_qat():
     return quantize_model(model, representative_data=x), x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "filename,kwargs", [("qat.h5", {}), ("qat_saved_model", {"save_format": "tf"})]
 )
@@ -417,6 +426,7 @@ def test_qat_model_round_trips_in_quantize_scope(small_qat, filename, kwargs, tm
         np.testing.assert_array_equal(restored.numpy(), original.numpy())
 
 
+@pytest.mark.slow
 def test_a_qat_saved_model_loaded_without_the_scope_is_refused_with_its_name(small_qat, tmp_path):
     from keras_metapool.export import to_tflite
 
@@ -428,6 +438,7 @@ def test_a_qat_saved_model_loaded_without_the_scope_is_refused_with_its_name(sma
         to_tflite(revived, str(tmp_path / "m.tflite"), mode="int8", representative_data=x)
 
 
+@pytest.mark.slow
 def test_qat_saved_model_loads_without_keras(small_qat, tmp_path):
     qat, x = small_qat
     qat.save(str(tmp_path / "sm"), save_format="tf")

@@ -20,6 +20,7 @@ def test_readme_has_the_blocks_this_file_runs():
     assert len(readme_python_blocks()) == len(BLOCKS) + 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs_as_written(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

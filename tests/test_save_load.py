@@ -54,6 +54,7 @@ def enhancer_types(model):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["paper", "search", "custom"])
 def test_save_load_round_trip(variant, tmp_path):
     model = build(variant)

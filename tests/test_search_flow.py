@@ -1,12 +1,14 @@
 """The flow the README promises, literally: default supernet, fit, fixed, lean."""
 
 import numpy as np
+import pytest
 
 import keras_metapool
 from keras_metapool.data.fashion_mnist import load_fashion_mnist
 from keras_metapool.data.preprocessing import to_model_input
 
 
+@pytest.mark.slow
 def test_default_supernet_fit_with_pmpl_fixes_every_point_and_goes_lean():
     images, labels = load_fashion_mnist("train", limit=4)
     x = np.asarray(to_model_input(images, 224))  # the default input size

@@ -66,6 +66,7 @@ def _train_fixed(task, op, seed=0):
     return model.evaluate(xt, yt, verbose=0)[1]
 
 
+@pytest.mark.slow
 def test_a_task_only_ssp_solves_is_decided_to_ssp_and_the_child_learns_it():
     _, pmpl, row, warned = _search("aligned_glyphs")
     assert row["ops"] == ("ssp",)
@@ -81,6 +82,7 @@ def test_a_task_only_ssp_solves_is_decided_to_ssp_and_the_child_learns_it():
     assert _train_fixed("aligned_glyphs", "max7", seed=1) < 0.6  # ...and not without
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch_data", [False, True], ids=["one_level", "bi_level"])
 def test_a_task_whose_right_set_is_averaging_is_decided_inside_it(arch_data):
     _, _, row, warned = _search("block_or_scatter", arch_data=arch_data)
@@ -89,12 +91,14 @@ def test_a_task_whose_right_set_is_averaging_is_decided_inside_it(arch_data):
     assert not warned
 
 
+@pytest.mark.slow
 def test_a_task_every_enhancer_only_hurts_ends_as_identity():
     model, _, row, _ = _search("peak_or_clutter")
     assert row["ops"] == ("identity",)
     assert model.get_layer("block_1_mp").fixed_ops == ("identity",)
 
 
+@pytest.mark.slow
 def test_a_search_too_short_to_decide_ends_as_identity_and_warns_once():
     x, y = PLANTED_TASKS["peak_or_clutter"](64, seed=0)
     keras.utils.set_random_seed(0)
@@ -127,6 +131,7 @@ def test_the_margin_rule_warns_when_alpha_cannot_reach_the_threshold():
     assert model.get_layer("block_1_mp").fixed_ops is not None
 
 
+@pytest.mark.slow
 def test_random_labels_leave_the_points_undecided():
     # Random labels: no op can help, every slope difference is noise; the
     # evidence bar keeps the points undecided (they end as identity). Not a
@@ -165,6 +170,7 @@ def test_an_interrupted_search_leaves_the_normal_train_step():
     assert not np.array_equal(block.alpha.numpy(), alpha)
 
 
+@pytest.mark.slow
 def test_a_latency_term_steers_the_decision_to_what_is_worth_its_cost():
     # Averaging solves the task; priced out, SSP and avg3 give way to a cheaper
     # op of the right set, and with every enhancer priced out, to identity.

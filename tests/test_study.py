@@ -52,6 +52,7 @@ def table_rows(markdown, title):
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
 
 
+@pytest.mark.slow
 def test_every_run_writes_one_json_with_the_settings(quick_study):
     names = sorted(f for f in os.listdir(quick_study) if f.endswith(".json"))
     assert names == sorted(f"{run_id}.json" for run_id in ALL_RUNS)
@@ -63,6 +64,7 @@ def test_every_run_writes_one_json_with_the_settings(quick_study):
     assert not [f for f in os.listdir(quick_study) if f.startswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_training_runs_are_consistent(quick_study):
     runs = {
         variant: read(quick_study, run_id) for variant, run_id in zip(QUICK_VARIANTS, TRAIN_RUNS)
@@ -105,6 +107,7 @@ def test_training_runs_are_consistent(quick_study):
     assert random_ops == study.random_architecture(study.Config(32, 0.35), 0)["ops"]
 
 
+@pytest.mark.slow
 def test_latency_is_relative_to_mobilenet_v2(quick_study):
     latency = read(quick_study, f"latency_{CONFIG}")
     models = latency["models"]
@@ -126,6 +129,7 @@ def test_latency_is_relative_to_mobilenet_v2(quick_study):
         assert entry["int8_bytes"] < entry["float_bytes"], key  # int8 weights: a smaller file
 
 
+@pytest.mark.slow
 def test_markdown_reports_every_variant_run(quick_study):
     with open(os.path.join(quick_study, "study.md"), encoding="utf-8") as f:
         markdown = f.read()
@@ -149,6 +153,7 @@ def test_markdown_reports_every_variant_run(quick_study):
         assert os.path.exists(os.path.join(quick_study, image))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["study_accuracy.png", "study_cost.png"])
 def test_plots_are_drawn_pngs(quick_study, name):
     import matplotlib.image
@@ -161,6 +166,7 @@ def test_plots_are_drawn_pngs(quick_study, name):
     assert pixels[..., :3].std() > 0.05  # something is drawn on the canvas
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_runs(quick_study, capsys):
     before = {f: os.stat(os.path.join(quick_study, f)).st_mtime_ns for f in os.listdir(quick_study)}
     run_study(quick_study)
@@ -171,11 +177,13 @@ def test_rerun_skips_finished_runs(quick_study, capsys):
             assert os.stat(os.path.join(quick_study, name)).st_mtime_ns == mtime, name
 
 
+@pytest.mark.slow
 def test_rerun_with_other_settings_is_refused(quick_study):
     with pytest.raises(SystemExit, match="other settings .*epochs"):
         run_study(quick_study, "--epochs=2")
 
 
+@pytest.mark.slow
 def test_conclusions_follow_the_numbers(quick_study):
     """Synthetic seed results: a clear gain is called beyond noise, a small one is not."""
     config = study.Config(32, 0.35)

@@ -37,12 +37,14 @@ def _agreement(model, x, reference):
     return float(np.mean(probs.argmax(1) == reference.argmax(1))), probs
 
 
+@pytest.mark.slow
 def test_trained_base_is_above_chance(trained_base):
     _, _, y_test, probs = trained_base
     # The agreement checks below mean something only for a base that learned.
     assert np.mean(probs.argmax(1) == y_test) > 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("placement", ["output", "hidden"])
 def test_identity_init_keeps_predictions(trained_base, placement):
     base, x_test, _, probs = trained_base
@@ -55,6 +57,7 @@ def test_identity_init_keeps_predictions(trained_base, placement):
     np.testing.assert_allclose(mp_probs, probs, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_paper_model_keeps_predictions_and_weights(trained_base):
     base, x_test, _, probs = trained_base
     model = km.from_mobilenet_v2(base)  # meta_pooling="paper"
@@ -67,6 +70,7 @@ def test_paper_model_keeps_predictions_and_weights(trained_base):
     assert model.get_layer("bn_Conv1").momentum == 0.9
 
 
+@pytest.mark.slow
 def test_paper_init_changes_the_function(trained_base):
     # The option matters: the paper's gates (random kernels, bias 0) halve
     # each signal twice per block, which the base never saw.
@@ -75,6 +79,7 @@ def test_paper_init_changes_the_function(trained_base):
     assert _agreement(model, x_test, probs)[0] < 0.9
 
 
+@pytest.mark.slow
 def test_headless_base_keeps_pooling_and_features():
     base = keras.applications.MobileNetV2(
         weights=None, alpha=0.5, input_shape=(48, 64, 3), include_top=False, pooling="max"
@@ -85,6 +90,7 @@ def test_headless_base_keeps_pooling_and_features():
     np.testing.assert_allclose(model(x), base(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.35, 0.5, 0.75, 1.0, 1.3])
 def test_infer_alpha(alpha):
     base = keras.applications.MobileNetV2(

@@ -51,6 +51,7 @@ def keras_home(tmp_path, monkeypatch):
 # -- meta_pooling="none" and keras.applications exchange weight files ----------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("alpha", [0.35, 0.75, 1.0, 1.4])
 def test_none_weights_interchange_with_keras(alpha, tmp_path):
     common = dict(input_shape=SHAPE, alpha=alpha, classifier_activation=None)
@@ -82,6 +83,7 @@ def test_none_weights_interchange_with_keras(alpha, tmp_path):
 # -- MobileNetV2MP weight files -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_paper_weights_round_trip_by_path(tmp_path):
     model = MobileNetV2MP(input_shape=SHAPE, alpha=0.35, weights=None, meta_pooling="paper")
     calibrate_batch_norms(model, 3)
@@ -99,6 +101,7 @@ def test_paper_weights_round_trip_by_path(tmp_path):
     np.testing.assert_array_equal(loaded(x, training=False).numpy(), expected)
 
 
+@pytest.mark.slow
 def test_plain_weights_into_paper_model_keep_ssp_init(tmp_path):
     plain = MobileNetV2MP(input_shape=SHAPE, alpha=0.35, weights=None, meta_pooling="none")
     calibrate_batch_norms(plain, 4)
@@ -134,6 +137,7 @@ def plain_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_classes_mismatch_names_classes(plain_file):
     with pytest.raises(ValueError) as info:
         MobileNetV2MP(
@@ -154,6 +158,7 @@ def test_corrupt_weights_file_names_weights(tmp_path):
     assert str(path) in str(info.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fraction", [0.5, 0.02])
 def test_truncated_weights_file_names_weights(plain_file, tmp_path, fraction):
     data = pathlib.Path(plain_file).read_bytes()
@@ -174,6 +179,7 @@ def test_missing_weights_file_names_weights(tmp_path):
     assert str(path) in str(info.value)
 
 
+@pytest.mark.slow
 def test_weights_of_another_architecture_name_the_layers(tmp_path):
     paper = MobileNetV2MP(input_shape=SHAPE, alpha=0.35, weights=None, meta_pooling="paper")
     path = tmp_path / "paper.h5"
@@ -186,6 +192,7 @@ def test_weights_of_another_architecture_name_the_layers(tmp_path):
     assert any(f"'{name}'" in message for name in ssp_layers), message
 
 
+@pytest.mark.slow
 def test_weights_of_another_placement_name_the_layers(tmp_path):
     kwargs = dict(input_shape=SHAPE, alpha=0.35, meta_pooling="search",
                   search_candidates=("identity", "avg3"))  # fmt: skip
@@ -197,6 +204,7 @@ def test_weights_of_another_placement_name_the_layers(tmp_path):
     assert "hidden_mp" in str(info.value)
 
 
+@pytest.mark.slow
 def test_weights_of_another_alpha_name_the_layer(tmp_path):
     wide = MobileNetV2MP(input_shape=SHAPE, alpha=0.5, weights=None, meta_pooling="none")
     narrow = MobileNetV2MP(input_shape=SHAPE, alpha=0.35, weights=None, meta_pooling="none")
@@ -221,6 +229,7 @@ def test_weights_of_another_alpha_name_the_layer(tmp_path):
 # -- weights="imagenet" ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_imagenet_weights_from_cache_fill_shared_layers(keras_home):
     source = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(96, 96, 3))
     calibrate_batch_norms(source, 5)
@@ -246,6 +255,7 @@ def test_imagenet_weights_from_cache_fill_shared_layers(keras_home):
     assert set(shared) <= {layer.name for layer in model.layers}
 
 
+@pytest.mark.slow
 def test_imagenet_no_top_reads_the_no_top_file(keras_home):
     source = keras.applications.MobileNetV2(
         weights=None, alpha=0.35, input_shape=(96, 96, 3), include_top=False
@@ -272,6 +282,7 @@ def test_imagenet_filename_follows_keras():
     assert imagenet_name(1.0, 224) == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
 
 
+@pytest.mark.slow
 def test_imagenet_missing_and_no_download_names_file_and_folder(tmp_path, monkeypatch):
     home = tmp_path / "empty_home"
     monkeypatch.setenv("KERAS_HOME", str(home))
@@ -296,6 +307,7 @@ def test_imagenet_missing_and_no_download_names_file_and_folder(tmp_path, monkey
     assert "weights" in message
 
 
+@pytest.mark.slow
 def test_imagenet_odd_size_uses_224_file(keras_home):
     source = keras.applications.MobileNetV2(
         weights=None, alpha=0.35, input_shape=(224, 224, 3), include_top=False
