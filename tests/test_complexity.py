@@ -16,7 +16,6 @@ PUBLISHED_MACS = {0.35: 59, 0.5: 97, 0.75: 209, 1.0: 300, 1.4: 582}
 def test_mobilenet_v2_macs_match_the_published_numbers(alpha):
     model = keras.applications.MobileNetV2(weights=None, alpha=alpha)
     assert count_macs(model) / 1e6 == pytest.approx(PUBLISHED_MACS[alpha], rel=0.01)
-    assert count_params(model) == model.count_params()
 
 
 def _single_layer_macs(layer, shape):
