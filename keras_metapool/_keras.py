@@ -57,6 +57,25 @@ def _keras3_nesting_message(model, how):
     )
 
 
+_TENSOR_CLASSES = {}
+
+
+def _tensor_class_naming_to_keras3(base):
+    """``base`` (a tf_keras KerasTensor class) whose ``str`` names ``to_keras3``."""
+    if base in _TENSOR_CLASSES.values():
+        return base
+    if base not in _TENSOR_CLASSES:
+
+        def __str__(self):
+            return (
+                f"{base.__str__(self)} [a tf_keras tensor of a keras_metapool model: for a Keras "
+                "3 model, convert the model first with keras_metapool.keras3.to_keras3(model)]"
+            )
+
+        _TENSOR_CLASSES[base] = type(base.__name__, (base,), {"__str__": __str__})
+    return _TENSOR_CLASSES[base]
+
+
 class Functional(_functional.Functional):
     """The tf_keras functional model keras_metapool's builder returns.
 
@@ -64,11 +83,19 @@ class Functional(_functional.Functional):
     a plain ``Functional``) plus one thing: used inside a Keras 3 model, it
     raises one TypeError naming ``keras_metapool.keras3.to_keras3``, instead of
     Keras 3's "Only instances of `keras.Layer` can be added" or a failure deep
-    inside the first layer.
+    inside the first layer; and its input and output tensors print that way
+    forward, which Keras 3's own error shows when they reach ``keras.Model``.
     """
 
     # Saved files name tf_keras' Functional, so they load without keras_metapool.
     __module__ = _functional.Functional.__module__
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Keras 3's "All `inputs` values must be KerasTensors" prints the tensor
+        # it got: make mp_model.input / .output say what to do about it.
+        for tensor in self.inputs + self.outputs:
+            tensor.__class__ = _tensor_class_naming_to_keras3(type(tensor))
 
     def __call__(self, *args, **kwargs):
         if any(is_keras3(x) for x in tf.nest.flatten((args, kwargs))):

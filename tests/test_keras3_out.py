@@ -218,6 +218,12 @@ def test_a_tf_keras_model_inside_a_keras3_model_names_the_way_out():
         )
         assert "keras_metapool.keras3.to_keras3(model)" in message
         assert "keras_metapool.keras3.MobileNetV2MP(" in message
+    # A Keras 3 layer on its output: Keras 3 raises, printing our input tensor and its hint.
+    with pytest.raises(ValueError) as raised:
+        keras3.Model(model.input, keras3.layers.Dense(5)(model.output))
+    message = str(raised.value)
+    assert message.startswith("All `inputs` values must be KerasTensors")
+    assert "convert the model first with keras_metapool.keras3.to_keras3(model)" in message
     # tf_keras itself keeps nesting it; a clone is tf_keras' own Functional.
     nested = tf_keras.Sequential([model, tf_keras.layers.Dense(5)])
     assert nested.output_shape == (None, 5)
