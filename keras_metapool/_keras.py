@@ -90,13 +90,6 @@ class Functional(_functional.Functional):
     # Saved files name tf_keras' Functional, so they load without keras_metapool.
     __module__ = _functional.Functional.__module__
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Keras 3's "All `inputs` values must be KerasTensors" prints the tensor
-        # it got: make mp_model.input / .output say what to do about it.
-        for tensor in self.inputs + self.outputs:
-            tensor.__class__ = _tensor_class_naming_to_keras3(type(tensor))
-
     def __call__(self, *args, **kwargs):
         if any(is_keras3(x) for x in tf.nest.flatten((args, kwargs))):
             raise TypeError(_keras3_nesting_message(self, "called on a Keras 3 tensor in"))
@@ -113,4 +106,26 @@ class Functional(_functional.Functional):
         raise AttributeError("_keras_history")
 
 
-__all__ = ["Functional", "backend", "is_keras3", "keras", "layers", "require_tf_keras_model"]
+def functional_model(inputs, outputs, name):
+    """The builder's model: a ``Functional`` whose input and output tensors name the way out.
+
+    Keras 3's "All `inputs` values must be KerasTensors" prints the tensor it
+    got (``mp_model.input``): its ``str`` then ends with ``to_keras3``. (Done
+    here, not in ``Functional.__init__``: overriding ``__init__`` would switch
+    tf_keras to a subclassed model's config.)
+    """
+    model = Functional(inputs, outputs, name=name)
+    for tensor in model.inputs + model.outputs:
+        tensor.__class__ = _tensor_class_naming_to_keras3(type(tensor))
+    return model
+
+
+__all__ = [
+    "Functional",
+    "functional_model",
+    "backend",
+    "is_keras3",
+    "keras",
+    "layers",
+    "require_tf_keras_model",
+]

@@ -4,7 +4,7 @@ import numbers
 
 from absl import logging
 
-from keras_metapool._keras import Functional, backend, keras
+from keras_metapool._keras import backend, functional_model, keras
 from keras_metapool.layers.activations import HardSwish
 from keras_metapool.layers.candidate_ops import IDENTITY, build_candidate_op
 from keras_metapool.layers.common import BATCH_NORM_MOMENTUM
@@ -416,7 +416,7 @@ def MobileNetV2MP(
     if name is None:
         stem = "mobilenetv2" if not spec.points else "mobilenetv2mp"
         name = f"{stem}_{alpha:0.2f}_{input_shape[0]}"
-    model = Functional(inputs, x, name=name)
+    model = functional_model(inputs, x, name=name)
 
     if weights == "imagenet":
         path = weights_lib.imagenet_weights_path(alpha, rows, include_top)
