@@ -25,6 +25,8 @@ POOLING_SPEC = km.ArchitectureSpec(
 
 
 def _model(meta_pooling, seed=0):
+    # Seeded: how far BN rounding is amplified at the output depends on the draw.
+    tf_keras.utils.set_random_seed(seed)
     model = km.MobileNetV2MP(
         weights=None, alpha=0.35, input_shape=(SIZE, SIZE, 3), classes=10,
         meta_pooling=meta_pooling,
@@ -79,8 +81,9 @@ def test_to_keras3_predicts_like_the_tf_keras_model(name, converted, images):
     expected = model.predict(images, verbose=0)
     assert np.ptp(expected.argmax(-1)) > 0  # not one class for every image
     # Keras 3's BatchNormalization rounds differently from tf_keras' fused
-    # kernel (~1e-6 per layer, the test above); this random network with
-    # batch statistics of 8 images amplifies that to ~1e-4 at the output.
+    # kernel (~1e-6 per layer, the test above); a random network with batch
+    # statistics of 8 images amplifies that at the output, by how much depends
+    # on the draw (up to 2.9e-3 seen unseeded; seeded: 6.6e-5 paper, 1.1e-3 pooling).
     np.testing.assert_allclose(k3.predict(images, verbose=0), expected, atol=2e-3)
 
 
