@@ -3,8 +3,8 @@
     python benchmarks/keras3_converter_crash.py                  # 10 runs per arm
     python benchmarks/keras3_converter_crash.py --runs=20 --json=results/keras3_converter_crash.json
 
-README ("Keras 3") tells users to run QAT and the Edge TPU export in a process
-that holds no Keras 3 model. This script is the measurement behind that advice.
+README ("Keras 3") reports whether a Keras 3 model in the same process makes
+TensorFlow's TFLite converter crash; this script is that measurement.
 Each run is a fresh Python process that builds a MobileNetV2MP (the paper
 model, alpha 0.35, 32 px), quantizes it (QAT, one short calibration) and
 exports it with ``to_tflite(mode="edgetpu")``. The arms:
