@@ -128,7 +128,6 @@ def _is_auto_or_positive(value):
         return False
 
 
-# fmt: off
 @dataclasses.dataclass(frozen=True)
 class Options:
     """Settings of one subcommand run (one field per flag; see ``--help``).
@@ -145,6 +144,7 @@ class Options:
                                output_dir="runs/train"))
     """
 
+    # fmt: off
     # -- data and model ------------------------------------------------------------------
     dataset: str = _option(
         _DATA, "fashion_mnist",
@@ -380,8 +380,6 @@ class Options:
     def output_path(self, *parts):
         """A path under ``output_dir``."""
         return os.path.join(self.output_dir, *parts)
-
-
 
 
 def _flag_kind(field):
