@@ -308,6 +308,9 @@ def MobileNetV2MP(
               without extra BatchNormalization/activation.
             - ``"none"``: plain MobileNetV2 (same parameters as
               keras.applications).
+            - ``"global"``, ``"local"``, ``"random"``, ``"exclude_local"``:
+              docs/method.md §3's ablations (``ArchitectureSpec.named``; every
+              name is in ``NAMED_ARCHITECTURES``).
             - an ``ArchitectureSpec`` (or its dict): per-block op choices, e.g.
               ``ArchitectureSpec.ablation("random")`` or a searched result.
         placement: ``"output"`` (after the block's projection BN, before its
