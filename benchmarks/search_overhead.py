@@ -25,8 +25,21 @@ Then an end-to-end search on Fashion-MNIST (50/50 split with
     python benchmarks/search_overhead.py --images 2048 --search_epochs 3   # quicker
 
 Goal (README): a one-level search step costs at most 1.2x a plain step.
+
+``--floor`` asks instead what any single-path scheme (GDAS, SPOS,
+ProxylessNAS: one op per point per step) could cost at best, with plain
+``fit`` on every model (no alpha machinery): the supernet with every point
+fixed to one op and computing it alone (``ssp`` everywhere; ``max3``/``avg3``
+where a point has it, else ``identity``), and a sampled path: every point
+draws one of its non-identity candidates per step (``tf.switch_case``) and
+outputs ``(x + op(x)) / 2`` (a prototype of the route, patched in for that
+row only; it is not part of the package):
+
+    python benchmarks/search_overhead.py --floor --end_to_end=false
 """
 
+import contextlib
+import functools
 import json
 import os
 import sys
@@ -58,6 +71,7 @@ flags.DEFINE_string(
 flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds (one epoch per model each).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_bool("end_to_end", True, "Also run the end-to-end search after the step times.")
+flags.DEFINE_bool("floor", False, "Measure single-path floors instead of the search rows.")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 
 
@@ -77,6 +91,23 @@ class StepTimer(keras.callbacks.Callback):
 
 #: The supernet with every point fixed (as after the late stage).
 FIXED_SUPERNET = "search, all fixed"
+#: ``--floor``: the supernet with every point fixed to this op where it is a
+#: candidate (else identity), computing it alone; or drawing a path per step.
+FIXED_TO = "search, fixed to "
+SAMPLED_PATH = "search, sampled path"
+
+
+def sampled_path_call(block, inputs, training=None):
+    """A single-path ``MetaPoolingBlock.call``: one drawn non-identity op per step.
+
+    Only the drawn branch of ``tf.switch_case`` runs, forward and backward.
+    The output is the midpoint between no enhancer and the op, whose slope
+    along ``op(x) - x`` would be the op's evidence against identity.
+    """
+    drawn = [op for name, op in zip(block.candidates, block.ops) if name != "identity"]
+    index = tf.random.uniform([], 0, len(drawn), dtype=tf.int32)
+    branches = [functools.partial(op, inputs, training=training) for op in drawn]
+    return 0.5 * (inputs + tf.switch_case(index, branches))
 
 
 def build(meta_pooling):
@@ -92,12 +123,30 @@ def build(meta_pooling):
 
 def timed_model(meta_pooling):
     keras.utils.set_random_seed(FLAGS.seed)
-    model = build("search" if meta_pooling == FIXED_SUPERNET else meta_pooling)
+    supernet = meta_pooling in (FIXED_SUPERNET, SAMPLED_PATH) or meta_pooling.startswith(FIXED_TO)
+    model = build("search" if supernet else meta_pooling)
     if meta_pooling == FIXED_SUPERNET:
         for block in km.search.search_blocks(model).values():
             block.fix("identity")
+    if meta_pooling.startswith(FIXED_TO):
+        op = meta_pooling[len(FIXED_TO) :]
+        for block in km.search.search_blocks(model).values():
+            block.fix(op if op in block.candidates else "identity")
+            block.compute_only_fixed(True)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     return model
+
+
+@contextlib.contextmanager
+def traced_as(meta_pooling):
+    """Patches the sampled-path call in while the ``SAMPLED_PATH`` model traces."""
+    original = km.layers.MetaPoolingBlock.call
+    if meta_pooling == SAMPLED_PATH:
+        km.layers.MetaPoolingBlock.call = sampled_path_call
+    try:
+        yield
+    finally:
+        km.layers.MetaPoolingBlock.call = original
 
 
 def epoch_step_times(model, train, callbacks_factory):
@@ -136,11 +185,21 @@ def main(argv):
          lambda: [km.PMPLCallback(**search)]),
         ("plain MobileNetV2 (control)", "none", lambda: []),
     ]  # fmt: skip
+    if FLAGS.floor:
+        runs = [
+            ("plain MobileNetV2", "none", list),
+            ("supernet (every candidate, plain fit)", "search", list),
+            ("sampled path (one op per point per step)", SAMPLED_PATH, list),
+            *[(f"every point fixed to {op}, computed alone", FIXED_TO + op, list)
+              for op in ("ssp", "max3", "avg3")],
+            ("plain MobileNetV2 (control)", "none", list),
+        ]  # fmt: skip
     models = {}
     for label, meta_pooling, factory in runs:  # first epochs: tracing, not timed
         start = time.perf_counter()
         models[label] = timed_model(meta_pooling)
-        epoch_step_times(models[label], train, factory)
+        with traced_as(meta_pooling):  # plain fit keeps this trace afterwards
+            epoch_step_times(models[label], train, factory)
         results[label] = {"first_epoch_s": time.perf_counter() - start, "times": []}
     for _ in range(FLAGS.rounds):  # interleaved: every model once per round
         for label, _, factory in runs:
