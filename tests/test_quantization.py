@@ -15,6 +15,7 @@ import tensorflow as tf
 from helpers import calibrate_batch_norms, randomize_layers
 
 import keras_metapool as km
+from keras_metapool import _internals
 from keras_metapool._keras import keras
 from keras_metapool.data import load_fashion_mnist, to_model_input
 from keras_metapool.export import tflite_predict, to_tflite
@@ -24,6 +25,7 @@ from keras_metapool.quantization import (
     QuantizedBatchNormalization,
     QuantizedHardSwish,
     QuantizedSpatialEnhancer,
+    calibrate_activation_ranges,
     quantize_model,
     quantize_scope,
 )
@@ -313,6 +315,38 @@ def test_calibration_sets_activation_ranges_from_data(rng):
     batch_max = np.mean([pooled[i : i + 32].max() for i in (0, 32)])
     assert ranges["pooled_h_max"] == pytest.approx(batch_max, rel=0.05)
     assert ranges["pooled_h_min"] < 0.0 < ranges["pooled_h_max"] < 6.0
+
+
+def initial_moving_ranges(qat):
+    """Names of ``qat``'s range variable pairs still at TF-MOT's initial [-6, 6]."""
+    ranges = {v.name[: -len("_min:0")]: v for v in qat.weights if v.name.endswith("_min:0")}
+    maxima = {v.name[: -len("_max:0")]: v for v in qat.weights if v.name.endswith("_max:0")}
+    return sorted(
+        name
+        for name, low in ranges.items()
+        if low.shape.rank == 0 and float(low.numpy()) == -6.0 and float(maxima[name].numpy()) == 6.0
+    )
+
+
+def test_calibration_reaches_every_moving_range_of_its_model_only(rng):
+    """No class is patched: another QAT model's quantizers are not calibrated meanwhile."""
+    model = small_model("classifier")
+    x = rng.uniform(-1.0, 1.0, (64, 6, 5, 3)).astype(np.float32)
+    calibrated, bystander = quantize_model(model), quantize_model(model)
+    before = initial_moving_ranges(calibrated)
+    # TF-MOT's activations and outputs, SSP's and hard swish's twins, the post-norm BN's.
+    assert len(before) >= 15, before
+    recorded = []
+    with _internals.moving_average_quantizers_replaced(
+        calibrated, [], lambda inputs, weights: recorded.append(weights["min_var"].name)
+    ):
+        bystander(x, training=False)
+        assert recorded == []
+        calibrated(x, training=False)
+        assert recorded
+    calibrate_activation_ranges(calibrated, x)
+    assert initial_moving_ranges(calibrated) == []
+    assert initial_moving_ranges(bystander) == before
 
 
 # -- all MobileNetV2MP variants --------------------------------------------------------

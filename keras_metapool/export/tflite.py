@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from keras_metapool import _quiet
+from keras_metapool import _internals, _quiet
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.export import common
 from keras_metapool.export.edgetpu import edgetpu_report
@@ -204,7 +204,7 @@ def to_tflite(
     if mode == "edgetpu":
         # TF >= 2.16 quantizes FULLY_CONNECTED weights per channel, a format
         # edgetpu_compiler 16 (2021) predates; this restores one scale per tensor.
-        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+        _internals.quantize_dense_weights_per_tensor(converter)
     with _quiet.native_stderr_held(_quiet.QUIET):  # the converter's C++ chatter
         flatbuffer = converter.convert()
     with open(path, "wb") as f:

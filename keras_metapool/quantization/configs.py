@@ -1,14 +1,15 @@
 """The QuantizeConfig of keras_metapool's quantized layers.
 
-Importing this module imports TF-MOT (through ``_tfmot``, without TF-MOT's
+Importing this module imports TF-MOT (through ``_internals``, without TF-MOT's
 side effect on ``TF_USE_LEGACY_KERAS``); only ``quantize_model`` and
 ``quantize_scope`` import it, so that ``import keras_metapool`` stays light.
 """
 
 import tensorflow as tf
 
+from keras_metapool import _internals
+from keras_metapool._internals import import_tfmot
 from keras_metapool._keras import keras
-from keras_metapool.quantization._tfmot import import_tfmot
 
 tfmot = import_tfmot()
 
@@ -195,14 +196,12 @@ class InputGridQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
 
     def _input_range_variables(self):
         wrapper = getattr(self, "_wrapper", None)
-        for node in getattr(wrapper, "_inbound_nodes", ()):
-            upstream = node.inbound_layers
-            if isinstance(upstream, (list, tuple)):
-                if len(upstream) != 1:
-                    continue
-                upstream = upstream[0]
-            variables = getattr(upstream, "_output_quantizer_vars", None)
-            if variables and "min_var" in variables:
+        for call in _internals.inbound_layers(wrapper):
+            if len(call) != 1:
+                continue
+            upstream = call[0]
+            variables = _internals.output_range_variables(upstream)
+            if variables:
                 return variables
             point = getattr(getattr(upstream, "layer", upstream), "output_quant", None)
             if point is not None and point.variables:

@@ -25,9 +25,12 @@ Importing this module does not import TF-MOT (which switches ``tf.keras`` to
 Keras 2 at import time): the quantizers are created when a twin is built.
 """
 
+import collections.abc
+
 import numpy as np
 import tensorflow as tf
 
+from keras_metapool._internals import import_tfmot
 from keras_metapool._keras import keras
 from keras_metapool.layers.activations import (
     HARD_SWISH_SCALE,
@@ -36,7 +39,6 @@ from keras_metapool.layers.activations import (
 )
 from keras_metapool.layers.common import build_in_own_scope
 from keras_metapool.layers.spatial_enhancer import SpatialEnhancer
-from keras_metapool.quantization._tfmot import import_tfmot
 
 #: int8 LOGISTIC output: scale 1/256 and zero point -128, i.e. [0, 255/256].
 LOGISTIC_OUTPUT_RANGE = (0.0, 255.0 / 256.0)
@@ -120,6 +122,22 @@ class FakeQuantPoint:
             lambda: self.quantizer(tensor, True, weights=self.variables),
             lambda: self.quantizer(tensor, False, weights=self.variables),
         )
+
+
+def fake_quant_points(layer):
+    """Every ``FakeQuantPoint`` ``layer`` holds, in attributes or dicts of them, once each."""
+    found = {}  # by id: Keras keeps a tracked dict under two attributes
+
+    def visit(value):
+        if isinstance(value, FakeQuantPoint):
+            found.setdefault(id(value), value)
+        elif isinstance(value, collections.abc.Mapping):
+            for item in value.values():
+                visit(item)
+
+    for value in vars(layer).values():
+        visit(value)
+    return list(found.values())
 
 
 @keras.utils.register_keras_serializable(package="keras_metapool")

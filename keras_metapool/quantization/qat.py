@@ -11,11 +11,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from keras_metapool import _internals
+from keras_metapool._internals import import_tfmot as _tfmot
 from keras_metapool._keras import keras, require_tf_keras_model
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.quantization import configs
-from keras_metapool.quantization._tfmot import import_tfmot as _tfmot
 from keras_metapool.quantization.configs import (
     AveragePoolingQuantizeConfig,
     FixedRangeQuantizer,
@@ -27,6 +28,7 @@ from keras_metapool.quantization.layers import (
     QuantizedBatchNormalization,
     QuantizedHardSwish,
     QuantizedSpatialEnhancer,
+    fake_quant_points,
 )
 from keras_metapool.search import to_fixed_model
 
@@ -81,7 +83,7 @@ def _describe(model):
 
 def _check_model(model):
     require_tf_keras_model(model, "quantize_model")
-    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+    if not (isinstance(model, keras.Sequential) or _internals.is_graph_network(model)):
         raise ValueError(
             f"quantize_model expects a functional or Sequential tf_keras model (as built by "
             f"MobileNetV2MP); '{model.name}' is a subclassed model ({_describe(model)})."
@@ -115,9 +117,9 @@ def _is_standalone_batch_norm(layer):
     """A BatchNormalization that TF-MOT cannot fold into a preceding layer."""
     if type(layer) is not keras.layers.BatchNormalization:
         return False
-    nodes = layer._inbound_nodes
-    sources = [source for node in nodes for source in _as_list(node.inbound_layers)]
-    return not (len(nodes) == 1 and len(sources) == 1 and isinstance(sources[0], _FOLDING_LAYERS))
+    calls = _internals.inbound_layers(layer)
+    sources = [source for call in calls for source in call]
+    return not (len(calls) == 1 and len(sources) == 1 and isinstance(sources[0], _FOLDING_LAYERS))
 
 
 def _is_softmax_classifier(layer):
@@ -125,10 +127,6 @@ def _is_softmax_classifier(layer):
     return type(layer) is keras.layers.Dense and (
         keras.activations.serialize(layer.activation) == "softmax"
     )
-
-
-def _as_list(layers):
-    return list(layers) if isinstance(layers, (list, tuple)) else [layers]
 
 
 def _unsupported_layers(model, registry):
@@ -180,7 +178,7 @@ def _set_weight_ranges_from_weights(qat_model):
     for layer in qat_model.layers:
         if not isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
             continue
-        for weight, quantizer, variables in getattr(layer, "_weight_vars", []):
+        for weight, quantizer, variables in _internals.weight_quantizers(layer):
             if not isinstance(quantizer, tfmot.quantization.keras.quantizers.LastValueQuantizer):
                 continue
             if not variables or "min_var" not in variables:
@@ -210,10 +208,7 @@ def _fix_input_range(qat_model, input_range):
     """
     low, high = input_range
     quantizer = FixedRangeQuantizer(low, high)
-    for layer in qat_model.layers:
-        # QuantizeLayer is not in TF-MOT's public API.
-        if type(layer).__name__ != "QuantizeLayer" or not layer.quantizer:
-            continue
+    for layer in _internals.input_quantize_layers(qat_model):
         variables = layer.quantizer_vars
         variables["min_var"].assign(low)
         variables["max_var"].assign(high)
@@ -221,19 +216,19 @@ def _fix_input_range(qat_model, input_range):
 
 
 @contextlib.contextmanager
-def _activation_ranges_from_batches():
-    """While active, TF-MOT's moving-average quantizers calibrate instead.
+def _activation_ranges_from_batches(qat_model):
+    """While active, ``qat_model``'s moving-average quantizers calibrate instead.
 
     Every call (training or not) records the batch's min and max (0 always
     included, as TFLite requires) and sets the range variables to their mean
     over the batches seen so far: where TF-MOT's moving average (decay 0.999)
-    would arrive after thousands of steps, in a few batches.
+    would arrive after thousands of steps, in a few batches. Only this
+    model's quantizers change, and only inside the ``with`` block: TF-MOT's
+    (through ``_internals``) and those of keras_metapool's twin layers.
     """
-    quantizer_class = _tfmot().quantization.keras.quantizers.MovingAverageQuantizer
-    original_call = quantizer_class.__call__
     statistics = {}
 
-    def calibrating_call(quantizer, inputs, training, weights, **kwargs):
+    def record(inputs, weights):
         min_var, max_var = weights["min_var"], weights["max_var"]
         seen = statistics.setdefault(min_var.ref(), [0.0, 0.0, 0, min_var.name])
         seen[0] += min(float(tf.reduce_min(inputs)), 0.0)
@@ -241,13 +236,15 @@ def _activation_ranges_from_batches():
         seen[2] += 1
         min_var.assign(seen[0] / seen[2])
         max_var.assign(max(seen[1] / seen[2], seen[0] / seen[2] + 1e-6))
-        return original_call(quantizer, inputs, False, weights, **kwargs)
 
-    quantizer_class.__call__ = calibrating_call
-    try:
+    twin_points = [
+        point
+        for layer in qat_model.layers
+        for point in fake_quant_points(getattr(layer, "layer", layer))
+        if point.fixed_range is None
+    ]
+    with _internals.moving_average_quantizers_replaced(qat_model, twin_points, record):
         yield statistics
-    finally:
-        quantizer_class.__call__ = original_call
 
 
 def calibrate_activation_ranges(
@@ -279,7 +276,7 @@ def calibrate_activation_ranges(
     input_shape = tuple(qat_model.inputs[0].shape[1:])
     samples = calibration_samples(representative_data, input_shape, num_samples)
     images = np.concatenate(samples)
-    with _activation_ranges_from_batches() as statistics:
+    with _activation_ranges_from_batches(qat_model) as statistics:
         for start in range(0, len(images), batch_size):
             qat_model(images[start : start + batch_size], training=False)
     collapsed = [name for low, high, _, name in statistics.values() if high - low <= 0.0]

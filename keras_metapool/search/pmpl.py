@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from keras_metapool import _internals
 from keras_metapool._keras import keras, require_tf_keras_model
 from keras_metapool._ranges import OPEN_UNIT, Interval
 from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, DEFAULT_CANDIDATES, IDENTITY
@@ -566,7 +567,7 @@ class PMPLCallback(keras.callbacks.Callback):
         # step, so they run without Python per step, with steps_per_execution
         # and under tf.distribute, and fit's own train function is rebuilt.
         self._digest = None
-        self._around_bar = self._surround_progress_bar(sys._getframe(1).f_locals.get("self"))
+        self._around_bar = self._surround_progress_bar(_internals.calling_object())
         self._restore_train_step()  # a previous search that did not end
         self._original_train_step = model.train_step
         model.train_step = self._train_step
@@ -673,7 +674,7 @@ class PMPLCallback(keras.callbacks.Callback):
             y_pred = model(x, training=True)
             loss = model.compute_loss(x, y, y_pred, sample_weight)
             scaled = optimizer.get_scaled_loss(loss) if scales_loss else loss
-        model._validate_target_and_loss(y, loss)
+        _internals.validate_target_and_loss(model, y, loss)
         grads = tape.gradient(scaled, list(variables) + alphas)
         if scales_loss:
             grads = optimizer.get_unscaled_gradients(grads)

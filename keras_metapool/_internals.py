@@ -1,0 +1,198 @@
+"""Every use of TF-MOT's, tf_keras' and the TFLite converter's non-public API.
+
+keras_metapool otherwise uses public API only. Each function below names the
+private attribute or class it reads, why the public API does not do, and the
+versions it was verified on (TF 2.21, tf_keras 2.21, TF-MOT 0.8.1). When one
+of those libraries changes, this module (and its tests, which exercise every
+function through ``quantize_model``, ``to_tflite`` and ``PMPLCallback``) is
+where to look.
+
+Nothing here patches a class or the process: TF-MOT's calibration hook swaps
+the quantizer objects of one model for the length of a ``with`` block.
+
+Two overrides of non-public hooks stay with their classes, because they are
+subclass methods and not accesses: ``keras_metapool._keras.Functional``
+answers Keras 3's ``_keras_history`` probe (the Keras 3 nesting error), and
+``keras_metapool.cli.training.AtomicModelCheckpoint`` overrides
+``ModelCheckpoint._save_handler`` (files appear whole).
+"""
+
+import contextlib
+import os
+import sys
+
+import tensorflow as tf
+
+#: The variable TF-MOT sets on import (``tensorflow_model_optimization``'s
+#: ``compat.py``), which decides what ``tf.keras`` resolves to.
+_LEGACY_KERAS_VARIABLE = "TF_USE_LEGACY_KERAS"
+
+
+# -- TF-MOT ---------------------------------------------------------------
+def import_tfmot():
+    """TF-MOT, imported without changing ``tf.keras`` or ``os.environ`` for the program.
+
+    TF-MOT's import sets ``TF_USE_LEGACY_KERAS=1`` and reads ``tf.keras``,
+    which would resolve it to Keras 2 for the rest of the process (or not,
+    had the program used it first). ``tf.keras`` is resolved first, under
+    the program's own setting, and the variable is put back after; TF-MOT
+    itself uses ``tf_keras`` either way.
+    """
+    if "tensorflow_model_optimization" not in sys.modules:
+        before = os.environ.get(_LEGACY_KERAS_VARIABLE)
+        getattr(tf.keras, "__name__", None)  # tf.keras is lazy: resolve it now
+        try:
+            import tensorflow_model_optimization  # noqa: F401
+        finally:
+            if before is None:
+                os.environ.pop(_LEGACY_KERAS_VARIABLE, None)
+            else:
+                os.environ[_LEGACY_KERAS_VARIABLE] = before
+    import tensorflow_model_optimization as tfmot
+
+    return tfmot
+
+
+def weight_quantizers(wrapper):
+    """``(weight, quantizer, range variables)`` of a ``QuantizeWrapper``'s weights.
+
+    Private: ``QuantizeWrapper._weight_vars``. TF-MOT sets weight ranges only
+    on a training step; ``quantize_model`` sets them from the weights at once.
+    """
+    return list(getattr(wrapper, "_weight_vars", []))
+
+
+def output_range_variables(wrapper):
+    """The ``{"min_var", "max_var"}`` of a ``QuantizeWrapper``'s output quantizer, or None.
+
+    Private: ``QuantizeWrapper._output_quantizer_vars``. Average pooling's
+    quantizer reuses the range of the tensor it pools (``InputGridQuantizer``).
+    """
+    variables = getattr(wrapper, "_output_quantizer_vars", None)
+    return variables if variables and "min_var" in variables else None
+
+
+def input_quantize_layers(model):
+    """TF-MOT's input ``QuantizeLayer``s of a QAT model that quantize.
+
+    Private: the class is not exported (matched by name); its ``quantizer``
+    and ``quantizer_vars`` are swapped/set to fix the input range.
+    """
+    return [
+        layer
+        for layer in model.layers
+        if type(layer).__name__ == "QuantizeLayer" and getattr(layer, "quantizer", None)
+    ]
+
+
+def _moving_average_sites(model):
+    """``(holder, key)`` pairs where TF-MOT keeps ``model``'s ``MovingAverageQuantizer``s.
+
+    ``holder[key]`` (a list) or ``getattr(holder, key)`` is the quantizer.
+    Private: ``QuantizeWrapper._quantize_activations`` (each a
+    ``QuantizeAwareActivation`` with ``.quantizer``) and
+    ``QuantizeWrapper._output_quantizers``.
+    """
+    moving_average = import_tfmot().quantization.keras.quantizers.MovingAverageQuantizer
+    sites = []
+    for layer in model.layers:
+        for activation in getattr(layer, "_quantize_activations", []):
+            if isinstance(getattr(activation, "quantizer", None), moving_average):
+                sites.append((activation, "quantizer"))
+        outputs = getattr(layer, "_output_quantizers", None) or []
+        sites += [(outputs, i) for i, q in enumerate(outputs) if isinstance(q, moving_average)]
+    return sites
+
+
+class _CalibratingQuantizer:
+    """Stands in for one quantizer: ``record``s its input, then quantizes for inference."""
+
+    def __init__(self, quantizer, record):
+        self.quantizer = quantizer
+        self.record = record
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        self.record(inputs, weights)
+        return self.quantizer(inputs, False, weights, **kwargs)
+
+
+@contextlib.contextmanager
+def moving_average_quantizers_replaced(model, holders, record):
+    """While active, ``model``'s moving-average quantizers call ``record`` first.
+
+    Every call of one of ``model``'s TF-MOT ``MovingAverageQuantizer``s, or
+    of the ``.quantizer`` of one of ``holders`` (keras_metapool's twin layers'
+    fake-quant points), and of nothing else in the process, runs
+    ``record(inputs, range_variables)`` and then quantizes in inference mode
+    (``calibrate_activation_ranges``). Calls must be eager: a traced function
+    keeps the quantizers it saw.
+    """
+    sites = _moving_average_sites(model) + [(holder, "quantizer") for holder in holders]
+
+    def get(holder, key):
+        return holder[key] if isinstance(holder, list) else getattr(holder, key)
+
+    def put(holder, key, value):
+        if isinstance(holder, list):
+            holder[key] = value
+        else:
+            setattr(holder, key, value)
+
+    originals = [get(holder, key) for holder, key in sites]
+    for (holder, key), quantizer in zip(sites, originals):
+        put(holder, key, _CalibratingQuantizer(quantizer, record))
+    try:
+        yield
+    finally:
+        for (holder, key), quantizer in zip(sites, originals):
+            put(holder, key, quantizer)
+
+
+# -- tf_keras -------------------------------------------------------------
+def inbound_layers(layer):
+    """The layers feeding ``layer``, one list per call of it (node).
+
+    Private: ``Layer._inbound_nodes``. Needed to tell a BatchNormalization
+    that TF-MOT folds into its convolution from one it cannot fold, and to
+    find the quantizer upstream of an average pooling.
+    """
+    layers = []
+    for node in getattr(layer, "_inbound_nodes", ()):
+        upstream = node.inbound_layers
+        layers.append(list(upstream) if isinstance(upstream, (list, tuple)) else [upstream])
+    return layers
+
+
+def is_graph_network(model):
+    """Whether ``model`` is functional (not subclassed). Private: ``_is_graph_network``."""
+    return bool(getattr(model, "_is_graph_network", False))
+
+
+def validate_target_and_loss(model, y, loss):
+    """Keras' own check of a train step's targets and loss (``Model._validate_target_and_loss``).
+
+    ``PMPLCallback``'s one-level step replaces ``train_step`` and keeps Keras'
+    error for a model compiled without a loss or fed no targets.
+    """
+    model._validate_target_and_loss(y, loss)
+
+
+def calling_object(depth=2):
+    """The ``self`` of the function ``depth`` frames up, or None (``sys._getframe``).
+
+    ``PMPLCallback.on_train_begin`` finds the ``CallbackList`` calling it
+    (Keras gives callbacks no handle on it) to put its helpers around the
+    progress bar.
+    """
+    return sys._getframe(depth).f_locals.get("self")
+
+
+# -- TFLite converter -----------------------------------------------------
+def quantize_dense_weights_per_tensor(converter):
+    """Makes the converter quantize FULLY_CONNECTED weights per tensor.
+
+    Private: ``TFLiteConverter._experimental_disable_per_channel_quantization_for_dense_layers``.
+    TF >= 2.16 quantizes them per channel, a format edgetpu_compiler 16 (2021)
+    predates.
+    """
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = True
