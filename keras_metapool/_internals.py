@@ -10,11 +10,15 @@ where to look.
 Nothing here patches a class or the process: TF-MOT's calibration hook swaps
 the quantizer objects of one model for the length of a ``with`` block.
 
-Two overrides of non-public hooks stay with their classes, because they are
-subclass methods and not accesses: ``keras_metapool._keras.Functional``
-answers Keras 3's ``_keras_history`` probe (the Keras 3 nesting error), and
+Two subclasses stay with their own modules, because they are class
+definitions and not accesses: ``keras_metapool._keras.Functional`` subclasses
+tf_keras' unexported ``Functional`` (``tf_keras.src.engine.functional``, so
+the builder's models stay functional) and answers Keras 3's
+``_keras_history`` probe (the Keras 3 nesting error);
 ``keras_metapool.cli.training.AtomicModelCheckpoint`` overrides
-``ModelCheckpoint._save_handler`` (files appear whole).
+``ModelCheckpoint._save_handler`` (files appear whole). ``quantize_model``
+overrides ``save`` on the one model it returns (a clear error for
+``.keras``), through the public method, per instance.
 """
 
 import contextlib
