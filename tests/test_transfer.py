@@ -109,7 +109,15 @@ def test_rejects_what_is_not_a_mobilenet_v2():
     with pytest.raises(ValueError, match="base_model"):
         km.from_mobilenet_v2(other)
     base = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3))
-    with pytest.raises(ValueError, match="enhancer_init"):
+    with pytest.raises(ValueError, match="enhancer_init 'zeros'. Valid values: paper, open_gates"):
         km.from_mobilenet_v2(base, enhancer_init="zeros")
     with pytest.raises(ValueError, match="alpha"):
         km.from_mobilenet_v2(base, alpha=1.0)
+
+
+def test_the_earlier_identity_init_name_warns_and_keeps_the_function():
+    base = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3))
+    with pytest.warns(DeprecationWarning, match="now spelled 'open_gates'"):
+        model = km.from_mobilenet_v2(base, enhancer_init="identity")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model(x), base(x), rtol=1e-4, atol=1e-5)

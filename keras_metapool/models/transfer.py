@@ -1,12 +1,14 @@
 """Turning a keras.applications MobileNetV2 into a MobileNetV2MP."""
 
 import re
+import warnings
 
 from absl import logging
 
 from keras_metapool._keras import is_keras3, keras
 from keras_metapool.models.architecture import BLOCKS, resolve_spec
 from keras_metapool.models.mobilenet_v2_mp import (
+    ENHANCER_INITS,
     OPEN_GATE,
     MobileNetV2MP,
     block_filters,
@@ -14,6 +16,9 @@ from keras_metapool.models.mobilenet_v2_mp import (
 )
 from keras_metapool.models.naming import block_prefix
 from keras_metapool.models.weights import IMAGENET_ALPHAS
+
+#: ``from_mobilenet_v2``'s earlier name for ``enhancer_init="open_gates"``.
+DEPRECATED_IDENTITY_INIT = "identity"
 
 
 def _filters(model, layer_name):
@@ -94,7 +99,7 @@ def from_mobilenet_v2(
     meta_pooling="paper",
     placement=None,
     alpha=None,
-    enhancer_init="identity",
+    enhancer_init="open_gates",
     batch_norm_momentum=None,
     name=None,
 ):
@@ -104,7 +109,7 @@ def from_mobilenet_v2(
     of the same width, input shape and classifier; the Meta-Pooling layers are
     new.
 
-    With ``enhancer_init="identity"`` (default) the new model computes the
+    With ``enhancer_init="open_gates"`` (default) the new model computes the
     same function as the base wherever an enhancer is a lone SSP without
     post-norm (the ``"paper"`` model): each SSP starts with zero gate kernels
     and both gates at 0.9, i.e. as a constant scale by 0.81, and the inverse
@@ -131,7 +136,11 @@ def from_mobilenet_v2(
         meta_pooling: As in ``MobileNetV2MP`` (default ``"paper"``).
         placement: As in ``MobileNetV2MP``.
         alpha: Width multiplier of the base; inferred when None.
-        enhancer_init: ``"identity"`` (default) or ``"paper"``.
+        enhancer_init: ``"open_gates"`` (default: the base's function kept,
+            above) or ``"paper"``, the values ``MobileNetV2MP`` takes
+            (``ENHANCER_INITS``). ``"identity"``, this argument's earlier name
+            for ``"open_gates"``, still works and warns
+            (``DeprecationWarning``).
         batch_norm_momentum: Momentum of the new model's BatchNormalization
             layers; default: the base's.
         name: Name of the new model.
@@ -143,8 +152,18 @@ def from_mobilenet_v2(
         ValueError: if ``base_model`` is not a MobileNetV2, an argument is
             invalid, or the weights do not fit.
     """
-    if enhancer_init not in ("identity", "paper"):
-        raise ValueError(f"Unknown enhancer_init {enhancer_init!r}. Valid values: identity, paper.")
+    if enhancer_init == DEPRECATED_IDENTITY_INIT:
+        warnings.warn(
+            "from_mobilenet_v2(enhancer_init='identity') is now spelled 'open_gates', as "
+            "in MobileNetV2MP; 'identity' will stop working in a later release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        enhancer_init = "open_gates"
+    if enhancer_init not in ENHANCER_INITS:
+        raise ValueError(
+            f"Unknown enhancer_init {enhancer_init!r}. Valid values: {', '.join(ENHANCER_INITS)}."
+        )
     if not (isinstance(base_model, keras.Model) or is_keras3(base_model)):
         raise ValueError(
             "`base_model` must be a keras.applications.MobileNetV2 (Keras 3 or tf_keras), "
@@ -159,7 +178,7 @@ def from_mobilenet_v2(
     if batch_norm_momentum is not None:
         frame["batch_norm_momentum"] = batch_norm_momentum
     spec = resolve_spec(meta_pooling, placement)
-    preserving = enhancer_init == "identity"
+    preserving = enhancer_init == "open_gates"
     lone_ssp = [i for i, entry in enumerate(spec.ops) if entry == "ssp" and not spec.post_norm]
     if preserving and len(lone_ssp) != len(spec.points):
         logging.warning(
@@ -170,7 +189,7 @@ def from_mobilenet_v2(
         )
     model = MobileNetV2MP(
         meta_pooling=spec,
-        enhancer_init="open_gates" if preserving else "paper",
+        enhancer_init=enhancer_init,
         name=name,
         **frame,
     )
