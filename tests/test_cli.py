@@ -1,19 +1,22 @@
-"""The ``keras-metapool`` subcommands end to end, each in its own process.
+"""The ``keras-metapool`` commands end to end, each in its own process.
 
-One chain on a small Fashion-MNIST subset (32x32, alpha 0.35), run once per
-module: ``search`` -> ``train`` (the searched architecture) -> ``qat`` ->
-``export`` -> ``evaluate`` (Keras and .tflite), each reading what the
-previous one wrote, as a user would chain them. The tests check the
-artifacts, that they agree with each other, and that training learned
-(accuracy above the 10% of chance).
+One ``demo --quick`` (the main job, reduced: 32x32 Fashion-MNIST, alpha
+0.35) runs once per module. It chains ``search`` -> ``train`` (the searched
+architecture) -> ``qat`` -> ``export`` -> ``evaluate`` through the
+subcommands' own functions, each stage writing the folder that subcommand
+writes, so its stages are the subcommands' end-to-end runs. Two more
+processes cover what the demo does not run: ``export`` of every format
+from the demo's QAT model, and ``evaluate`` of its Keras model. The tests
+check the artifacts, that they agree with each other, and that training
+learned (accuracy above the 10% of chance).
 """
 
 import os
+import pathlib
 
 import numpy as np
 import pytest
 from cli_helpers import (
-    SMALL,
     check_ok,
     png_size,
     read_json,
@@ -33,27 +36,14 @@ TEST_IMAGES = 300
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    out = {name: str(root / name) for name in ("search", "train", "qat", "export", "evaluate")}
+    demo = root / "demo"
+    out = {stage: str(demo / stage) for stage in ("search", "train", "qat", "evaluate")}
+    out.update(demo=str(demo), export=str(root / "export"), evaluate_keras=str(root / "evaluate"))
     results = {}
-    results["search"] = check_ok(
+    results["demo"] = check_ok(
         run_cli(
-            "search", *SMALL, "--train_limit=256", "--epochs=1", "--arch_learning_rate=0.05",
-            "--candidates=identity,ssp,avg3", "--run_eagerly", f"--output_dir={out['search']}",
-        )
-    )  # fmt: skip
-    architecture = os.path.join(out["search"], "architecture.json")
-    results["train"] = check_ok(
-        run_cli(
-            "train", *SMALL, f"--architecture={architecture}", "--train_limit=2048",
-            f"--test_limit={TEST_IMAGES}", "--epochs=2", "--learning_rate=5e-3",
-            "--warmup_epochs=0", "--augment=none", f"--output_dir={out['train']}",
-        )
-    )  # fmt: skip
-    results["qat"] = check_ok(
-        run_cli(
-            "qat", "--model=" + os.path.join(out["train"], "model.keras"), "--batch_size=32",
-            "--train_limit=512", f"--test_limit={TEST_IMAGES}", "--steps_per_epoch=8",
-            "--calibration_samples=64", "--augment=none", f"--output_dir={out['qat']}",
+            "demo", "--quick", "--candidates=identity,ssp,avg3", "--arch_learning_rate=0.05",
+            f"--test_limit={TEST_IMAGES}", f"--output_dir={demo}",
         )
     )  # fmt: skip
     results["export"] = check_ok(
@@ -63,17 +53,49 @@ def chain(tmp_path_factory):
             f"--output_dir={out['export']}",
         )
     )  # fmt: skip
-    for model in (
-        os.path.join(out["export"], "model_edgetpu.tflite"),
-        os.path.join(out["train"], "model.keras"),
-    ):
-        results[f"evaluate {os.path.basename(model)}"] = check_ok(
-            run_cli(
-                "evaluate", f"--model={model}", f"--test_limit={TEST_IMAGES}",
-                f"--output_dir={out['evaluate']}",
-            )
-        )  # fmt: skip
+    results["evaluate model.keras"] = check_ok(
+        run_cli(
+            "evaluate", "--model=" + os.path.join(out["train"], "model.keras"),
+            f"--test_limit={TEST_IMAGES}", f"--output_dir={out['evaluate_keras']}",
+        )
+    )  # fmt: skip
     return out, results
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_every_stage_to_an_edgetpu_clean_int8_model(chain):
+    out, results = pathlib.Path(chain[0]["demo"]), chain[1]
+    result = results["demo"]
+    summary = read_json(out / "demo_summary.json")
+    artifacts = summary["artifacts"]
+    stages = ("architecture", "search plot", "float model", "QAT model", "Edge TPU int8 TFLite")
+    for label in (*stages, "Edge TPU report", "confusion matrix", "metrics"):
+        assert os.path.exists(artifacts[label]), label
+        assert artifacts[label] in result.stdout  # the user is told where it is
+    png_size(artifacts["search plot"])
+    png_size(artifacts["confusion matrix"])
+    # The searched architecture is what the float model was built from.
+    spec = km.ArchitectureSpec.load(artifacts["architecture"])
+    assert km.ArchitectureSpec.from_dict(summary["architecture"]) == spec
+    assert not spec.is_searchable
+    # Training happened: above chance, and the int8 model keeps it.
+    assert summary["float_accuracy"] > 2 * CHANCE
+    assert summary["int8_accuracy"] > 2 * CHANCE
+    assert abs(summary["int8_accuracy"] - summary["qat_accuracy"]) <= 0.05
+    # Edge TPU-clean: uint8 in/out, batch 1, every tensor 8-bit, every op mapped.
+    tflite = artifacts["Edge TPU int8 TFLite"]
+    graph = read_tflite_graph(tflite)
+    assert full_integer_problems(graph, "uint8") == []
+    assert list(graph.input_tensors[0].shape) == [1, 32, 32, 3]
+    report = km.export.edgetpu_report(tflite)
+    assert report.all_mapped and report.tpu_subgraphs == 1
+    assert summary["edgetpu_all_mapped"] and summary["edgetpu_mapped_ops"] == report.num_ops
+    assert summary["tflite_bytes"] == os.path.getsize(tflite)
+    # The final table, printed and saved.
+    table = (out / "demo_summary.md").read_text(encoding="utf-8")
+    assert "int8 accuracy" in table and "Edge TPU mapped ops" in table
+    assert f"{report.num_ops}/{report.num_ops} (100%)" in result.stdout
+    assert not temporaries(out)
 
 
 @pytest.mark.slow
@@ -95,9 +117,9 @@ def test_search_writes_a_fixed_architecture_plot_and_summary(chain):
     # One epoch of 4 steps decides nothing: every point defaulted to no enhancer, said so.
     assert all(row.split()[2:4] == ["defaulted", "identity"] for row in rows)
     assert "0/16 points decided by evidence (evidence z >= 4), 16 defaulted" in summary
-    assert "points decided by evidence" in results["search"].stdout
+    assert "points decided by evidence" in results["demo"].stdout
     assert "Columns: block = MobileNetV2 block index" in summary  # every column explained
-    assert "SearchUndecidedWarning" in results["search"].stderr
+    assert "SearchUndecidedWarning" in results["demo"].stderr
     history = open(os.path.join(out["search"], "search_history.csv"), encoding="utf-8").read()
     header = history.splitlines()[0].split(",")
     assert "pmpl/block_1_hidden_mp/ssp" in header
@@ -123,7 +145,7 @@ def test_train_learns_the_searched_architecture(chain):
     with open(os.path.join(out["train"], "history.csv"), encoding="utf-8") as f:
         rows = f.read().splitlines()
     assert rows[0].startswith("epoch") and "val_accuracy" in rows[0] and len(rows) == 3
-    assert f"test accuracy {metrics['test_accuracy']:.4f}" in results["train"].stdout
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in results["demo"].stdout
     # TensorBoard logs of both runs (training and validation).
     for run in ("train", "validation"):
         folder = os.path.join(out["train"], "logs", run)  # two levels, not three
@@ -188,7 +210,7 @@ def test_export_saved_model_predicts_like_the_qat_model(chain):
 def test_evaluate_tflite_and_keras_report_accuracy_and_confusion_matrix(chain):
     out, results = chain
     tflite = read_json(os.path.join(out["evaluate"], "model_edgetpu_metrics.json"))
-    keras_metrics = read_json(os.path.join(out["evaluate"], "model_metrics.json"))
+    keras_metrics = read_json(os.path.join(out["evaluate_keras"], "model_metrics.json"))
     qat = read_json(os.path.join(out["qat"], "qat_metrics.json"))
     train = read_json(os.path.join(out["train"], "train_metrics.json"))
     for metrics in (tflite, keras_metrics):
@@ -203,6 +225,7 @@ def test_evaluate_tflite_and_keras_report_accuracy_and_confusion_matrix(chain):
     assert abs(tflite["accuracy"] - qat["qat_accuracy"]) <= 0.03
     assert tflite["latency"]["median_ms"] > 0 and keras_metrics["latency"] is None
     for name in ("model_edgetpu", "model"):
-        width, height = png_size(os.path.join(out["evaluate"], f"{name}_confusion_matrix.png"))
+        folder = out["evaluate_keras" if name == "model" else "evaluate"]
+        width, height = png_size(os.path.join(folder, f"{name}_confusion_matrix.png"))
         assert width > 300 and height > 300
-    assert "accuracy" in results["evaluate model_edgetpu.tflite"].stdout
+    assert "accuracy" in results["evaluate model.keras"].stdout

@@ -1,4 +1,4 @@
-"""``keras-metapool demo --quick`` (the main job, reduced) and bad command lines."""
+"""Bad command lines, each one clear line. (``demo --quick`` runs in tests/test_cli.py.)"""
 
 import json
 import os
@@ -9,56 +9,10 @@ import pytest
 from cli_helpers import (
     ROOT,
     SMALL,
-    check_ok,
     cli_env,
     own_stderr_lines,
-    png_size,
-    read_json,
     run_cli,
-    temporaries,
 )
-
-import keras_metapool as km
-from keras_metapool.export.tflite import full_integer_problems
-from keras_metapool.export.tflite_graph import read_tflite_graph
-
-CHANCE = 0.1
-
-
-@pytest.mark.slow
-def test_demo_quick_runs_every_stage_to_an_edgetpu_clean_int8_model(tmp_path):
-    out = tmp_path / "demo"
-    result = check_ok(run_cli("demo", "--quick", f"--output_dir={out}"))
-    summary = read_json(out / "demo_summary.json")
-    artifacts = summary["artifacts"]
-    stages = ("architecture", "search plot", "float model", "QAT model", "Edge TPU int8 TFLite")
-    for label in (*stages, "Edge TPU report", "confusion matrix", "metrics"):
-        assert os.path.exists(artifacts[label]), label
-        assert artifacts[label] in result.stdout  # the user is told where it is
-    png_size(artifacts["search plot"])
-    png_size(artifacts["confusion matrix"])
-    # The searched architecture is what the float model was built from.
-    spec = km.ArchitectureSpec.load(artifacts["architecture"])
-    assert km.ArchitectureSpec.from_dict(summary["architecture"]) == spec
-    assert not spec.is_searchable
-    # Training happened: above chance, and the int8 model keeps it.
-    assert summary["float_accuracy"] > 2 * CHANCE
-    assert summary["int8_accuracy"] > 2 * CHANCE
-    assert abs(summary["int8_accuracy"] - summary["qat_accuracy"]) <= 0.05
-    # Edge TPU-clean: uint8 in/out, batch 1, every tensor 8-bit, every op mapped.
-    tflite = artifacts["Edge TPU int8 TFLite"]
-    graph = read_tflite_graph(tflite)
-    assert full_integer_problems(graph, "uint8") == []
-    assert list(graph.input_tensors[0].shape) == [1, 32, 32, 3]
-    report = km.export.edgetpu_report(tflite)
-    assert report.all_mapped and report.tpu_subgraphs == 1
-    assert summary["edgetpu_all_mapped"] and summary["edgetpu_mapped_ops"] == report.num_ops
-    assert summary["tflite_bytes"] == os.path.getsize(tflite)
-    # The final table, printed and saved.
-    table = (out / "demo_summary.md").read_text(encoding="utf-8")
-    assert "int8 accuracy" in table and "Edge TPU mapped ops" in table
-    assert f"{report.num_ops}/{report.num_ops} (100%)" in result.stdout
-    assert not temporaries(out)
 
 
 def _check_one_line_error(status, stderr, expected_status, *fragments):

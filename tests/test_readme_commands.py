@@ -1,5 +1,5 @@
 """README's two commands stay true: CI runs the test one; the main job is `keras-metapool demo`
-(its --quick form runs in tests/test_cli_demo.py)."""
+(its --quick form runs in tests/test_cli.py)."""
 
 import os
 import re
@@ -15,7 +15,7 @@ def _readme_commands():
 
 def test_readme_starts_with_main_job_and_test_command():
     main_job, tests = _readme_commands()[:2]
-    # The main job is the CLI's demo (tests/test_cli_demo.py runs its --quick form).
+    # The main job is the CLI's demo (tests/test_cli.py runs its --quick form).
     assert main_job.endswith(".venv/bin/keras-metapool demo")
     assert "pytest" in tests
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
