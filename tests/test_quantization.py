@@ -80,7 +80,7 @@ def range_variables(layer):
 def paper_qat(tmp_path_factory):
     """MobileNetV2MP('paper') trained briefly, its QAT model and int8 TFLite."""
     keras.utils.set_random_seed(0)
-    x_train, y_train = load_fashion_mnist("train", limit=6000)
+    x_train, y_train = load_fashion_mnist("train", limit=4000)
     x_test, y_test = load_fashion_mnist("test", limit=2000)
     x_train = to_model_input(x_train, IMAGE_SIZE)
     x_test = to_model_input(x_test, IMAGE_SIZE)
