@@ -36,6 +36,37 @@ SSP_ARGUMENTS = (
 )
 
 
+class SSPArguments:
+    """SSP's constructor and config, shared by both Keras flavours' ``SpatialEnhancer``.
+
+    Listed before the Keras layer base class; checks and stores the
+    ``SSP_ARGUMENTS`` (``ssp_arguments``) and puts them in ``get_config``.
+    """
+
+    def __init__(
+        self,
+        reduction=SSP_REDUCTION,
+        min_channels=SSP_MIN_CHANNELS,
+        batch_norm_momentum=BATCH_NORM_MOMENTUM,
+        batch_norm_epsilon=SSP_BATCH_NORM_EPSILON,
+        gate_bias=0.0,
+        zero_gate_kernels=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        arguments = ssp_arguments(
+            reduction, min_channels, batch_norm_momentum, batch_norm_epsilon,
+            gate_bias, zero_gate_kernels,
+        )  # fmt: skip
+        for name, value in arguments.items():
+            setattr(self, name, value)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: getattr(self, name) for name in SSP_ARGUMENTS})
+        return config
+
+
 def ssp_arguments(
     reduction, min_channels, batch_norm_momentum, batch_norm_epsilon, gate_bias, zero_gate_kernels
 ):

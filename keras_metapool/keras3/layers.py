@@ -15,15 +15,7 @@ backend imports).
 import keras
 from keras import ops
 
-from keras_metapool._layer_facts import (
-    BATCH_NORM_MOMENTUM,
-    SSP_ARGUMENTS,
-    SSP_BATCH_NORM_EPSILON,
-    SSP_MIN_CHANNELS,
-    SSP_REDUCTION,
-    ssp_arguments,
-    ssp_reduced_channels,
-)
+from keras_metapool._layer_facts import SSPArguments, ssp_reduced_channels
 
 #: Package name under which the Keras 3 layers are registered.
 PACKAGE = "keras_metapool"
@@ -54,7 +46,7 @@ class HardSwish(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class SpatialEnhancer(keras.layers.Layer):
+class SpatialEnhancer(SSPArguments, keras.layers.Layer):
     """Spatial separable pooling (SSP) of Meta-Pooling, in Keras 3.
 
     The same function, arguments and sublayers (``reduce``, ``reduce_bn``,
@@ -76,24 +68,6 @@ class SpatialEnhancer(keras.layers.Layer):
         zero_gate_kernels: Initialise the gate kernels to zero.
         **kwargs: Standard layer arguments (``name``, ``dtype``, ...).
     """
-
-    def __init__(
-        self,
-        reduction=SSP_REDUCTION,
-        min_channels=SSP_MIN_CHANNELS,
-        batch_norm_momentum=BATCH_NORM_MOMENTUM,
-        batch_norm_epsilon=SSP_BATCH_NORM_EPSILON,
-        gate_bias=0.0,
-        zero_gate_kernels=False,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        arguments = ssp_arguments(
-            reduction, min_channels, batch_norm_momentum, batch_norm_epsilon,
-            gate_bias, zero_gate_kernels,
-        )  # fmt: skip
-        for name, value in arguments.items():
-            setattr(self, name, value)
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] is None:
@@ -137,11 +111,6 @@ class SpatialEnhancer(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({name: getattr(self, name) for name in SSP_ARGUMENTS})
-        return config
 
 
 #: The package's Keras 3 layers by class name (the tf_keras class names).

@@ -4,17 +4,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_metapool._keras import keras
-from keras_metapool._layer_facts import (
-    SSP_ARGUMENTS,
-    SSP_BATCH_NORM_EPSILON,
-    SSP_MIN_CHANNELS,
-    SSP_REDUCTION,
-    ssp_arguments,
-    ssp_reduced_channels,
-)
+from keras_metapool._layer_facts import SSPArguments, ssp_reduced_channels
 from keras_metapool.layers.activations import HARD_SWISH_SCALE, hard_swish_times_six
 from keras_metapool.layers.common import (
-    BATCH_NORM_MOMENTUM,
     build_in_own_scope,
     build_sublayer,
     feature_map_shape,
@@ -22,7 +14,7 @@ from keras_metapool.layers.common import (
 
 
 @keras.utils.register_keras_serializable(package="keras_metapool")
-class SpatialEnhancer(keras.layers.Layer):
+class SpatialEnhancer(SSPArguments, keras.layers.Layer):
     """Spatial separable pooling (SSP) of Meta-Pooling (docs/method.md §1).
 
     For an input ``x`` of shape ``(batch, H, W, C)`` (channels last):
@@ -76,24 +68,6 @@ class SpatialEnhancer(keras.layers.Layer):
     Output shape:
         Same as the input.
     """
-
-    def __init__(
-        self,
-        reduction=SSP_REDUCTION,
-        min_channels=SSP_MIN_CHANNELS,
-        batch_norm_momentum=BATCH_NORM_MOMENTUM,
-        batch_norm_epsilon=SSP_BATCH_NORM_EPSILON,
-        gate_bias=0.0,
-        zero_gate_kernels=False,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        arguments = ssp_arguments(
-            reduction, min_channels, batch_norm_momentum, batch_norm_epsilon,
-            gate_bias, zero_gate_kernels,
-        )  # fmt: skip
-        for name, value in arguments.items():
-            setattr(self, name, value)
 
     @build_in_own_scope
     def build(self, input_shape):
@@ -155,11 +129,6 @@ class SpatialEnhancer(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({name: getattr(self, name) for name in SSP_ARGUMENTS})
-        return config
 
 
 def open_gate_bias(scale):
