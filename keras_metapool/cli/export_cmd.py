@@ -93,10 +93,7 @@ def export(options, strategy=None):
     formats = list(dict.fromkeys(options.formats))  # in order, once each
     representative = None
     if any(mode in FULL_INTEGER_MODES for mode in formats):
-        calibration, _ = training.load_split(
-            options, "train", training=False, limit=options.calibration_samples
-        )
-        representative = training.take_images(calibration, options.calibration_samples)
+        representative = training.calibration_images(options)
     console.say(
         f"export: {options.model} ({model.name}, "
         f"{'quantization-aware' if training.is_quantization_aware(model) else 'float'}) -> "

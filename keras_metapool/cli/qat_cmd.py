@@ -76,10 +76,7 @@ def qat(options, strategy):
         train_data, info = training.load_split(
             options, "train", training=True, repeat=repeat, limit=options.train_limit
         )
-        calibration, _ = training.load_split(
-            options, "train", training=False, limit=options.calibration_samples
-        )
-        representative = training.take_images(calibration, options.calibration_samples)
+        representative = training.calibration_images(options)
         test_data, test_info = training.load_split(
             options, "test", training=False, limit=options.test_limit
         )

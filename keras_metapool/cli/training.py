@@ -62,6 +62,12 @@ def take_images(dataset, count):
     return np.concatenate(batches)[:count]
 
 
+def calibration_images(options):
+    """The first ``--calibration_samples`` training images, preprocessed, unaugmented."""
+    calibration, _ = load_split(options, "train", training=False, limit=options.calibration_samples)
+    return take_images(calibration, options.calibration_samples)
+
+
 def steps_per_epoch(options, num_examples):
     """Training steps per epoch: ``--steps_per_epoch`` or one pass over the data."""
     if options.steps_per_epoch:
