@@ -8,8 +8,8 @@ from keras_metapool.models.naming import (
     block_of,
     enhancer_layer_name,
     enhancer_part_name,
-    enhancer_site,
     op_layer_name,
+    point_of,
 )
 
 
@@ -18,12 +18,12 @@ def test_enhancer_names_invert_for_every_block_and_placement():
     for placement in PLACEMENTS:
         for block_id in range(NUM_BLOCKS):
             name = enhancer_layer_name(block_id, placement)
-            assert enhancer_site(name) == (block_id, placement)
+            assert point_of(name) == (block_id, placement)
             assert block_of(op_layer_name(block_id, placement, "avg3")) == block_id
             names.add(name)
     assert len(names) == 2 * NUM_BLOCKS  # no two sites share a name
     for not_an_enhancer in ("block_6_mp_ssp", "block_17_mp", "block_6_expand", "Conv1", "mp"):
-        assert enhancer_site(not_an_enhancer) is None, not_an_enhancer
+        assert point_of(not_an_enhancer) is None, not_an_enhancer
     assert block_of("Conv1") is None and block_of("expanded_conv_project") == 0
 
 

@@ -12,7 +12,7 @@ after its block and placement; its parts after the enhancer::
     block_6_mp_hswish        ... and its hard swish
 
 The builder names layers with these functions; derive, plot, the transfer code
-and the tests read names back with ``enhancer_site`` and ``block_of``.
+and the tests read names back with ``point_of`` and ``block_of``.
 """
 
 import re
@@ -45,8 +45,12 @@ def enhancer_part_name(block_id, placement, part):
     return f"{enhancer_layer_name(block_id, placement)}_{part}"
 
 
-def enhancer_site(name):
-    """``(block id, placement)`` of an enhancer name (``block_6_hidden_mp``), or None."""
+def point_of(name):
+    """The point an enhancer name stands for, ``(block id, placement)``, or None.
+
+    A point is where an enhancer can go, one per block and placement:
+    ``block_6_hidden_mp`` -> ``(6, "hidden")``.
+    """
     match = _ENHANCER_NAME.match(name)
     if not match:
         return None
@@ -70,6 +74,6 @@ __all__ = [
     "block_prefix",
     "enhancer_layer_name",
     "enhancer_part_name",
-    "enhancer_site",
+    "point_of",
     "op_layer_name",
 ]

@@ -19,7 +19,7 @@ from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, IDENTITY
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.models.architecture import NUM_BLOCKS, ArchitectureSpec
 from keras_metapool.models.mobilenet_v2_mp import MobileNetV2MP
-from keras_metapool.models.naming import enhancer_part_name, enhancer_site, op_layer_name
+from keras_metapool.models.naming import enhancer_part_name, op_layer_name, point_of
 from keras_metapool.models.transfer import builder_arguments
 
 #: What an undecided point becomes in ``derive_architecture`` (and, but for
@@ -48,26 +48,26 @@ def search_blocks(model):
     blocks = {}
     for layer in model.layers:
         if isinstance(layer, MetaPoolingBlock):
-            site = enhancer_site(layer.name)
-            if site is None:
+            point = point_of(layer.name)
+            if point is None:
                 raise ValueError(
                     f"MetaPoolingBlock '{layer.name}' does not carry a MobileNetV2MP "
                     "enhancer name (block_<i>_mp or block_<i>_hidden_mp); was the model "
                     "built by MobileNetV2MP?"
                 )
-            blocks[site[0]] = layer
+            blocks[point[0]] = layer
     return dict(sorted(blocks.items()))
 
 
 def _placement_of(model, blocks):
-    placements = {enhancer_site(block.name)[1] for block in blocks.values()}
+    placements = {point_of(block.name)[1] for block in blocks.values()}
     for layer in model.layers:
         name = layer.name
         for op in CANDIDATE_OPS:
             if name.endswith("_" + op):
-                site = enhancer_site(name[: -len(op) - 1])
-                if site:
-                    placements.add(site[1])
+                point = point_of(name[: -len(op) - 1])
+                if point:
+                    placements.add(point[1])
     if len(placements) > 1:
         raise ValueError("The model mixes output and hidden placements; it is not a MobileNetV2MP.")
     return placements.pop() if placements else "output"
