@@ -18,13 +18,14 @@ import sys
 
 from absl import flags
 
-from keras_metapool import cli
+from keras_metapool import cli, study
 
 
 def main():
     results = []
     for argv in json.loads(sys.argv[1]):
         flags.FLAGS.unparse_flags()  # each command line starts from the defaults
+        study.FLAGS.unparse_flags()  # `study`'s own flags too
         out, err = io.StringIO(), io.StringIO()
         status = None
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -66,7 +66,13 @@ BAD_COMMAND_LINES = [
     (["train", "--formats=int8,jpeg"], 2, ["--formats", "edgetpu"]),
     (["train", "--flagfile={tmp}/flags.txt"], 2, ["--image_size", ">= 32"]),
     (["train", "extra"], 2, ["unexpected arguments", "--name=value"]),
-    (["frobnicate"], 2, ["unknown subcommand", "search", "demo"]),
+    (["frobnicate"], 2, ["unknown subcommand", "search", "demo", "study"]),
+    # `study` is a program of its own (keras_metapool.study), with the same one-line errors.
+    (["study", "--epochs=0"], 2, ["keras-metapool study: error:", "--epochs"]),
+    (["study", "--variants=mp_paper,nope"], 2,
+     ["keras-metapool study: error:", "Unknown variants ['nope']", "param_matched"]),
+    (["study", "--dataset=folder:{tmp}/none", "--output_dir={tmp}/study"], 1,
+     ["keras-metapool study: error:", "{tmp}/none", "does not exist"]),
     ([], 2, ["missing subcommand"]),
     (["train", "--architecture=/no/such/architecture.json"], 1,
      ["--architecture", "/no/such/architecture.json", "not a file"]),
@@ -112,7 +118,7 @@ def test_bad_command_lines_exit_with_one_clear_line(bad_results, folder, index):
 def test_a_run_that_fails_before_writing_leaves_no_output_folder(bad_results, folder):
     assert [r["status"] for r in bad_results if "--output_dir={}/corrupt".format(folder)
             in r["argv"]] == [1]  # fmt: skip
-    for name in ("no_model", "corrupt"):
+    for name in ("no_model", "corrupt", "study"):
         assert not (folder / name).exists(), name
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/study.py: the --quick study's artifacts are valid and consistent; it resumes.
+"""`keras-metapool study` (keras_metapool.study): the --quick study is consistent; it resumes.
 
 One quick study (alpha 0.35 at 32x32, one seed, MobileNetV2, MP paper, the
 parameter-matched baseline and a PMPL search over three candidates) runs
@@ -9,15 +9,11 @@ read what it wrote.
 import json
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-
-import study  # noqa: E402
+from keras_metapool import study
 
 QUICK_VARIANTS = [
     "mobilenet_v2", "mp_paper", "searched", "searched_inherited", "random_arch", "param_matched",

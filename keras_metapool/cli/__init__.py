@@ -1,4 +1,4 @@
-"""The ``keras-metapool`` command line: search, train, qat, export, evaluate, demo.
+"""The ``keras-metapool`` command line: search, train, qat, export, evaluate, demo, study.
 
     keras-metapool SUBCOMMAND [--flag=value ...] [--flagfile=FILE]
     python -m keras_metapool.cli SUBCOMMAND ...
@@ -10,6 +10,8 @@ Python function taking an ``Options`` and a ``tf.distribute.Strategy``::
     options = Options(image_size=64, alpha=0.35, epochs=3, output_dir="runs/train")
     result = train(options, make_strategy(options))
     print(result.test_accuracy, result.model_path)
+
+``keras-metapool study`` is ``keras_metapool.study``, with flags of its own.
 
 Errors in what the user asked for (a bad flag, a missing file, an unknown
 dataset, ...) end the program with one line on stderr and a non-zero status:
@@ -38,9 +40,13 @@ from keras_metapool.cli.qat_cmd import QATResult, qat
 from keras_metapool.cli.search_cmd import SearchResult, search
 from keras_metapool.cli.train_cmd import TrainResult, train
 from keras_metapool.distribute import make_strategy as _make_strategy
+from keras_metapool.study import run as run_study
 
 #: The function of each subcommand: ``function(options, strategy)``.
 COMMANDS = dict(search=search, train=train, qat=qat, export=export, evaluate=evaluate, demo=demo)
+
+#: The subcommand that is a program of its own (``keras_metapool.study``, its own flags).
+STUDY = "study"
 
 #: Exit status of a command-line mistake (as argparse).
 USAGE_ERROR = 2
@@ -89,7 +95,7 @@ def make_strategy(options):
 def main(argv):
     """Runs the subcommand in ``argv[1]`` with the parsed flags; returns the exit status."""
     arguments = argv[1:]
-    expected = f"expected one of: {', '.join(SUBCOMMANDS)} (see {_PROGRAM} --help)"
+    expected = f"expected one of: {', '.join((*SUBCOMMANDS, STUDY))} (see {_PROGRAM} --help)"
     if not arguments:
         _fail(f"missing subcommand; {expected}", USAGE_ERROR)
     subcommand = arguments[0]
@@ -140,6 +146,9 @@ def _remove_empty_folders(folder):
 def run(argv=None):
     """The console script's entry point (``keras-metapool``)."""
     # TensorFlow's start-up records were held at import (keras_metapool._quiet).
+    argv = list(sys.argv if argv is None else argv)
+    if argv[1:2] == [STUDY]:
+        sys.exit(run_study([f"{_PROGRAM} {STUDY}", *argv[2:]]))
     define_flags()
     app.run(main, argv=argv, flags_parser=_parse_flags)
 

@@ -71,6 +71,8 @@ subcommands:
   evaluate  accuracy, confusion matrix (PNG) and metrics (JSON) of a model or .tflite (--model)
   demo      search -> train -> QAT -> Edge TPU int8 TFLite -> report, on Fashion-MNIST
             (about 5 min on 2 CPU cores; --quick: about 2 minutes)
+  study     does Meta-Pooling help on your data? MobileNetV2 vs MobileNetV2MP, PMPL and
+            the baselines over seeds -> study.md (own flags: keras-metapool study --help)
 
 Every artifact is written under --output_dir (default runs/SUBCOMMAND) by
 writing a temporary file and renaming it, so no file is ever half-written.
@@ -87,6 +89,7 @@ examples:
   keras-metapool export --model=runs/qat/qat_model --formats=int8,edgetpu \\
       --output_dir=runs/export
   keras-metapool evaluate --model=runs/export/model_edgetpu.tflite
+  keras-metapool study --dataset=folder:PATH --seeds=0,1,2 --output_dir=runs/study
 
 qat, export and evaluate take the input size from --model (--image_size is ignored there).
 """

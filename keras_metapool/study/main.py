@@ -1,0 +1,155 @@
+"""The study's program: run every pending task of the plan, then write the report."""
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+from keras_metapool.study.estimate import Predictor, eta_text, format_duration, run_estimate
+from keras_metapool.study.machine import load_average, machine_description
+from keras_metapool.study.plan import (
+    FLAGS,
+    PER_SEED_VARIANTS,
+    Task,
+    apply_quick_defaults,
+    parse_plan_flags,
+    plan_tasks,
+    read_result,
+    result_path,
+    search_seed,
+    settings,
+    write_json,
+)
+from keras_metapool.study.report import summary_line, write_report
+from keras_metapool.study.runs import (
+    _CACHE,
+    dataset_info,
+    inherited_child,
+    run_latency,
+    run_search,
+    run_train,
+    variant_architecture,
+)
+
+#: How the program names itself in errors and --help.
+PROGRAM = "keras-metapool study"
+_HELP_ARGS = ("-h", "--help", "-?", "--helpshort", "--helpfull")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    _CACHE.clear()  # a second study in the same process may use other data
+    apply_quick_defaults()
+    configs, seeds, variants = parse_plan_flags()
+    tasks = plan_tasks(configs, seeds, variants)
+    machine = machine_description()
+    info = dataset_info()  # a dataset that is not there fails here, before any folder
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    print(
+        f"Study: {len(variants)} variants x {len(configs)} config(s) x {len(seeds)} seed(s) on "
+        f"{FLAGS.dataset} ({info.num_examples} training images, {info.num_classes} classes); "
+        f"{os.cpu_count()} CPUs ({machine['cpu_model']}), load average {machine['load_average']}.",
+        flush=True,
+    )
+    if FLAGS.estimate:
+        run_estimate(configs, seeds, variants, tasks)
+        return
+    timing = None
+    timing_path = os.path.join(FLAGS.output_dir, "timing.json")
+    if os.path.exists(timing_path):
+        with open(timing_path, encoding="utf-8") as f:
+            timing = json.load(f)
+        if timing.get("settings") != json.loads(json.dumps(settings())):
+            timing = None  # made for other settings: its predictions do not apply
+    predictor = Predictor(timing)
+    pending = [t for t in tasks if read_result(t.run_id) is None]
+    print(
+        f"{len(tasks)} runs, {len(tasks) - len(pending)} already done (skipped); "
+        f"{eta_text(predictor, pending)}"
+        + ("" if timing else " (no timing.json: ETA from the runs as they finish)"),
+        flush=True,
+    )
+    start = time.perf_counter()
+    for number, task in enumerate(pending, 1):
+        task_start, cpu_start = time.perf_counter(), time.process_time()
+        load_before = load_average()
+        if task.kind == "search":
+            result = run_search(task)
+        elif task.kind == "train":
+            architecture, search_seconds, model = None, 0.0, None
+            if task.variant in PER_SEED_VARIANTS:
+                architecture = variant_architecture(task.variant, task.config, task.seed, seeds)
+            if task.variant in ("searched", "searched_inherited"):
+                search_task = Task("search", task.config, seed=search_seed(task.seed, seeds))
+                search_seconds = read_result(search_task.run_id)["search_seconds"]
+            if task.variant == "searched_inherited":
+                model, _ = inherited_child(task, seeds)
+            result = run_train(task, architecture, search_seconds, model=model)
+        else:
+            result = run_latency(task, variants, seeds)
+        seconds = time.perf_counter() - task_start
+        result.update(
+            run_id=task.run_id,
+            kind=task.kind,
+            variant=task.variant,
+            alpha=task.config.alpha,
+            image_size=task.config.size,
+            seed=task.seed,
+            dataset=FLAGS.dataset,
+            settings=settings(),
+            wall_seconds=seconds,
+            # CPU time of all threads: a load-independent measure of the work.
+            cpu_seconds=time.process_time() - cpu_start,
+            load_average_before=load_before,
+            load_average_after=load_average(),
+            finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        write_json(result_path(task.run_id), result)
+        predictor.add(task, seconds)
+        print(
+            f"[{number}/{len(pending)}] {task.label}: {summary_line(task, result)} "
+            f"({format_duration(seconds)}) | elapsed {format_duration(time.perf_counter() - start)}"
+            f", {eta_text(predictor, pending[number:])}",
+            flush=True,
+        )
+    report = write_report(configs, seeds, variants, tasks, machine)
+    print(f"\nWrote {report} and its plots (total {format_duration(time.perf_counter() - start)}).")
+    with open(report, encoding="utf-8") as f:
+        print(f.read())
+
+
+def run(argv=None):
+    """Parses the study's flags from ``argv`` (default ``sys.argv``) and runs it.
+
+    ``keras-metapool study``, ``python -m keras_metapool.study`` and
+    ``python benchmarks/study.py`` call this. A flag error or a bad plan
+    (an unknown variant, settings that do not match an existing output
+    folder) ends with one line on stderr and status 2 or 1.
+
+    Returns:
+        The exit status (0 on success).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if any(argument in _HELP_ARGS for argument in argv[1:]):
+        sys.stdout.write(
+            f"usage: {PROGRAM} [--flag=value ...]\n\n"
+            "Does Meta-Pooling help? Trains MobileNetV2, MobileNetV2MP and its baselines on the\n"
+            "same data with the same budget and seeds, and writes study.md with the verdict.\n\n"
+            + FLAGS.get_help()
+            + "\n"
+        )
+        return 0
+    try:
+        rest = FLAGS(argv)
+        main(rest)
+    except (flags.Error, app.UsageError) as error:
+        sys.stderr.write(f"{PROGRAM}: error: {error} (see {PROGRAM} --help)\n")
+        return 2
+    except (ValueError, OSError) as error:
+        sys.stderr.write(f"{PROGRAM}: error: {' '.join(str(error).split())}\n")
+        return 1
+    return 0

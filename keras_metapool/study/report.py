@@ -1,0 +1,326 @@
+"""study.md: the statistics, the tables and what they show, from the run files."""
+
+import os
+
+import numpy as np
+
+import keras_metapool as km
+from keras_metapool.study.estimate import format_duration, task_steps
+from keras_metapool.study.machine import (
+    load_average,
+)
+from keras_metapool.study.plan import (
+    BASELINE,
+    BN_MOMENTUM,
+    FLAGS,
+    VARIANT_BY_KEY,
+    Config,
+    Task,
+    command_line,
+    read_result,
+    search_epochs,
+    search_seed,
+)
+from keras_metapool.study.plots import plot
+from keras_metapool.study.runs import dataset_info, param_match
+from keras_metapool.study.stats import (
+    detectable_difference,
+    latency_ratio,
+    pooled_std,
+    variant_stats,
+    welch,
+)
+
+# -------------------------------------------------------------------- report
+
+
+def collect(tasks):
+    """Results per config: {config: {variant: [train results]}}, searches, latency."""
+    groups, searches, latency = {}, {}, {}
+    for task in tasks:
+        data = read_result(task.run_id)
+        if data is None:
+            continue
+        if task.kind == "train":
+            groups.setdefault(task.config, {}).setdefault(task.variant, []).append(data)
+        elif task.kind == "search":
+            searches.setdefault(task.config, {})[task.seed] = data
+        else:
+            latency[task.config] = data
+    return groups, searches, latency
+
+
+def decided_points(search):
+    """Points a search decided by evidence (older files: fixed by the margin)."""
+    if "decided_by_evidence" in search:
+        return search["decided_by_evidence"]
+    return search["fixed_by_margin"]
+
+
+def describe_architecture(architecture):
+    spec = km.ArchitectureSpec.from_dict(architecture)
+    return repr(spec).replace("ArchitectureSpec(ops=", "").split(", placement=")[0]
+
+
+def verdict(test):
+    if test is None:
+        return "cannot be judged (fewer than 2 seeds)"
+    if test["p"] < 0.05:
+        return f"larger than seed noise (Welch p = {test['p']:.3f})"
+    return f"within seed noise (Welch p = {test['p']:.2f})"
+
+
+def comparison_sentence(name, other_name, stats, other_stats):
+    diff = 100 * (stats["mean"] - other_stats["mean"])
+    std = pooled_std(stats["accuracies"], other_stats["accuracies"])
+    test = welch(stats["accuracies"], other_stats["accuracies"])
+    text = (
+        f"{name} {100 * stats['mean']:.2f}% vs {other_name} {100 * other_stats['mean']:.2f}% "
+        f"({stats['n']} and {other_stats['n']} seeds): {diff:+.2f} points"
+    )
+    if std:
+        text += f", {abs(diff) / (100 * std):.1f}x the pooled seed std ({100 * std:.2f})"
+    return text + f"; {verdict(test)}.", test
+
+
+def conclusions(groups, searches, latency):
+    """'What this shows' bullets and 'does not show' bullets, from the numbers."""
+    shows, caveats = [], []
+    tests = 0
+    stds = []
+    for config in sorted(groups):
+        stats = {v: variant_stats(r) for v, r in groups[config].items()}
+        base = stats.get(BASELINE)
+        lines = []
+        if base is None:
+            continue
+        if "mp_paper" in stats:
+            sentence, _ = comparison_sentence("MP paper", "MobileNetV2", stats["mp_paper"], base)
+            tests += 1
+            paper = stats["mp_paper"]
+            cost = (
+                f" It costs {100 * (paper['params'] / base['params'] - 1):+.1f}% parameters, "
+                f"{100 * (paper['macs'] / base['macs'] - 1):+.1f}% MACs"
+            )
+            ratios = [latency_ratio(latency.get(config), "mp_paper", m) for m in ("float", "int8")]
+            if ratios[0] is not None:
+                cost += f", {ratios[0]:.2f}x float and {ratios[1]:.2f}x int8 latency"
+            lines.append(sentence + cost + ".")
+            if "param_matched" in stats:
+                matched = stats["param_matched"]
+                sentence, test = comparison_sentence(
+                    "MP paper", f"MobileNetV2 at alpha {matched['model_alpha']:.4g} "
+                    f"({matched['params'] / paper['params'] - 1:+.2%} of its parameters)",
+                    paper, matched,
+                )  # fmt: skip
+                tests += 1
+                survives = (
+                    "so the gain survives the parameter-matched baseline"
+                    if test is not None and test["p"] < 0.05 and test["diff"] > 0
+                    else "so this study cannot tell the gain from the effect of the extra "
+                    "parameters"
+                    if paper["mean"] > base["mean"]
+                    else "and MP paper did not beat MobileNetV2 in the first place"
+                )
+                lines.append(f"Parameter-matched: {sentence[:-1]}, {survives}.")
+        others = []
+        for variant, s in stats.items():
+            if variant in (BASELINE, "mp_paper", "param_matched"):
+                continue
+            test = welch(s["accuracies"], base["accuracies"])
+            tests += 1
+            mark = " (beyond noise)" if test is not None and test["p"] < 0.05 else ""
+            others.append(f"{variant} {100 * (s['mean'] - base['mean']):+.2f}{mark}")
+        if others:
+            lines.append("Other variants vs MobileNetV2 (points): " + ", ".join(others) + ".")
+        if config in searches:
+            found = searches[config]
+            decided = [decided_points(s) for s in found.values()]
+            points = len(next(iter(found.values()))["points"])
+            mean_seconds = np.mean([s["search_seconds"] for s in found.values()])
+            lines.append(
+                f"The search ({len(found)} run(s), mean {format_duration(mean_seconds)}) "
+                f"decided {', '.join(map(str, decided))} of its {points} points by evidence; "
+                "the undecided ones have no enhancer."
+            )
+        best = max(stats, key=lambda v: stats[v]["mean"])
+        lines.append(
+            f"Best mean accuracy: {VARIANT_BY_KEY[best].label} ({100 * stats[best]['mean']:.2f}%)."
+        )
+        shows.append((config, lines))
+        for s in stats.values():
+            if s["std"] is not None:
+                stds.append((s["std"], s["n"]))
+    if stds:
+        typical = float(np.median([s for s, _ in stds]))
+        n = min(n for _, n in stds)
+        detectable = detectable_difference(typical, n)
+        caveats.append(
+            f"Small effects: with {n} seeds per variant and a typical seed std of "
+            f"{100 * typical:.2f} points, only differences above about {100 * detectable:.2f} "
+            "points reach p < 0.05; 'within seed noise' means not shown, not shown absent."
+        )
+    else:
+        caveats.append(
+            "One seed per variant: no estimate of seed noise, so no difference can be judged."
+        )
+    if tests:
+        caveats.append(
+            f"Many comparisons: {tests} tests at p < 0.05 expect about {0.05 * tests:.1f} false "
+            "positives by chance alone."
+        )
+    info = dataset_info()
+    steps = task_steps(Task("train", Config(32, 1.0), BASELINE, 0))
+    caveats += [
+        f"The paper's claim (+2.3 top-1 on ImageNet at 224x224 after 300 epochs): this is "
+        f"{FLAGS.dataset} ({info.num_examples} training images, {steps} steps per model, one "
+        "short untuned recipe shared by all variants). A recipe, resolution or dataset that "
+        "suits one architecture better can change the ranking.",
+        "Latency is this CPU's (LiteRT with XNNPACK, batch 1), not the Edge TPU's; ratios "
+        "are of models timed in one interleaved run and carry the noise shown by the second "
+        "MobileNetV2 interpreter.",
+    ]
+    return shows, caveats
+
+
+def write_report(configs, seeds, variants, tasks, started_machine):
+    groups, searches, latency = collect(tasks)
+    for config, by_variant in groups.items():
+        for variant in ("searched", "searched_inherited"):  # their cost includes the search's
+            for run in by_variant.get(variant, []):
+                search = searches.get(config, {}).get(search_seed(run["seed"], seeds))
+                if search is not None and "cpu_seconds" in search:
+                    run["search_cpu_seconds"] = search["cpu_seconds"]
+    if not groups:
+        return None
+    info = dataset_info()
+    lines = [
+        "# Does Meta-Pooling help? Study results",
+        "",
+        f"Command: `{command_line()}`",
+        "",
+        f"Machine: {started_machine['cpu_count']} CPUs (`os.cpu_count()`), "
+        f"{started_machine['cpu_model']}; load average (1/5/15 min) at the start "
+        f"{started_machine['load_average']}, at the end {load_average()}; "
+        f"TensorFlow {started_machine['tensorflow']}, tf_keras {started_machine['tf_keras']}, "
+        f"LiteRT {started_machine['ai_edge_litert']}, Python {started_machine['python']}.",
+        "",
+        f"Data: `{FLAGS.dataset}` split `{FLAGS.train_split}` (first {info.num_examples} "
+        f"images, {info.num_classes} classes) for training, `{FLAGS.test_split}` "
+        f"(first {FLAGS.test_images or 'all'}) for accuracy. Training: {FLAGS.epochs} epochs, "
+        f"batch {FLAGS.batch_size}, Adam {FLAGS.learning_rate:g} cosine-decayed to 0, "
+        f"augmentation `{FLAGS.augment}`, BN momentum {BN_MOMENTUM}, seeds "
+        f"{', '.join(map(str, seeds))} (weight init and data order). Search: PMPL on the same "
+        f"training images, {1 - FLAGS.search_fraction:.0%} for weights / "
+        f"{FLAGS.search_fraction:.0%} held out for alpha, {search_epochs()} epochs, "
+        f"PMPLCallback's defaults (evidence rule, undecided points -> no enhancer), alpha "
+        f"lr {FLAGS.arch_learning_rate}, "
+        + ("one search per (alpha, size)" if FLAGS.search_once else "one search per seed")
+        + "; the searched model then trains from scratch like the others (`searched`) or from "
+        "the supernet's weights (`searched_inherited`), and its time includes the search; "
+        "`random_arch` draws each point's op uniformly from the same space.",
+        "",
+        "Accuracy: mean ± std over seeds (n); Δ and Welch p against MobileNetV2 of the same "
+        "alpha and size. Latency: float / int8 TFLite, batch 1, "
+        f"{FLAGS.threads} thread(s), median of {FLAGS.latency_runs} invokes interleaved with "
+        "MobileNetV2's, as a ratio to it. Time: wall time of training (+ search) per model, "
+        "mean over seeds; CPU: process CPU time of training and test evaluation (+ the "
+        "search), which does not depend on what else the machine ran (wall time does).",
+    ]
+    for config in sorted(groups):
+        stats = {v: variant_stats(r) for v, r in groups[config].items()}
+        base = stats.get(BASELINE)
+        lines += [
+            "",
+            f"## {config.title}",
+            "",
+            "| variant | alpha | params | vs MNv2 | MACs | vs MNv2 | test accuracy % | Δ (points) "
+            "| Welch p | float latency | int8 latency | time | CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for variant in variants:
+            if variant not in stats:
+                continue
+            s = stats[variant]
+            std = f" ± {100 * s['std']:.2f}" if s["std"] is not None else ""
+            if base is not None:
+                test = welch(s["accuracies"], base["accuracies"])
+                delta = f"{100 * (s['mean'] - base['mean']):+.2f}"
+                p = "—" if variant == BASELINE or test is None else f"{test['p']:.3f}"
+                vs_params = f"{100 * (s['params'] / base['params'] - 1):+.1f}%"
+                vs_macs = f"{100 * (s['macs'] / base['macs'] - 1):+.1f}%"
+            else:
+                delta = p = vs_params = vs_macs = "—"
+            ratios = []
+            for mode in ("float", "int8"):
+                ratio = latency_ratio(latency.get(config), variant, mode)
+                ratios.append("—" if ratio is None else f"{ratio:.2f}x")
+            time_text = format_duration(s["time"])
+            cpu_text = format_duration(s["cpu"]) if s["cpu"] is not None else "—"
+            if variant in ("searched", "searched_inherited"):
+                time_text += f" (search {format_duration(s['search_time'])})"
+                if s["search_cpu"] is not None:
+                    cpu_text += f" (search {format_duration(s['search_cpu'])})"
+            lines.append(
+                f"| {VARIANT_BY_KEY[variant].label} | {s['model_alpha']:.4g} "
+                f"| {s['params'] / 1e6:.3f}M | {vs_params} | {s['macs'] / 1e6:.1f}M | {vs_macs} "
+                f"| {100 * s['mean']:.2f}{std} ({s['n']}) | {delta} | {p} "
+                f"| {ratios[0]} | {ratios[1]} | {time_text} | {cpu_text} |"
+            )
+        notes = []
+        if config in latency:
+            control = latency[config]["models"][BASELINE]
+            notes.append(
+                "Latency noise: a second interpreter of the MobileNetV2 file measured "
+                f"{control['float_control_ratio']:.2f}x (float) and "
+                f"{control['int8_control_ratio']:.2f}x (int8) of the first; MobileNetV2 "
+                f"itself: {control['float_ms']:.2f} ms float, {control['int8_ms']:.2f} ms int8."
+            )
+        for seed, search in sorted(searches.get(config, {}).items()):
+            notes.append(
+                f"Searched architecture (seed {seed}, {format_duration(search['search_seconds'])}, "
+                f"{decided_points(search)}/{len(search['points'])} points decided by evidence): "
+                f"`{describe_architecture(search['architecture'])}`."
+            )
+        if "param_matched" in stats:
+            match = param_match(config.alpha, info.num_classes)
+            notes.append(
+                f"Parameter match: MobileNetV2 at alpha {match['alpha']:.4f} has "
+                f"{match['params']:,} parameters, {match['relative_difference']:+.2%} of MP "
+                f"paper's {match['target_params']:,}."
+            )
+        lines += [""] + [f"- {n}" for n in notes] if notes else []
+    shows, caveats = conclusions(groups, searches, latency)
+    lines += ["", "## What this shows", ""]
+    for config, config_lines in shows:
+        lines.append(f"- **{config.title}.** " + " ".join(config_lines))
+    lines += ["", "## What this does not show", ""] + [f"- {c}" for c in caveats]
+    lines += [
+        "",
+        "![accuracy per variant](study_accuracy.png)",
+        "",
+        "![accuracy against cost](study_cost.png)",
+        "",
+    ]
+    path = os.path.join(FLAGS.output_dir, "study.md")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    os.replace(path + ".tmp", path)
+    plot(groups, latency, variants)
+    return path
+
+
+def summary_line(task, result):
+    if task.kind == "train":
+        return (
+            f"test accuracy {100 * result['test_accuracy']:.2f}%, "
+            f"train {format_duration(result['train_seconds'])}"
+        )
+    if task.kind == "search":
+        return (
+            f"{decided_points(result)}/{len(result['points'])} points decided by evidence, "
+            f"{describe_architecture(result['architecture'])}"
+        )
+    ratios = result["models"]
+    worst = max(r["float_ratio"] for r in ratios.values())
+    return f"{len(ratios)} models, float latency ratios up to {worst:.2f}x"

@@ -1,0 +1,393 @@
+"""The study's runs: data, models, the search, training and latency of each task."""
+
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+from absl import logging
+
+import keras_metapool as km
+from keras_metapool import keras
+from keras_metapool.data import load_dataset
+from keras_metapool.models import count_macs, count_params
+from keras_metapool.models.architecture import ABLATIONS
+from keras_metapool.study.machine import (
+    interleaved_latency,
+    settle_batch_norms,
+)
+from keras_metapool.study.plan import (
+    BASELINE,
+    BN_MOMENTUM,
+    CALIBRATION_IMAGES,
+    EVAL_BATCH_SIZE,
+    FLAGS,
+    PER_SEED_VARIANTS,
+    Config,
+    Task,
+    read_result,
+    result_path,
+    search_epochs,
+    search_seed,
+    settings,
+    write_json,
+)
+
+# ---------------------------------------------------------------------- data
+
+_CACHE = {}
+
+
+def dataset_info():
+    """``DatasetInfo`` of the training split (classes, examples)."""
+    if "info" not in _CACHE:
+        _, _CACHE["info"] = load_dataset(
+            FLAGS.dataset, FLAGS.train_split, image_size=32, batch_size=1,
+            data_dir=FLAGS.data_dir, limit=FLAGS.train_images or None,
+        )  # fmt: skip
+    return _CACHE["info"]
+
+
+def training_data(config, seed, search_part=None, repeat=False, limit=None):
+    return load_dataset(
+        FLAGS.dataset,
+        FLAGS.train_split,
+        image_size=config.size,
+        batch_size=FLAGS.batch_size,
+        training=True,
+        augment=FLAGS.augment,
+        seed=seed,
+        data_dir=FLAGS.data_dir,
+        limit=limit or FLAGS.train_images or None,
+        search_part=search_part,
+        search_fraction=FLAGS.search_fraction,
+        repeat=repeat,
+    )
+
+
+def test_data(config, limit=None):
+    return load_dataset(
+        FLAGS.dataset,
+        FLAGS.test_split,
+        image_size=config.size,
+        batch_size=EVAL_BATCH_SIZE,
+        data_dir=FLAGS.data_dir,
+        limit=limit or FLAGS.test_images or None,
+    )
+
+
+def calibration_images(size):
+    """The first training images as a float array (int8 calibration, BN settling)."""
+    key = ("calibration", size)
+    if key not in _CACHE:
+        data, _ = load_dataset(
+            FLAGS.dataset, FLAGS.train_split, image_size=size, batch_size=CALIBRATION_IMAGES,
+            data_dir=FLAGS.data_dir, limit=CALIBRATION_IMAGES,
+        )  # fmt: skip
+        _CACHE[key] = next(iter(data))[0].numpy()
+    return _CACHE[key]
+
+
+# -------------------------------------------------------------------- models
+
+
+def build_model(config, classes, meta_pooling, alpha=None, head="classic"):
+    extra = {}
+    if meta_pooling == "search" and FLAGS.search_candidates:
+        extra["search_candidates"] = FLAGS.search_candidates
+    return km.MobileNetV2MP(
+        **extra,
+        weights=None,
+        alpha=config.alpha if alpha is None else alpha,
+        input_shape=(config.size, config.size, 3),
+        classes=classes,
+        meta_pooling=meta_pooling,
+        head=head,
+        batch_norm_momentum=BN_MOMENTUM,
+    )
+
+
+#: Variants whose architecture differs per seed (a search's, or a random draw).
+
+
+def random_architecture(config, seed):
+    """An architecture drawn from the search space: per point, one of its candidates.
+
+    The space is the supernet's (``build_model(..., "search")``): the same
+    placement and candidates, pooling windows larger than a point's map
+    pruned; every candidate of a point equally likely.
+    """
+    from keras_metapool.models.mobilenet_v2_mp import block_map_sizes
+
+    candidates = FLAGS.search_candidates or km.DEFAULT_CANDIDATES
+    space = km.ArchitectureSpec.search(candidates=tuple(candidates))
+    space = space.pruned_for_input(block_map_sizes(config.size, config.size))
+    rng = np.random.default_rng(10_000 + seed)
+    ops = [
+        space.candidates_at(i)[rng.integers(len(space.candidates_at(i)))]
+        if entry == "search"
+        else entry
+        for i, entry in enumerate(space.ops)
+    ]
+    return km.ArchitectureSpec(
+        ops, placement=space.placement, post_norm=space.post_norm, name=f"random{seed}"
+    ).to_dict()
+
+
+def variant_architecture(variant, config, seed, seeds):
+    """The architecture dict of a per-seed variant (its search's, or a random draw)."""
+    if variant == "random_arch":
+        return random_architecture(config, seed)
+    search = read_result(Task("search", config, seed=search_seed(seed, seeds)).run_id)
+    return search["architecture"]
+
+
+def variant_arguments(variant, config, classes, architecture=None):
+    """``(meta_pooling, alpha, head)`` of ``variant`` at ``config``."""
+    if variant == "mobilenet_v2":
+        return "none", config.alpha, "classic"
+    if variant == "mp_paper":
+        return "paper", config.alpha, "classic"
+    if variant == "mp_paper_head":
+        return "paper", config.alpha, "paper"
+    if variant in ABLATIONS:
+        return variant, config.alpha, "classic"  # MobileNetV2MP resolves the name
+    if variant in PER_SEED_VARIANTS:
+        if architecture is None:
+            raise ValueError(f"The {variant} variant needs its architecture.")
+        return km.ArchitectureSpec.from_dict(architecture), config.alpha, "classic"
+    if variant == "param_matched":
+        return "none", param_match(config.alpha, classes)["alpha"], "classic"
+    raise ValueError(f"Unknown variant {variant!r}.")
+
+
+def compile_for(model, steps):
+    schedule = keras.optimizers.schedules.CosineDecay(FLAGS.learning_rate, max(1, steps))
+    model.compile(
+        keras.optimizers.Adam(schedule),
+        keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+
+
+def param_match(alpha, classes):
+    """The alpha at which plain MobileNetV2 has MP paper's parameter count.
+
+    Parameters are a step function of alpha (channels round to multiples of
+    8), so the bisection looks for the closest count on either side of the
+    target and stops once within a quarter of the tolerance. Cached in
+    ``param_match_a<alpha>_c<classes>.json``.
+    """
+    run_id = f"param_match_a{alpha:g}_c{classes}"
+    cached = read_result(run_id)
+    if cached is not None:
+        return cached
+    config = Config(32, alpha)  # parameters do not depend on the input size
+
+    def params(meta_pooling, a):
+        keras.backend.clear_session()
+        return count_params(build_model(config, classes, meta_pooling, alpha=a))
+
+    target = params("paper", alpha)
+    evaluated = {}
+
+    def relative(a):
+        if a not in evaluated:
+            evaluated[a] = params("none", a) / target - 1.0
+        return evaluated[a]
+
+    low, high = alpha, alpha * 1.25
+    while relative(high) < 0:
+        low, high = high, high * 1.25
+    for _ in range(40):
+        best = min(evaluated, key=lambda a: abs(evaluated[a]))
+        if abs(evaluated[best]) <= FLAGS.match_tolerance / 4 or high - low < 1e-5:
+            break
+        middle = (low + high) / 2
+        if relative(middle) < 0:
+            low = middle
+        else:
+            high = middle
+    best = min(evaluated, key=lambda a: abs(evaluated[a]))
+    result = {
+        "settings": settings(),
+        "alpha": best,
+        "base_alpha": alpha,
+        "classes": classes,
+        "target_params": target,
+        "params": round(target * (1 + evaluated[best])),
+        "relative_difference": evaluated[best],
+        "within_tolerance": abs(evaluated[best]) <= FLAGS.match_tolerance,
+        "alphas_tried": {f"{a:.6f}": v for a, v in sorted(evaluated.items())},
+    }
+    if not result["within_tolerance"]:
+        logging.warning(
+            "param_matched at alpha %g: closest count %+.2f%% of MP paper's (tolerance %.1f%%)",
+            alpha, 100 * evaluated[best], 100 * FLAGS.match_tolerance,
+        )  # fmt: skip
+    write_json(result_path(run_id), result)
+    return result
+
+
+# ---------------------------------------------------------------------- runs
+
+
+def run_search(task):
+    """PMPL on the training split: weights on one part, alpha on the held-out part."""
+    config, seed = task.config, task.seed
+    info = dataset_info()
+    weights_part, weights_info = training_data(config, seed, search_part="weights")
+    arch_part, arch_info = training_data(config, seed + 1, search_part="arch")
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    supernet = build_model(config, info.num_classes, "search")
+    steps = math.ceil(weights_info.num_examples / FLAGS.batch_size) * search_epochs()
+    compile_for(supernet, steps)
+    rate = FLAGS.arch_learning_rate
+    pmpl = km.PMPLCallback(
+        arch_data=arch_part, learning_rate=rate if rate == "auto" else float(rate), verbose=0
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:  # recorded, not printed
+        warnings.simplefilter("always", km.search.SearchUndecidedWarning)
+        history = supernet.fit(weights_part, epochs=search_epochs(), callbacks=[pmpl], verbose=0)
+    seconds = time.perf_counter() - start
+    # The inherited child starts from these weights (same process, next task).
+    _CACHE[("supernet", task.config, task.seed)] = (supernet, seconds)
+    rows = pmpl.summary_rows()
+    return {
+        "decided_by_evidence": pmpl.decided_points,
+        "warning": next((str(w.message) for w in caught), None),
+        "budget": pmpl.budget,
+        "architecture": pmpl.architecture.to_dict(),
+        "search_seconds": seconds,
+        "steps": steps,
+        "weights_examples": weights_info.num_examples,
+        "arch_examples": arch_info.num_examples,
+        "final_train_accuracy": float(history.history["accuracy"][-1]),
+        "points": [
+            {
+                "block": row["block"],
+                "ops": list(row["ops"]),
+                "state": row["state"],
+                "evidence": row["evidence"],
+                "candidates": row["candidates"],
+                "probability": row["probability"],
+                "fixed_at_step": row["fixed_at_step"],
+            }
+            for row in rows
+        ],
+    }
+
+
+def inherited_child(task, seeds):
+    """The searched child with its supernet's weights (``to_fixed_model``).
+
+    The supernet is the one the search task just trained in this process; on
+    a resumed study it is searched again (deterministically), not stored.
+    """
+    key = ("supernet", task.config, search_seed(task.seed, seeds))
+    if key not in _CACHE:
+        run_search(Task("search", task.config, seed=key[2]))
+    supernet, seconds = _CACHE[key]
+    return km.to_fixed_model(supernet), seconds
+
+
+def run_train(task, architecture=None, search_seconds=0.0, model=None):
+    """Trains one variant (from scratch, or ``model`` as given) and evaluates it."""
+    config, seed = task.config, task.seed
+    info = dataset_info()
+    train, train_info = training_data(config, seed)
+    test, test_info = test_data(config)
+    meta_pooling, alpha, head = variant_arguments(
+        task.variant, config, info.num_classes, architecture
+    )
+    keras.utils.set_random_seed(seed)
+    if model is None:
+        keras.backend.clear_session()
+        model = build_model(config, info.num_classes, meta_pooling, alpha=alpha, head=head)
+    steps = math.ceil(train_info.num_examples / FLAGS.batch_size) * FLAGS.epochs
+    compile_for(model, steps)
+    start = time.perf_counter()
+    history = model.fit(train, epochs=FLAGS.epochs, verbose=0)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    test_loss, test_accuracy = model.evaluate(test, verbose=0)
+    eval_seconds = time.perf_counter() - start
+    return {
+        "model_alpha": alpha,
+        "head": head,
+        "meta_pooling": meta_pooling if isinstance(meta_pooling, str) else meta_pooling.to_dict(),
+        "params": count_params(model),
+        "macs": count_macs(model),
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "train_accuracy": float(history.history["accuracy"][-1]),
+        "train_examples": train_info.num_examples,
+        "test_examples": test_info.num_examples,
+        "steps": steps,
+        "train_seconds": train_seconds,
+        "search_seconds": search_seconds,
+        "time_to_model_seconds": train_seconds + search_seconds,
+        "eval_seconds": eval_seconds,
+    }
+
+
+def latency_models(config, variants, seeds):
+    """``[(key, meta_pooling, alpha, head)]`` of the latency run; MobileNetV2 first."""
+    classes = dataset_info().num_classes
+    models = [(BASELINE, "none", config.alpha, "classic")]
+    by_seed = {}
+    keys = {}  # one model per distinct architecture
+    for variant in variants:
+        if variant == BASELINE:
+            continue
+        if variant in PER_SEED_VARIANTS:
+            for seed in seeds:
+                architecture = variant_architecture(variant, config, seed, seeds)
+                text = json.dumps(architecture, sort_keys=True)
+                if text not in keys:
+                    keys[text] = f"{variant}/seed{seed}"
+                    spec = km.ArchitectureSpec.from_dict(architecture)
+                    models.append((keys[text], spec, config.alpha, "classic"))
+                by_seed.setdefault(variant, {})[str(seed)] = keys[text]
+            continue
+        meta_pooling, alpha, head = variant_arguments(variant, config, classes)
+        models.append((variant, meta_pooling, alpha, head))
+    return models, by_seed
+
+
+def run_latency(task, variants, seeds):
+    """Float and int8 TFLite latency of every variant, interleaved with MobileNetV2's."""
+    config = task.config
+    classes = dataset_info().num_classes
+    models, by_seed = latency_models(config, variants, seeds)
+    calibration = calibration_images(config.size)
+    entries = {}
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {"float": [], "int8": []}
+        for index, (key, meta_pooling, alpha, head) in enumerate(models):
+            keras.backend.clear_session()
+            keras.utils.set_random_seed(0)
+            model = build_model(config, classes, meta_pooling, alpha=alpha, head=head)
+            settle_batch_norms(model, calibration[:32], BN_MOMENTUM)
+            entries[key] = {}
+            for mode in ("float", "int8"):
+                path = os.path.join(folder, f"model{index}_{mode}.tflite")
+                exported = km.export.to_tflite(model, path, mode, calibration, strict=False)
+                entries[key][f"{mode}_bytes"] = exported.size_bytes
+                paths[mode].append(path)
+        for mode in ("float", "int8"):
+            # The baseline's file twice: the second interpreter's ratio shows
+            # how far a ratio of 1 can be off by measurement noise alone.
+            files = [paths[mode][0], *paths[mode]]
+            medians = interleaved_latency(files, FLAGS.latency_runs, FLAGS.threads)
+            control, medians = medians[0], medians[1:]
+            for (key, *_), median in zip(models, medians):
+                entries[key][f"{mode}_ms"] = median
+                entries[key][f"{mode}_ratio"] = median / medians[0]
+            entries[BASELINE][f"{mode}_control_ratio"] = control / medians[0]
+    return {"models": entries, "architectures_by_seed": by_seed}
