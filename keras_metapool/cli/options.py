@@ -19,12 +19,12 @@ import textwrap
 
 from absl import flags
 
+from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM
 from keras_metapool._ranges import OPEN_UNIT, Interval
 from keras_metapool.data.pipelines import AUGMENTATIONS, DATASET_SOURCES
 from keras_metapool.distribute import STRATEGIES
 from keras_metapool.export.tflite import TFLITE_MODES
 from keras_metapool.layers.candidate_ops import DEFAULT_CANDIDATES
-from keras_metapool.layers.common import BATCH_NORM_MOMENTUM
 from keras_metapool.models.architecture import NAMED_ARCHITECTURES, PLACEMENTS, SEARCH_PLACEMENT
 from keras_metapool.models.mobilenet_v2_mp import HEADS, MIN_INPUT_SIZE, MobileNetV2MP
 from keras_metapool.search.pmpl import (

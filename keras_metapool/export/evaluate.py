@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from keras_metapool._keras import keras
-from keras_metapool.export import common
+from keras_metapool.export import exportable
 from keras_metapool.export.tflite_graph import read_tflite_graph
 
 __all__ = [
@@ -133,7 +133,7 @@ class TFLiteRunner:
                     f"{self.path!r} has no output named {name!r}; outputs: {sorted(by_name)}."
                 )
             return by_name[name]
-        for preferred in (common.PROBABILITIES, common.LOGITS):
+        for preferred in (exportable.PROBABILITIES, exportable.LOGITS):
             if preferred in by_name:
                 return by_name[preferred]
         return details[graph.outputs[0]]

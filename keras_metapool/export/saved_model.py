@@ -7,7 +7,7 @@ import os
 import tensorflow as tf
 
 from keras_metapool._keras import keras
-from keras_metapool.export import common
+from keras_metapool.export import exportable
 
 __all__ = ["SERVING_SIGNATURE", "export_saved_model"]
 
@@ -17,13 +17,13 @@ _PREPROCESSING_DTYPES = ("uint8", "float32")
 
 def _outputs_available(model):
     """(native output name, names derivable from it) of ``model``."""
-    native = common.classifier_output(model)
+    native = exportable.classifier_output(model)
     last = model.layers[-1]
-    if native == common.PROBABILITIES and isinstance(last, keras.layers.Dense):
+    if native == exportable.PROBABILITIES and isinstance(last, keras.layers.Dense):
         # The logits are the Dense layer's linear part: recomputable exactly.
-        return native, (common.PROBABILITIES, common.LOGITS)
-    if native == common.LOGITS:
-        return native, (common.PROBABILITIES, common.LOGITS)
+        return native, (exportable.PROBABILITIES, exportable.LOGITS)
+    if native == exportable.LOGITS:
+        return native, (exportable.PROBABILITIES, exportable.LOGITS)
     return native, (native,)
 
 
@@ -97,7 +97,7 @@ def export_saved_model(
             points.
         FileNotFoundError: if the parent folder of ``path`` does not exist.
     """
-    path = common.check_output_path(path, what="SavedModel folder")
+    path = exportable.check_output_path(path, what="SavedModel folder")
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
@@ -106,21 +106,21 @@ def export_saved_model(
         raise ValueError(
             f"`image_dtype` must be one of {_PREPROCESSING_DTYPES}, got {image_dtype!r}."
         )
-    model = common.exportable_model(model)
+    model = exportable.exportable_model(model)
     native, names = _resolve_outputs(model, outputs)
     height, width, channels = model.inputs[0].shape[1:]
 
     if include_preprocessing:
         input_spec = tf.TensorSpec(
-            (batch_size, None, None, channels), image_dtype, name=common.INPUT_NAME
+            (batch_size, None, None, channels), image_dtype, name=exportable.INPUT_NAME
         )
     else:
         input_spec = tf.TensorSpec(
-            (batch_size, height, width, channels), model.inputs[0].dtype, name=common.INPUT_NAME
+            (batch_size, height, width, channels), model.inputs[0].dtype, name=exportable.INPUT_NAME
         )
 
     last = model.layers[-1]
-    derive_logits = native == common.PROBABILITIES and common.LOGITS in names
+    derive_logits = native == exportable.PROBABILITIES and exportable.LOGITS in names
     if derive_logits:
         # One pass up to the classifier's input; both outputs from there.
         features_model = keras.Model(model.inputs, last.input, name=f"{model.name}_features")
@@ -140,12 +140,12 @@ def export_saved_model(
             logits = tf.matmul(features, kernel)
             if last.use_bias:
                 logits = logits + tf.cast(last.bias, features.dtype)
-            result = {common.LOGITS: logits, common.PROBABILITIES: tf.nn.softmax(logits)}
+            result = {exportable.LOGITS: logits, exportable.PROBABILITIES: tf.nn.softmax(logits)}
         else:
             y = model(x, training=False)
             result = {native: y}
-            if native == common.LOGITS:
-                result[common.PROBABILITIES] = tf.nn.softmax(y)
+            if native == exportable.LOGITS:
+                result[exportable.PROBABILITIES] = tf.nn.softmax(y)
         return {name: tf.cast(result[name], tf.float32) for name in names}
 
     # Only the variables are saved with the function: saving the Keras model

@@ -12,7 +12,7 @@ from absl import logging
 
 from keras_metapool import _internals, _quiet
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
-from keras_metapool.export import common
+from keras_metapool.export import exportable
 from keras_metapool.export.edgetpu import edgetpu_report
 from keras_metapool.export.evaluate import tflite_predict
 from keras_metapool.export.tflite_graph import read_tflite_graph
@@ -176,11 +176,11 @@ def to_tflite(
     """
     if mode not in TFLITE_MODES:
         raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(TFLITE_MODES)}.")
-    path = common.check_output_path(path)
+    path = exportable.check_output_path(path)
     batch_size = _resolve_batch_size(mode, batch_size)
     if mode in FULL_INTEGER_MODES and representative_data is None:
         raise _missing_data_error(mode)  # before the lean-model rebuild
-    model = common.exportable_model(model)
+    model = exportable.exportable_model(model)
     input_shape = tuple(model.inputs[0].shape[1:])
     if mode == "edgetpu" and any(size is None for size in input_shape):
         raise ValueError(
@@ -258,9 +258,9 @@ def _resolve_batch_size(mode, batch_size):
 def _converter(model, batch_size):
     """A converter for ``model`` with named input/output and the given batch."""
     input_spec = tf.TensorSpec(
-        (batch_size, *model.inputs[0].shape[1:]), model.inputs[0].dtype, name=common.INPUT_NAME
+        (batch_size, *model.inputs[0].shape[1:]), model.inputs[0].dtype, name=exportable.INPUT_NAME
     )
-    output_name = common.classifier_output(model)
+    output_name = exportable.classifier_output(model)
 
     @tf.function(input_signature=[input_spec])
     def serve(images):

@@ -7,7 +7,7 @@ can be mixed or summed. ``identity`` means "no enhancer".
 import collections
 
 from keras_metapool._keras import keras
-from keras_metapool.layers.common import BATCH_NORM_MOMENTUM
+from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM
 from keras_metapool.layers.spatial_enhancer import SpatialEnhancer
 
 OpInfo = collections.namedtuple("OpInfo", ["description", "receptive_field"])

@@ -4,18 +4,18 @@ import numpy as np
 import tensorflow as tf
 
 from keras_metapool._keras import keras
+from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM
 from keras_metapool.layers.activations import hard_swish
+from keras_metapool.layers.building import (
+    build_in_own_scope,
+    build_sublayer,
+    feature_map_shape,
+)
 from keras_metapool.layers.candidate_ops import (
     DEFAULT_CANDIDATES,
     IDENTITY,
     build_candidate_op,
     validate_op_name,
-)
-from keras_metapool.layers.common import (
-    BATCH_NORM_MOMENTUM,
-    build_in_own_scope,
-    build_sublayer,
-    feature_map_shape,
 )
 
 

@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras_metapool._keras import keras
 from keras_metapool._layer_facts import SSPArguments, ssp_reduced_channels
 from keras_metapool.layers.activations import HARD_SWISH_SCALE, hard_swish_times_six
-from keras_metapool.layers.common import (
+from keras_metapool.layers.building import (
     build_in_own_scope,
     build_sublayer,
     feature_map_shape,
@@ -52,7 +52,7 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
         reduction: Channel reduction of the bottleneck (default 32).
         min_channels: Lower bound of the bottleneck width (default 8).
         batch_norm_momentum: Momentum of the bottleneck's BatchNormalization
-            (Keras convention; default 0.9, ``layers.common.BATCH_NORM_MOMENTUM``).
+            (Keras convention; default 0.9, ``_layer_facts.BATCH_NORM_MOMENTUM``).
         batch_norm_epsilon: Epsilon of that BatchNormalization.
         gate_bias: Initial bias of both gate convolutions. ``0.0`` (default)
             follows the paper. A large value (with ``zero_gate_kernels``) opens

@@ -5,9 +5,9 @@ import numbers
 from absl import logging
 
 from keras_metapool._keras import backend, functional_model, keras
+from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM
 from keras_metapool.layers.activations import HardSwish
 from keras_metapool.layers.candidate_ops import IDENTITY, build_candidate_op
-from keras_metapool.layers.common import BATCH_NORM_MOMENTUM
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.layers.spatial_enhancer import open_gate_bias
 from keras_metapool.models import weights as weights_lib

@@ -37,7 +37,7 @@ from keras_metapool.layers.activations import (
     HardSwish,
     per_channel_one_sixth,
 )
-from keras_metapool.layers.common import build_in_own_scope
+from keras_metapool.layers.building import build_in_own_scope
 from keras_metapool.layers.spatial_enhancer import SpatialEnhancer
 
 #: int8 LOGISTIC output: scale 1/256 and zero point -128, i.e. [0, 255/256].

@@ -1,12 +1,9 @@
-"""Small pieces shared by the Meta-Pooling layers."""
+"""How the Meta-Pooling layers build: input-shape checks and variable name scopes."""
 
 import contextlib
 import functools
 
 import tensorflow as tf
-
-# One home, shared with the Keras 3 layers: keras_metapool/_layer_facts.py.
-from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM  # noqa: F401
 
 
 def feature_map_shape(layer, input_shape):
