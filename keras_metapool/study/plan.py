@@ -122,7 +122,7 @@ flags.DEFINE_integer(
     "timing_steps", 6, "Timed steps per model with --estimate.", lower_bound=2, flag_values=FLAGS
 )
 
-#: The flags of this script (for the exact command line in the report).
+#: The study's flags in the order the report's command line lists them.
 STUDY_FLAGS = tuple(
     """dataset data_dir train_split test_split alphas sizes extra_configs seeds variants
     train_images test_images epochs batch_size learning_rate augment search_epochs
@@ -291,7 +291,7 @@ def settings():
 
 def command_line():
     """The command that reproduces this study: the flags set explicitly."""
-    parts = ["python benchmarks/study.py"]
+    parts = ["keras-metapool study"]
     for name in STUDY_FLAGS:
         flag = FLAGS[name]
         if flag.present and name != "estimate":
