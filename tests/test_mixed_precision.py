@@ -9,10 +9,7 @@ from keras_metapool.models import ArchitectureSpec, MobileNetV2MP
 
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-# "paper" (lone SSP after blocks 6-16) holds no layer these two lack: the
-# supernet has SSP and every pooling in MetaPoolingBlock mixtures, the random
-# ablation lone SSP, average pooling and the post-norm BN + hard swish.
-@pytest.mark.parametrize("meta_pooling", ["search", ArchitectureSpec.ablation("random")])
+@pytest.mark.parametrize("meta_pooling", ["paper", "search", ArchitectureSpec.ablation("random")])
 def test_model_matches_float32_and_trains(policy, meta_pooling):
     kwargs = dict(
         weights=None,

@@ -30,6 +30,8 @@ def random_pair_spec():
 
 
 def build(variant):
+    if variant == "paper":
+        return MobileNetV2MP(input_shape=SHAPE, alpha=0.35, weights=None, meta_pooling="paper")
     if variant == "search":
         model = MobileNetV2MP(
             input_shape=SHAPE, alpha=0.35, weights=None, meta_pooling="search", classes=10,
@@ -53,9 +55,7 @@ def enhancer_types(model):
 
 
 @pytest.mark.slow
-# "paper" (lone SSP) is covered by "custom", whose random spec holds lone SSPs
-# too, beside pooling ops, pairs, the post-norm and the paper head.
-@pytest.mark.parametrize("variant", ["search", "custom"])
+@pytest.mark.parametrize("variant", ["paper", "search", "custom"])
 def test_save_load_round_trip(variant, tmp_path):
     model = build(variant)
     calibrate_batch_norms(model, 0, randomize_alpha=True)
