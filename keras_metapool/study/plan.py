@@ -122,13 +122,6 @@ flags.DEFINE_integer(
     "timing_steps", 6, "Timed steps per model with --estimate.", lower_bound=2, flag_values=FLAGS
 )
 
-#: The study's flags in the order the report's command line lists them.
-STUDY_FLAGS = tuple(
-    """dataset data_dir train_split test_split alphas sizes extra_configs seeds variants
-    train_images test_images epochs batch_size learning_rate augment search_epochs
-    arch_learning_rate search_fraction search_once search_candidates match_tolerance
-    latency_runs threads output_dir quick estimate timing_steps""".split()
-)
 QUICK_DEFAULTS = {
     "alphas": ["0.35"],
     "sizes": ["32"],
@@ -292,7 +285,7 @@ def settings():
 def command_line():
     """The command that reproduces this study: the flags set explicitly."""
     parts = ["keras-metapool study"]
-    for name in STUDY_FLAGS:
+    for name in FLAGS:  # the study's own FlagValues: its flags only, in definition order
         flag = FLAGS[name]
         if flag.present and name != "estimate":
             parts.append(flag.serialize())
