@@ -17,7 +17,8 @@ import os
 import sys
 import tempfile
 
-_PROGRAM = "keras-metapool"
+from keras_metapool._command_line import PROGRAM
+
 _CLI_MODULES = ("keras_metapool.cli", "keras_metapool.cli.__main__")
 _VERBOSITY_FLAGS = ("--verbosity", "-v", "--v")
 
@@ -28,7 +29,7 @@ QUIET = False
 def running_the_quiet_cli():
     """Whether this process is ``keras-metapool`` (either form), run without ``--verbosity``."""
     argv = list(getattr(sys, "orig_argv", sys.argv))
-    is_script = os.path.basename(sys.argv[0] if sys.argv else "") == _PROGRAM
+    is_script = os.path.basename(sys.argv[0] if sys.argv else "") == PROGRAM
     is_module = any(argv[i] == "-m" and argv[i + 1] in _CLI_MODULES for i in range(len(argv) - 1))
     verbose = any(a.split("=")[0] in _VERBOSITY_FLAGS for a in argv)
     return (is_script or is_module) and not verbose

@@ -130,3 +130,14 @@ def test_help_documents_every_flag(bad_results):
     for _, names in HELP_SECTIONS:
         for name in names:
             assert f"--{name}:" in result["stdout"] or f"--[no]{name}:" in result["stdout"], name
+
+
+def test_main_called_from_python_runs_the_study_with_its_own_flags(capsys):
+    from keras_metapool import cli, study
+
+    # `study` is listed among the subcommands, so cli.main must run it too (not
+    # only the console script), with the study's flags and one-line errors.
+    assert cli.main(["keras-metapool", "study", "--variants=mp_paper,nope"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("keras-metapool study: error: Unknown variants ['nope']"), line
+    study.FLAGS.unparse_flags()  # leave the study's flags as the next test expects them

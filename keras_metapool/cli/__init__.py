@@ -26,6 +26,7 @@ import sys
 
 from absl import app, flags, logging
 
+from keras_metapool._command_line import PROGRAM, STUDY, STUDY_PROGRAM, one_line, write_error
 from keras_metapool.cli.demo_cmd import demo, demo_defaults
 from keras_metapool.cli.evaluate_cmd import EvaluationResult, evaluate
 from keras_metapool.cli.export_cmd import ExportResult, export
@@ -45,26 +46,15 @@ from keras_metapool.study import run as run_study
 #: The function of each subcommand: ``function(options, strategy)``.
 COMMANDS = dict(search=search, train=train, qat=qat, export=export, evaluate=evaluate, demo=demo)
 
-#: The subcommand that is a program of its own (``keras_metapool.study``, its own flags).
-STUDY = "study"
-
 #: Exit status of a command-line mistake (as argparse).
 USAGE_ERROR = 2
 #: Exit status of a failure while running.
 RUN_ERROR = 1
-_PROGRAM = "keras-metapool"
 _HELP_ARGS = ("-h", "--help", "-?", "--helpshort")
 
 
-def _one_line(error):
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
-
-
 def _fail(message, status, subcommand=None):
-    where = f"{_PROGRAM} {subcommand}" if subcommand else _PROGRAM
-    sys.stderr.write(f"{where}: error: {message}\n")
-    sys.stderr.flush()
+    write_error(f"{PROGRAM} {subcommand}" if subcommand else PROGRAM, message)
     sys.exit(status)
 
 
@@ -81,7 +71,7 @@ def _parse_flags(argv):
     except flags.Error as error:
         named = [a for a in arguments if a in SUBCOMMANDS]
         _fail(
-            f"{_one_line(error)} (see {_PROGRAM} --help)",
+            f"{one_line(error)} (see {PROGRAM} --help)",
             USAGE_ERROR,
             named[0] if named else None,
         )
@@ -95,10 +85,12 @@ def make_strategy(options):
 def main(argv):
     """Runs the subcommand in ``argv[1]`` with the parsed flags; returns the exit status."""
     arguments = argv[1:]
-    expected = f"expected one of: {', '.join((*SUBCOMMANDS, STUDY))} (see {_PROGRAM} --help)"
+    expected = f"expected one of: {', '.join((*SUBCOMMANDS, STUDY))} (see {PROGRAM} --help)"
     if not arguments:
         _fail(f"missing subcommand; {expected}", USAGE_ERROR)
     subcommand = arguments[0]
+    if subcommand == STUDY:  # its own flags, parsed by the study itself
+        return run_study([STUDY_PROGRAM, *arguments[1:]])
     if subcommand not in SUBCOMMANDS:
         _fail(f"unknown subcommand {subcommand!r}; {expected}", USAGE_ERROR)
     if len(arguments) > 1:
@@ -126,7 +118,7 @@ def main(argv):
         if options.show_traceback:
             raise
         status = USAGE_ERROR if isinstance(error, UsageError) else RUN_ERROR
-        _fail(_one_line(error), status, subcommand)
+        _fail(one_line(error), status, subcommand)
     return 0
 
 
@@ -148,7 +140,7 @@ def run(argv=None):
     # TensorFlow's start-up records were held at import (keras_metapool._quiet).
     argv = list(sys.argv if argv is None else argv)
     if argv[1:2] == [STUDY]:
-        sys.exit(run_study([f"{_PROGRAM} {STUDY}", *argv[2:]]))
+        sys.exit(run_study([STUDY_PROGRAM, *argv[2:]]))
     define_flags()
     app.run(main, argv=argv, flags_parser=_parse_flags)
 

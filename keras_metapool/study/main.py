@@ -7,6 +7,8 @@ import time
 
 from absl import app, flags, logging
 
+from keras_metapool._command_line import STUDY_PROGRAM as PROGRAM
+from keras_metapool._command_line import one_line, write_error
 from keras_metapool.study.estimate import Predictor, eta_text, format_duration, run_estimate
 from keras_metapool.study.machine import load_average, machine_description
 from keras_metapool.study.plan import (
@@ -33,8 +35,6 @@ from keras_metapool.study.runs import (
     variant_architecture,
 )
 
-#: How the program names itself in errors and --help.
-PROGRAM = "keras-metapool study"
 _HELP_ARGS = ("-h", "--help", "-?", "--helpshort", "--helpfull")
 
 
@@ -147,9 +147,9 @@ def run(argv=None):
         rest = FLAGS(argv)
         main(rest)
     except (flags.Error, app.UsageError) as error:
-        sys.stderr.write(f"{PROGRAM}: error: {error} (see {PROGRAM} --help)\n")
+        write_error(PROGRAM, f"{one_line(error)} (see {PROGRAM} --help)")
         return 2
     except (ValueError, OSError) as error:
-        sys.stderr.write(f"{PROGRAM}: error: {' '.join(str(error).split())}\n")
+        write_error(PROGRAM, one_line(error))
         return 1
     return 0

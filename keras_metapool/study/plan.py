@@ -8,6 +8,7 @@ import tempfile
 from absl import app, flags
 
 import keras_metapool as km
+from keras_metapool._command_line import STUDY_PROGRAM
 from keras_metapool.models.architecture import ABLATIONS
 
 #: The study's flags: their own FlagValues, apart from absl's global ones (the
@@ -284,7 +285,7 @@ def settings():
 
 def command_line():
     """The command that reproduces this study: the flags set explicitly."""
-    parts = ["keras-metapool study"]
+    parts = [STUDY_PROGRAM]
     for name in FLAGS:  # the study's own FlagValues: its flags only, in definition order
         flag = FLAGS[name]
         if flag.present and name != "estimate":
