@@ -141,3 +141,18 @@ def test_main_called_from_python_runs_the_study_with_its_own_flags(capsys):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("keras-metapool study: error: Unknown variants ['nope']"), line
     study.FLAGS.unparse_flags()  # leave the study's flags as the next test expects them
+
+
+def test_study_help_lists_every_flag_and_variant_without_module_headers(capsys):
+    from keras_metapool import cli, study
+
+    assert cli.main(["keras-metapool", "study", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: keras-metapool study")
+    assert "keras_metapool." not in text and "absl.flags:" not in text, text
+    own = text.split("Study flags:\n", 1)[1].split("Flag files (absl):\n", 1)[0]
+    for name in study.FLAGS.flags_by_module_dict()["keras_metapool.study.plan"]:
+        assert f"--{name.name}:" in own or f"--[no]{name.name}:" in own, name.name
+    variants_help = " ".join(own.split("--variants:", 1)[1].split("\n  --", 1)[0].split())
+    for variant in study.plan.VARIANTS:
+        assert variant.key in variants_help, variant.key

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -122,6 +123,16 @@ def main(argv):
         print(f.read())
 
 
+def _flags_help():
+    """absl's help of the study's flags, titled for the user instead of by Python module."""
+
+    def title(header):  # a module's name, alone on a line
+        module = header.group(1)
+        return "Study flags:" if module.startswith("keras_metapool") else "Flag files (absl):"
+
+    return re.sub(r"^([A-Za-z_][\w.]*):$", title, FLAGS.get_help(), flags=re.MULTILINE)
+
+
 def run(argv=None):
     """Parses the study's flags from ``argv`` (default ``sys.argv``) and runs it.
 
@@ -139,7 +150,7 @@ def run(argv=None):
             f"usage: {PROGRAM} [--flag=value ...]\n\n"
             "Does Meta-Pooling help? Trains MobileNetV2, MobileNetV2MP and its baselines on the\n"
             "same data with the same budget and seeds, and writes study.md with the verdict.\n\n"
-            + FLAGS.get_help()
+            + _flags_help()
             + "\n"
         )
         return 0

@@ -11,6 +11,30 @@ import keras_metapool as km
 from keras_metapool._command_line import STUDY_PROGRAM
 from keras_metapool.models.architecture import ABLATIONS
 
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    key: str
+    label: str
+
+
+#: The study's variants (flag key, report label), in the report's order.
+VARIANTS = (
+    Variant("mobilenet_v2", "MobileNetV2"),
+    Variant("mp_paper", "MobileNetV2MP paper"),
+    Variant("mp_paper_head", "MobileNetV2MP paper, paper head"),
+    Variant("global", "ablation: global (SSP everywhere)"),
+    Variant("local", "ablation: local (avg3 everywhere)"),
+    Variant("random", "ablation: random"),
+    Variant("exclude_local", "ablation: exclude-local"),
+    Variant("searched", "PMPL searched"),
+    Variant("searched_inherited", "PMPL searched, supernet weights inherited"),
+    Variant("random_arch", "random architecture from the search space"),
+    Variant("param_matched", "MobileNetV2, params matched to MP paper"),
+)
+VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
+assert set(ABLATIONS) <= set(VARIANT_BY_KEY)
+
 #: The study's flags: their own FlagValues, apart from absl's global ones (the
 #: ``keras-metapool`` command's), so the two sets may share names.
 FLAGS = flags.FlagValues()
@@ -46,7 +70,10 @@ flags.DEFINE_list(
     "seeds", ["0", "1", "2"], "Seeds: weight init, data order, search.", flag_values=FLAGS
 )
 flags.DEFINE_list(
-    "variants", None, "Variants to run (default: all); see the module docstring.", flag_values=FLAGS
+    "variants",
+    None,
+    "Variants to run (default: all): " + "; ".join(f"{v.key} ({v.label})" for v in VARIANTS) + ".",
+    flag_values=FLAGS,
 )
 flags.DEFINE_integer(
     "train_images", 6000, "First N training images (0: all).", lower_bound=0, flag_values=FLAGS
@@ -148,29 +175,6 @@ CALIBRATION_IMAGES = 128  # int8 conversion's representative data
 BN_MOMENTUM = 0.9  # short runs: see MobileNetV2MP's docstring
 PER_SEED_VARIANTS = ("searched", "searched_inherited", "random_arch")
 BASELINE = "mobilenet_v2"
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    key: str
-    label: str
-
-
-VARIANTS = (
-    Variant("mobilenet_v2", "MobileNetV2"),
-    Variant("mp_paper", "MobileNetV2MP paper"),
-    Variant("mp_paper_head", "MobileNetV2MP paper, paper head"),
-    Variant("global", "ablation: global (SSP everywhere)"),
-    Variant("local", "ablation: local (avg3 everywhere)"),
-    Variant("random", "ablation: random"),
-    Variant("exclude_local", "ablation: exclude-local"),
-    Variant("searched", "PMPL searched"),
-    Variant("searched_inherited", "PMPL searched, supernet weights inherited"),
-    Variant("random_arch", "random architecture from the search space"),
-    Variant("param_matched", "MobileNetV2, params matched to MP paper"),
-)
-VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
-assert set(ABLATIONS) <= set(VARIANT_BY_KEY)
 
 
 @dataclasses.dataclass(frozen=True, order=True)
