@@ -26,9 +26,42 @@ def rng():
     return np.random.default_rng(0)
 
 
+#: Test files by their measured time (seconds of work on 2 cores, full suite,
+#: 2026-12-05). pytest-xdist's --dist loadfile hands out whole files, by default
+#: the files with the most tests first; these few-test, long files then came
+#: last, and one worker could still be running them while the other had nothing
+#: left. Longest first instead: the end of the run is small files. A stale entry
+#: costs only balance, never a result.
+LONG_FILES = {
+    "test_readme_snippets.py": 200,
+    "test_quantization.py": 175,
+    "test_cli.py": 155,
+    "test_study.py": 155,
+    "test_first_hour.py": 130,
+    "test_cli_resume.py": 110,
+    "test_keras3_out.py": 100,
+    "test_export_tflite.py": 80,
+    "test_save_load.py": 80,
+    "test_mixed_precision.py": 75,
+    "test_transfer.py": 50,
+    "test_search_planted.py": 50,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Orders the files longest first (LONG_FILES), then by number of tests."""
+    counts = {}
+    for item in items:
+        counts[item.path] = counts.get(item.path, 0) + 1
+    # sorted() is stable: the tests of one file keep their order.
+    items.sort(key=lambda item: (-LONG_FILES.get(item.path.name, 0), -counts[item.path]))
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         'slow: a test of 3 s or more on 2 cores (measured); pytest -m "not slow" is the fast tier',
     )
     tf.config.threading.set_inter_op_parallelism_threads(2)
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order above
+        config.option.loadscopereorder = False
