@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(config, items):
     counts = {}
     for item in items:
         counts[item.path] = counts.get(item.path, 0) + 1
-    # sorted() is stable: the tests of one file keep their order.
+    # list.sort is stable: the tests of one file keep their order.
     items.sort(key=lambda item: (-LONG_FILES.get(item.path.name, 0), -counts[item.path]))
 
 

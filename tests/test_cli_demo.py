@@ -14,6 +14,8 @@ from cli_helpers import (
     run_cli,
 )
 
+from keras_metapool import cli, study
+
 
 def _check_one_line_error(status, stderr, expected_status, *fragments):
     lines = own_stderr_lines(stderr)
@@ -133,8 +135,6 @@ def test_help_documents_every_flag(bad_results):
 
 
 def test_main_called_from_python_runs_the_study_with_its_own_flags(capsys):
-    from keras_metapool import cli, study
-
     # `study` is listed among the subcommands, so cli.main must run it too (not
     # only the console script), with the study's flags and one-line errors.
     assert cli.main(["keras-metapool", "study", "--variants=mp_paper,nope"]) == 2
@@ -144,15 +144,13 @@ def test_main_called_from_python_runs_the_study_with_its_own_flags(capsys):
 
 
 def test_study_help_lists_every_flag_and_variant_without_module_headers(capsys):
-    from keras_metapool import cli, study
-
     assert cli.main(["keras-metapool", "study", "--help"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("usage: keras-metapool study")
     assert "keras_metapool." not in text and "absl.flags:" not in text, text
     own = text.split("Study flags:\n", 1)[1].split("Flag files (absl):\n", 1)[0]
-    for name in study.FLAGS.flags_by_module_dict()["keras_metapool.study.plan"]:
-        assert f"--{name.name}:" in own or f"--[no]{name.name}:" in own, name.name
+    for flag in study.plan.FLAGS.flags_by_module_dict()["keras_metapool.study.plan"]:
+        assert f"--{flag.name}:" in own or f"--[no]{flag.name}:" in own, flag.name
     variants_help = " ".join(own.split("--variants:", 1)[1].split("\n  --", 1)[0].split())
     for variant in study.plan.VARIANTS:
         assert variant.key in variants_help, variant.key
