@@ -1,5 +1,6 @@
 """Shared test setup: quiet TensorFlow, deterministic seeds, small helpers."""
 
+import collections
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -50,9 +51,7 @@ LONG_FILES = {
 
 def pytest_collection_modifyitems(config, items):
     """Orders the files longest first (LONG_FILES), then by number of tests."""
-    counts = {}
-    for item in items:
-        counts[item.path] = counts.get(item.path, 0) + 1
+    counts = collections.Counter(item.path for item in items)
     # list.sort is stable: the tests of one file keep their order.
     items.sort(key=lambda item: (-LONG_FILES.get(item.path.name, 0), -counts[item.path]))
 
