@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 from helpers import calibrate_batch_norms
 
 import keras_metapool as km
@@ -22,6 +24,7 @@ from keras_metapool.export import (
     to_tflite,
 )
 from keras_metapool.export.edgetpu import EDGETPU_OPS
+from keras_metapool.export.tflite_graph import with_signature
 
 SIZE = 32
 #: A PMPL-like result: single ops, pairs (also with identity), post-norm.
@@ -180,6 +183,30 @@ def test_int8_and_uint8_share_the_dynamic_batch(exports, images):
         assert result.input.shape == (-1, SIZE, SIZE, 3)
         # Any batch runs: 7 images in one invoke.
         assert tflite_predict(result.path, images[:7], batch_size=7).shape == (7, 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", TFLITE_MODES)
+def test_every_file_has_the_serving_signature_and_a_named_output(mode, exports):
+    # to_tflite converts a frozen graph (no signature of its own) and adds one.
+    path = _path(exports["paper", mode])
+    interpreter = Interpreter(model_path=path)
+    assert interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["images"], "outputs": ["probabilities"]}
+    }
+    graph = read_tflite_graph(path)
+    assert graph.tensor(graph.outputs[0]).name == "probabilities"
+
+
+def test_with_signature_refuses_a_model_with_two_outputs():
+    function = tf.function(
+        lambda x: (x + 1.0, x * 2.0), input_signature=[tf.TensorSpec([1, 4], tf.float32)]
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], tf.Module()
+    )
+    with pytest.raises(ValueError, match="one input and one output; the model has 1 inputs and 2"):
+        with_signature(converter.convert(), "x", "y")
 
 
 # -- a fully fixed search model exports as its lean model ----------------------

@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-__all__ = ["TFLiteGraph", "TFLiteOp", "TFLiteTensor", "read_tflite_graph"]
+__all__ = ["TFLiteGraph", "TFLiteOp", "TFLiteTensor", "read_tflite_graph", "with_signature"]
 
 #: The flatbuffer file identifier of TFLite models (bytes 4..8 of the file).
 TFLITE_FILE_IDENTIFIER = b"TFL3"
@@ -197,6 +198,43 @@ _SMALL_CONSTANT_TYPES = {
     schema.TensorType.INT64: np.int64,
 }
 _SMALL_CONSTANT_MAX_BYTES = 64
+
+
+def with_signature(flatbuffer, input_name, output_name, key="serving_default"):
+    """``flatbuffer`` (a one-input, one-output model) with the signature ``key``.
+
+    The signature names the main subgraph's input ``input_name`` and its output
+    ``output_name`` (and so does the output tensor), as a converter that
+    lowers through a SavedModel writes them; the frozen-graph conversion that
+    ``to_tflite`` uses writes none.
+
+    Args:
+        flatbuffer: The bytes of a TFLite model.
+        input_name: Signature name of the input.
+        output_name: Signature name (and tensor name) of the output.
+        key: The signature's key.
+
+    Returns:
+        The bytes of the same model with that one signature.
+    """
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    subgraph = model.subgraphs[0]
+    if len(subgraph.inputs) != 1 or len(subgraph.outputs) != 1:
+        raise ValueError(
+            f"with_signature names one input and one output; the model has "
+            f"{len(subgraph.inputs)} inputs and {len(subgraph.outputs)} outputs."
+        )
+    subgraph.tensors[subgraph.outputs[0]].name = output_name.encode()
+    signature = schema.SignatureDefT(
+        inputs=[schema.TensorMapT(input_name, int(subgraph.inputs[0]))],
+        outputs=[schema.TensorMapT(output_name, int(subgraph.outputs[0]))],
+        signatureKey=key,
+        subgraphIndex=0,
+    )
+    model.signatureDefs = [signature]
+    builder = flatbuffers.Builder(len(flatbuffer) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
+    return bytes(builder.Output())
 
 
 def read_tflite_graph(path):
