@@ -28,24 +28,24 @@ def rng():
 
 
 #: Test files by their measured time (seconds of work on 2 cores, full suite,
-#: 2026-12-05). pytest-xdist's --dist loadfile hands out whole files, by default
-#: the files with the most tests first; these few-test, long files then came
-#: last, and one worker could still be running them while the other had nothing
-#: left. Longest first instead: the end of the run is small files. A stale entry
-#: costs only balance, never a result.
+#: 2026-12-05, after to_tflite's faster conversion). pytest-xdist's --dist
+#: loadfile hands out whole files, by default the files with the most tests
+#: first; these few-test, long files then came last, and one worker could still
+#: be running them while the other had nothing left. Longest first instead: the
+#: end of the run is small files. A stale entry costs only balance, never a result.
 LONG_FILES = {
-    "test_readme_snippets.py": 200,
-    "test_quantization.py": 175,
-    "test_cli.py": 155,
-    "test_study.py": 155,
-    "test_first_hour.py": 130,
+    "test_readme_snippets.py": 170,
+    "test_first_hour.py": 160,
+    "test_quantization.py": 160,
+    "test_cli.py": 135,
+    "test_study.py": 125,
     "test_cli_resume.py": 110,
-    "test_keras3_out.py": 100,
-    "test_export_tflite.py": 80,
+    "test_keras3_out.py": 95,
     "test_save_load.py": 80,
     "test_mixed_precision.py": 75,
-    "test_transfer.py": 50,
-    "test_search_planted.py": 50,
+    "test_export_tflite.py": 50,
+    "test_search_planted.py": 45,
+    "test_transfer.py": 40,
 }
 
 
