@@ -276,7 +276,7 @@ def _converter(model, batch_size, output_name):
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function()], variables
     )
-    # Frozen, not saved and reloaded as a SavedModel: same file, faster (see _internals).
+    # Frozen, not saved and reloaded as a SavedModel: same ops and outputs, faster (_internals).
     _internals.convert_from_frozen_graph(converter)
     return converter
 
