@@ -193,8 +193,7 @@ def to_tflite(
     elif representative_data is not None:
         logging.info("to_tflite: mode=%r ignores representative_data.", mode)
 
-    output_name = exportable.classifier_output(model)
-    converter = _converter(model, batch_size, output_name)
+    converter = _converter(model, batch_size)
     if mode != "float":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if samples is not None:
@@ -210,7 +209,9 @@ def to_tflite(
         with _internals.frozen_conversion_warning_silenced():
             flatbuffer = converter.convert()
     # The frozen conversion names no signature; the file's users read its names from one.
-    flatbuffer = with_signature(flatbuffer, exportable.INPUT_NAME, output_name)
+    flatbuffer = with_signature(
+        flatbuffer, exportable.INPUT_NAME, exportable.classifier_output(model)
+    )
     with open(path, "wb") as f:
         f.write(flatbuffer)
     result = _check_export(path, mode, batch_size, strict)
@@ -259,15 +260,15 @@ def _resolve_batch_size(mode, batch_size):
     return batch_size
 
 
-def _converter(model, batch_size, output_name):
-    """A converter for ``model`` with the given batch; its input named ``INPUT_NAME``."""
+def _converter(model, batch_size):
+    """A converter for ``model`` with the given batch (names: ``with_signature``)."""
     input_spec = tf.TensorSpec(
         (batch_size, *model.inputs[0].shape[1:]), model.inputs[0].dtype, name=exportable.INPUT_NAME
     )
 
     @tf.function(input_signature=[input_spec])
     def serve(images):
-        return {output_name: model(images, training=False)}
+        return model(images, training=False)
 
     # The converter asks for a "trackable object" holding the variables (it
     # warns without one); given the Keras model it would trace every layer.
