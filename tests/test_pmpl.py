@@ -175,6 +175,26 @@ def test_bilevel_alpha_step_uses_only_the_held_out_batches():
     assert int(model._pmpl_state.arch_batches.numpy()) == 3
 
 
+@pytest.mark.parametrize("arch", [False, True], ids=["one-level", "held-out"])
+def test_the_step_that_finds_the_data_ended_searches_nothing(arch):
+    # With no known length (a filtered dataset), fit ends each epoch when a
+    # train step's get_next fails. Nothing of the search may run in that
+    # step: before it waited for the batch, it took an alpha step, counted a
+    # training step, and could have its held-out draw cancelled mid-flight,
+    # which ended the held-out stream (fit then stopped a later epoch early).
+    x, y = _data(48)
+    examples = tf.data.Dataset.from_tensor_slices((x, y))
+    unknown_length = examples.filter(lambda *_: True).batch(16)  # 3 steps an epoch
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    arch_data = examples.batch(16) if arch else None
+    pmpl = PMPLCallback(arch_data=arch_data, warmup=0.0, search_epochs=4, verbose=0)
+    model.fit(unknown_length, epochs=2, callbacks=[pmpl], verbose=0)
+    state = model._pmpl_state
+    assert int(state.train_steps.numpy()) == 6
+    assert int(state.adam_steps.numpy()) == 6
+    assert int(state.arch_batches.numpy()) == (6 if arch else 0)
+
+
 @pytest.mark.slow
 def test_mirrored_strategy_search_reaches_the_single_device_architecture():
     script = os.path.join(os.path.dirname(__file__), "mirrored_search_script.py")

@@ -649,16 +649,22 @@ class PMPLCallback(keras.callbacks.Callback):
         return (self._state.train_steps >= self._state.warmup_steps) & searching
 
     def _train_step(self, data):
-        if self.arch_data is None:
-            logs = self._one_level_step(data)
-        else:
-            if self.arch_step == "before":
-                self._bilevel_alpha_step()
-            logs = self._original_train_step(data)
-            if self.arch_step == "after":
-                self._bilevel_alpha_step()
-        self._state.train_steps.assign_add(1)
-        self._fix_decided_points()
+        # Nothing of the search starts before the batch is there: without a
+        # known epoch length, fit ends an epoch on the step whose get_next
+        # fails, and whatever ran beside it would count a step that never
+        # trained, or have its held-out draw cancelled mid-flight, which ends
+        # the held-out stream for good (fit then stops a later epoch early).
+        with tf.control_dependencies(tf.nest.flatten(data)):
+            if self.arch_data is None:
+                logs = self._one_level_step(data)
+            else:
+                if self.arch_step == "before":
+                    self._bilevel_alpha_step()
+                logs = self._original_train_step(data)
+                if self.arch_step == "after":
+                    self._bilevel_alpha_step()
+            self._state.train_steps.assign_add(1)
+            self._fix_decided_points()
         return logs
 
     def _one_level_step(self, data):
