@@ -48,7 +48,7 @@ from keras_metapool.data.fashion_mnist import (
     fashion_mnist_search_path,
     load_fashion_mnist,
 )
-from keras_metapool.data.splits import split_for_search
+from keras_metapool.data.splits import held_out_count, split_for_search
 from keras_metapool.models.mobilenet_v2_mp import MIN_INPUT_SIZE
 
 __all__ = [
@@ -237,10 +237,7 @@ def load_dataset(
     if limit is not None and limit < num_examples:
         examples, num_examples = examples.take(limit), limit
     if search_part is not None:
-        weights_part, arch_part = split_for_search(examples, search_fraction)
-        examples = weights_part if search_part == "weights" else arch_part
-        # split_for_search holds out exactly floor(n * fraction) elements.
-        num_arch = int(math.floor(num_examples * float(search_fraction)))
+        num_arch = held_out_count(num_examples, search_fraction)
         num_examples = num_arch if search_part == "arch" else num_examples - num_arch
     if num_examples == 0:
         raise ValueError(
@@ -248,6 +245,9 @@ def load_dataset(
             f"search_part={search_part!r}, search_fraction={search_fraction}); "
             "expected at least one."
         )
+    if search_part is not None:
+        weights_part, arch_part = split_for_search(examples, search_fraction)
+        examples = weights_part if search_part == "weights" else arch_part
     examples = examples.apply(tf.data.experimental.assert_cardinality(num_examples))
 
     augment = augment if training else "none"
