@@ -461,6 +461,56 @@ def test_errors_are_clear():
     uncompiled.compile("adam")  # no loss
     with pytest.raises(ValueError, match="needs a loss"):
         uncompiled.fit(x, y, epochs=1, callbacks=[PMPLCallback()], verbose=0)
+    # An empty held-out stream would end the first alpha step like the end
+    # of the training data (fit stops the epoch, nothing says why).
+    too_few = tf.data.Dataset.from_tensor_slices((x, y)).batch(16, drop_remainder=True)
+    with pytest.raises(ValueError, match="`arch_data` is empty"):
+        model.fit(x, y, epochs=1, callbacks=[PMPLCallback(arch_data=too_few)], verbose=0)
+
+
+def test_early_stopping_that_restores_weights_is_refused_before_the_search_starts():
+    # EarlyStopping(restore_best_weights=True) sets every weight of its best
+    # epoch at the end of fit, alpha and the fixed points included: the
+    # searched model would go back to searching, whatever the callbacks' order.
+    x, y = _data(16)
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    alpha = model.get_layer("block_1_mp").alpha.numpy().copy()
+    restoring = keras.callbacks.EarlyStopping("loss", restore_best_weights=True)
+    for callbacks in ([PMPLCallback(verbose=0), restoring], [restoring, PMPLCallback(verbose=0)]):
+        with pytest.raises(ValueError, match=r"restore_best_weights=True\) would set alpha"):
+            model.fit(x, y, batch_size=8, epochs=2, callbacks=callbacks, verbose=0)
+        np.testing.assert_array_equal(model.get_layer("block_1_mp").alpha.numpy(), alpha)
+    # Without it, EarlyStopping ends the search early (at its second epoch,
+    # before the late stage at the fourth) and the points are fixed then.
+    flat = keras.callbacks.LambdaCallback(on_epoch_end=lambda _, logs: logs.update(flat=0.0))
+    stopping = keras.callbacks.EarlyStopping("flat", mode="max", patience=0)
+    pmpl = PMPLCallback(learning_rate=1e-30, verbose=0)
+    with pytest.warns(SearchUndecidedWarning):
+        history = model.fit(x, y, batch_size=8, epochs=6, callbacks=[pmpl, flat, stopping],
+                            verbose=0)  # fmt: skip
+    assert len(history.epoch) == 2
+    assert model.get_layer("block_1_mp").is_fixed
+
+
+def test_an_overflowing_mixed_precision_step_leaves_alpha_as_it_was():
+    # A loss scale too large for float16: the loss-scale optimizer skips the
+    # weights' update (and lowers the scale); alpha's update, from the same
+    # non-finite gradients, must be skipped too, not turn alpha into NaN.
+    x, y = _data(32)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = tiny_search_model(CANDIDATES, points=(1,))
+    optimizer = keras.mixed_precision.LossScaleOptimizer(
+        keras.optimizers.SGD(0.01), initial_scale=2.0**60
+    )
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy())
+    pmpl = PMPLCallback(warmup=0.0, search_epochs=10, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[pmpl], verbose=0)
+    state = model._pmpl_state
+    assert np.all(np.isfinite(model.get_layer("block_1_mp").alpha.numpy()))
+    assert np.all(np.isfinite([v.numpy() for v in state.adam_m + state.adam_v]))
+    skipped = int(state.train_steps.numpy()) - int(state.adam_steps.numpy())
+    assert skipped >= 1  # 2**60 overflows float16 at least at the first step
+    assert float(optimizer.loss_scale.numpy()) < 2.0**60
 
 
 # -- plot_search -----------------------------------------------------------------------

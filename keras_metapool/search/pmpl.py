@@ -171,6 +171,26 @@ def _per_example_loss(loss):
     return loss
 
 
+def _refuse_weight_restoring_callbacks(callback_list):
+    """Refuses, before a search starts, callbacks that would set its state back.
+
+    ``EarlyStopping(restore_best_weights=True)`` sets every weight of its
+    best epoch at the end of ``fit`` (tf_keras 2.21, stopped early or not):
+    alpha, the fixed points and the search's counters are weights too, so the
+    searched model would go back to an earlier epoch's search.
+    """
+    for callback in getattr(callback_list, "callbacks", ()):
+        if isinstance(callback, keras.callbacks.EarlyStopping) and callback.restore_best_weights:
+            raise ValueError(
+                "PMPLCallback: EarlyStopping(restore_best_weights=True) would set alpha, the "
+                "fixed points and the search's counters back to its best epoch at the end of "
+                "fit, and the searched model would be searching again. Use "
+                "restore_best_weights=False (an early stop still ends the search, and the "
+                "points are fixed then); to keep the best epoch of training after the "
+                "search, use ModelCheckpoint(save_best_only=True) and load it after fit."
+            )
+
+
 def margin_logit_lead(candidates, threshold):
     """The logit lead a point's top op needs for a ``threshold`` probability margin.
 
@@ -226,7 +246,9 @@ class PMPLCallback(keras.callbacks.Callback):
        no extra pass. ``learning_rate="auto"`` sizes the step to the budget:
        Adam moves a logit by at most about its learning rate per step, so
        the rate is twice the logit lead a ``threshold`` margin needs,
-       divided by the number of alpha steps ``fit`` will take.
+       divided by the number of alpha steps ``fit`` will take. A
+       mixed-precision step whose loss scale overflowed takes no alpha step,
+       as the loss-scale optimizer takes no weight step.
     3. **Decisions.** With ``decision="evidence"`` (the default), every
        alpha gradient also measures, per point and op, the slope of the loss
        along that op's mixture weight (``dL/dalpha_k / p_k``, the loss change
@@ -252,7 +274,9 @@ class PMPLCallback(keras.callbacks.Callback):
        for a mixture it no longer computes). The search itself (warm-up,
        alpha steps, the automatic learning rate) runs before it.
        ``fit`` ending earlier (e.g. ``EarlyStopping``) fixes the undecided
-       points at its end, so after ``fit`` every point is fixed and
+       points at its end (``EarlyStopping(restore_best_weights=True)`` is
+       refused: it would set alpha and the fixed points back to its best
+       epoch after the search), so after ``fit`` every point is fixed and
        ``pmpl.architecture`` (or ``keras_metapool.derive_architecture``) is
        the result. When fewer than half the points were decided by evidence
        (or, with the margin rule, alpha's budget could not reach the
@@ -379,6 +403,13 @@ class PMPLCallback(keras.callbacks.Callback):
                 f"{type(arch_data).__name__}. For arrays: tf.data.Dataset.from_tensor_slices("
                 "(x, y)).batch(batch_size); to cut one from the training data: "
                 "keras_metapool.split_for_search."
+            )
+        if arch_data is not None and tf.get_static_value(arch_data.cardinality()) == 0:
+            # Its first draw would end fit's epoch like the end of the training data.
+            raise ValueError(
+                "`arch_data` is empty: the alpha steps need at least one held-out batch. "
+                "A .batch(n, drop_remainder=True) of fewer than n examples, or an empty "
+                "split, gives none; batch without drop_remainder or hold out more examples."
             )
         if decision not in DECISION_RULES:
             raise ValueError(
@@ -537,8 +568,10 @@ class PMPLCallback(keras.callbacks.Callback):
         )
 
     def on_train_begin(self, logs=None):
+        callback_list = _internals.calling_object()
         model = self.model
         require_tf_keras_model(model, "PMPLCallback")
+        _refuse_weight_restoring_callbacks(callback_list)
         self._blocks = search_blocks(model)
         if not self._blocks:
             raise ValueError(
@@ -567,7 +600,7 @@ class PMPLCallback(keras.callbacks.Callback):
         # step, so they run without Python per step, with steps_per_execution
         # and under tf.distribute, and fit's own train function is rebuilt.
         self._digest = None
-        self._around_bar = self._surround_progress_bar(_internals.calling_object())
+        self._around_bar = self._surround_progress_bar(callback_list)
         self._restore_train_step()  # a previous search that did not end
         self._original_train_step = model.train_step
         model.train_step = self._train_step
@@ -731,7 +764,11 @@ class PMPLCallback(keras.callbacks.Callback):
         if context is not None and context.num_replicas_in_sync > 1:
             grads = context.all_reduce(reduce_op, grads)
         state = self._state
-        active = self._alpha_phase()
+        # A loss-scaled (mixed precision) step that overflowed: the optimizer
+        # skips the weights' update and lowers the scale; alpha skips its own
+        # (the same on every replica: the gradients are reduced above).
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        active = self._alpha_phase() & finite
         step = tf.cast(state.adam_steps + 1, tf.float32)
         correction_1 = 1.0 - tf.pow(self.beta_1, step)
         correction_2 = 1.0 - tf.pow(self.beta_2, step)
