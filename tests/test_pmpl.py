@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -406,6 +407,24 @@ def test_a_fit_shorter_than_search_epochs_leaves_undecided_points_searching():
     with pytest.warns(SearchUndecidedWarning):
         model.fit(x, y, batch_size=16, initial_epoch=1, epochs=3, callbacks=[pmpl], verbose=0)
     assert len(model.get_layer("block_1_mp").fixed_ops) == 2  # late stage at epoch 2
+
+
+def test_a_search_resumed_without_its_state_says_so(tmp_path):
+    x, y = _data(16)
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    kwargs = dict(batch_size=16, epochs=3, verbose=0)
+    model.fit(x, y, callbacks=[PMPLCallback(search_epochs=3, verbose=0)], **dict(kwargs, epochs=1))
+    model.save_weights(str(tmp_path / "search.h5"))
+    # The same model carries its state into the next fit: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model.fit(x, y, callbacks=[PMPLCallback(search_epochs=3, verbose=0)], initial_epoch=1,
+                  **dict(kwargs, epochs=2))  # fmt: skip
+    # A model loaded from .h5 has alpha and the masks, not the counters.
+    loaded = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    loaded.load_weights(str(tmp_path / "search.h5"))
+    with pytest.warns(UserWarning, match="starts at epoch 2 with no search state"):
+        loaded.fit(x, y, callbacks=[PMPLCallback(verbose=0)], initial_epoch=1, **kwargs)
 
 
 # -- the model after the search --------------------------------------------------------

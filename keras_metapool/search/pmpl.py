@@ -295,7 +295,8 @@ class PMPLCallback(keras.callbacks.Callback):
     carry all of it, so an interrupted search resumed from them continues as
     an uninterrupted one (with a deterministic ``arch_data``: the held-out
     batches resume where they stopped). ``.h5``/``.keras`` weights carry
-    alpha and the masks but not the rest.
+    alpha and the masks but not the rest: a search started past epoch 1
+    without that state warns.
 
     Logs: at each epoch end, for every point ``P`` (its layer name, e.g.
     ``block_6_hidden_mp``) and candidate ``op``, ``logs["pmpl/P/op"]`` is the
@@ -879,6 +880,8 @@ class PMPLCallback(keras.callbacks.Callback):
             skip = int(self._state.arch_batches.numpy())
             self._arch_iterator = iter(self.arch_data.repeat().skip(skip))
         state = self._state
+        if self._last_epoch == -1 and epoch > 0:
+            self._warn_if_starting_late(epoch)
         if int(state.warmup_steps.numpy()) == NEVER and epoch >= self._warmup_epoch:
             state.warmup_steps.assign(state.train_steps)
         if epoch >= self._late_epoch:
@@ -889,6 +892,23 @@ class PMPLCallback(keras.callbacks.Callback):
                     f"{self.undecided}: {self._describe(fixed)}"
                 )
         self._compute_only_fixed_ops()
+
+    def _warn_if_starting_late(self, epoch):
+        """Warns when a search starts past epoch 1 with no state to continue from."""
+        searching = any(not block.is_fixed for block in self._blocks.values())
+        if not searching or epoch >= self._late_epoch or int(self._state.train_steps.numpy()):
+            return
+        warnings.warn(
+            f"PMPL search starts at epoch {epoch + 1} with no search state: its step "
+            "counters, alpha's optimizer moments and the evidence start from zero, while the "
+            f"warm-up, the automatic learning rate and the late stage (epoch "
+            f"{self._late_epoch + 1}) count from epoch 1. Resuming an interrupted search "
+            "from a .keras/.h5 file (it carries alpha and the fixed points only)? Resume from "
+            "BackupAndRestore or a TF checkpoint instead, which continue exactly. A new "
+            "search? Start it at initial_epoch=0.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _compute_only_fixed_ops(self):
         """Rebuilds the model's functions so fixed points run their op(s) alone.
