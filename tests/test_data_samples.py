@@ -1,5 +1,7 @@
 """calibration_samples: representative data in any supported form, as checked single images."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -39,3 +41,21 @@ def test_calibration_samples_refuse_what_is_not_images(images):
         calibration_samples([{"x": images}], (SIZE, SIZE, 3))
     with pytest.raises(ValueError, match=r"`num_calibration_samples` must be a positive int"):
         calibration_samples(images, (SIZE, SIZE, 3), limit=0)
+
+
+def test_images_that_are_not_preprocessed_warn_once(images):
+    from keras_metapool.data.preprocessing import InputRangeWarning
+
+    shape = (SIZE, SIZE, 3)
+    raw = (images + 1.0) * 127.5  # 0-255 pixels
+    with pytest.warns(
+        InputRangeWarning, match=r"spans \[0\.\d+, 25\d\.\d+\], raw pixels"
+    ) as caught:
+        calibration_samples(raw, shape)
+    assert len(caught) == 1
+    with pytest.warns(InputRangeWarning, match=r"no value below 0: pixels scaled to \[0, 1\]"):
+        calibration_samples(raw / 255.0, shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputRangeWarning)
+        calibration_samples(images, shape)  # [-1, 1]
+        calibration_samples(np.zeros((4, *shape), np.float32), shape)  # black: no sign of a mistake

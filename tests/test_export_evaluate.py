@@ -109,6 +109,11 @@ def test_evaluate_tflite_takes_datasets_and_one_hot_labels(exports, data):
     from_dataset = evaluate_tflite(path, batched, batch_size=16)
     assert from_dataset.accuracy == pytest.approx(reference.accuracy)
     assert from_dataset.latency.batch_size == 16
+    # Class indices in a column, as CIFAR's (N, 1): not one-hot over one class.
+    column = evaluate_tflite(path, (test_x, test_y[:, None]))
+    assert column.accuracy == pytest.approx(reference.accuracy)
+    with pytest.raises(ValueError, match=r"Labels of shape \(500, 3\) for a model with 10 outputs"):
+        evaluate_tflite(path, (test_x, np.zeros((len(test_x), 3))))
     unbatched = tf.data.Dataset.from_tensor_slices((test_x, test_y))
     first = evaluate_tflite(path, unbatched, max_examples=50)
     assert first.num_examples == 50
@@ -162,6 +167,38 @@ def test_bad_input(exports, data, tmp_path):
     bad.write_bytes(b"nonsense")
     with pytest.raises(ValueError, match="bad.tflite.*not a TFLite model"):
         evaluate_tflite(bad, (data[2][:4], data[3][:4]))
+
+
+def test_images_that_are_not_preprocessed_warn(exports, data):
+    from keras_metapool.data.preprocessing import InputRangeWarning
+
+    path, (test_x, test_y) = exports["uint8"].path, (data[2][:8], data[3][:8])
+    with pytest.warns(InputRangeWarning, match="evaluate_tflite's images spans .* raw pixels"):
+        evaluate_tflite(path, ((test_x + 1.0) * 127.5, test_y))
+    with pytest.warns(InputRangeWarning, match="tflite_predict's images spans .* scaled to"):
+        tflite_predict(path, (test_x + 1.0) / 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputRangeWarning)
+        evaluate_tflite(path, (test_x, test_y))
+
+
+def test_a_model_of_dynamic_image_size_runs_at_the_size_of_its_images(trained, data, tmp_path):
+    # The same network, without its Dense head, takes any image size.
+    inputs = keras.Input((None, None, 1))
+    x = inputs
+    for layer in trained.layers[:2]:
+        x = layer(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    path = tmp_path / "any_size.tflite"
+    to_tflite(model, path, "int8", representative_data=data[0][:32])
+    runner = TFLiteRunner(path)
+    assert runner.input_shape == (None, None, 1)
+    for size in (28, 40):
+        images = tf.image.resize(data[2][:4], (size, size)).numpy()
+        expected = model.predict(images, verbose=0)
+        np.testing.assert_allclose(tflite_predict(path, images), expected, atol=0.05)
+    with pytest.raises(ValueError, match="dynamic image size"):
+        measure_latency(path, runs=2)
 
 
 def test_an_image_without_its_batch_axis_gets_the_expected_shape(exports, data):

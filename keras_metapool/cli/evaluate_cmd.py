@@ -113,7 +113,8 @@ def evaluate(options, strategy=None):
         height, width, _ = runner.input_shape
         if height != width:
             raise ValueError(f"--model: expected a square input, got {runner.input_shape}.")
-        options = dataclasses.replace(options, image_size=int(height))
+        if height is not None:  # a dynamic size takes --image_size
+            options = dataclasses.replace(options, image_size=int(height))
         invoke_seconds = []
 
         def predict(images):

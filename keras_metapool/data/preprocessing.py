@@ -1,6 +1,54 @@
-"""Turning raw image arrays into MobileNetV2 inputs."""
+"""Turning raw image arrays into MobileNetV2 inputs, and telling when images are not."""
+
+import warnings
 
 import numpy as np
+
+#: MobileNetV2's input range: ``preprocess_input`` maps pixels p to p / 127.5 - 1.
+MODEL_INPUT_RANGE = (-1.0, 1.0)
+#: Overshoot beyond it still taken as preprocessed (bilinear resizing, augmentation).
+_RANGE_SLACK = 0.5
+
+
+class InputRangeWarning(UserWarning):
+    """Images given as model input do not look preprocessed to MobileNetV2's [-1, 1]."""
+
+
+def warn_if_not_model_input(images, what):
+    """One ``InputRangeWarning`` when ``images`` do not look like MobileNetV2 inputs.
+
+    Two mistakes give no error downstream, only a useless result: raw pixels
+    (0-255: calibration sets scales 128x too wide, an int8 input clips them
+    to white) and pixels scaled to [0, 1] (``x / 255``: the negative half of
+    the input range is never seen).
+
+    Args:
+        images: Array-like of images (any shape).
+        what: How the caller names them in the message, e.g. "representative_data".
+
+    Returns:
+        Whether it warned.
+    """
+    values = np.asarray(images)
+    if values.size == 0:
+        return False
+    low, high = float(values.min()), float(values.max())
+    expected = (
+        "MobileNetV2MP models take images preprocessed to [-1, 1]: "
+        "keras_metapool.preprocess_input(pixels) or keras_metapool.data.to_model_input"
+    )
+    if low < MODEL_INPUT_RANGE[0] - _RANGE_SLACK or high > MODEL_INPUT_RANGE[1] + _RANGE_SLACK:
+        problem = "raw pixels (0-255)?"
+    elif low >= 0.0 and high > 0.0:
+        problem = "no value below 0: pixels scaled to [0, 1] (x / 255)?"
+    else:
+        return False
+    warnings.warn(
+        f"{what} spans [{low:.2f}, {high:.2f}], {problem} {expected}.",
+        InputRangeWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def to_model_input(images, image_size, batch_size=1024):

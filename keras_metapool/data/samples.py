@@ -8,7 +8,8 @@ images, checked against the model's input shape. ``quantize_model`` and
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
+
+from keras_metapool.data.preprocessing import warn_if_not_model_input
 
 #: Calibration images used by default: enough for stable activation ranges
 #: of MobileNetV2, few enough to keep conversion quick.
@@ -54,16 +55,7 @@ def calibration_samples(data, input_shape, limit=DEFAULT_CALIBRATION_SAMPLES):
             break
     if not samples:
         raise ValueError("representative_data is empty; expected at least one image.")
-    low = min(float(s.min()) for s in samples)
-    high = max(float(s.max()) for s in samples)
-    if low < -1.5 or high > 1.5:
-        logging.warning(
-            "representative_data spans [%.1f, %.1f], but MobileNetV2MP expects input "
-            "preprocessed to [-1, 1] (keras_metapool.preprocess_input); calibrating on "
-            "another range gives wrong quantization ranges.",
-            low,
-            high,
-        )
+    warn_if_not_model_input(np.concatenate(samples), "representative_data")
     return samples
 
 

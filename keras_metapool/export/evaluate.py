@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from keras_metapool._keras import keras
+from keras_metapool.data.preprocessing import warn_if_not_model_input
 from keras_metapool.export import exportable
 from keras_metapool.export.tflite_graph import read_tflite_graph
 
@@ -121,8 +122,8 @@ class TFLiteRunner:
         batch = int(self.input["shape_signature"][0])
         #: The model's static batch size, or None if the batch is dynamic.
         self.static_batch = batch if batch > 0 else None
-        self._allocated = int(self.input["shape"][0]) if self.static_batch else None
         self.interpreter.allocate_tensors()
+        self._allocated = tuple(int(d) for d in self.input["shape"])
 
     def _pick_output(self, graph, name):
         details = {d["index"]: d for d in self.interpreter.get_output_details()}
@@ -140,8 +141,8 @@ class TFLiteRunner:
 
     @property
     def input_shape(self):
-        """The input's shape without the batch: ``(H, W, C)``."""
-        return tuple(int(s) for s in self.input["shape"][1:])
+        """The input's shape without the batch: ``(H, W, C)``, None where dynamic."""
+        return tuple(None if int(d) < 0 else int(d) for d in self.input["shape_signature"][1:])
 
     def _quantize(self, images):
         dtype = self.input["dtype"]
@@ -168,12 +169,10 @@ class TFLiteRunner:
         ``images`` must hold the model's batch (any size for a dynamic batch).
         """
         images = np.asarray(images, np.float32)
-        if self.static_batch is None and images.shape[0] != self._allocated:
-            self.interpreter.resize_tensor_input(
-                self.input["index"], (images.shape[0], *self.input_shape)
-            )
+        if images.shape != self._allocated:  # a dynamic batch or image size
+            self.interpreter.resize_tensor_input(self.input["index"], images.shape)
             self.interpreter.allocate_tensors()
-            self._allocated = images.shape[0]
+            self._allocated = images.shape
         self.interpreter.set_tensor(self.input["index"], self._quantize(images))
         start = time.perf_counter()
         self.interpreter.invoke()
@@ -200,16 +199,19 @@ class TFLiteRunner:
             ``static_batch or batch_size``).
         """
         images = np.asarray(images, np.float32)
-        expected = tuple(int(d) for d in self.input_shape)
-        if images.shape[1:] != expected:
+        expected = self.input_shape
+        if images.ndim != len(expected) + 1 or not all(
+            want is None or want == got for want, got in zip(expected, images.shape[1:])
+        ):
             hint = (
                 " (one image without its batch axis: pass images[None])"
-                if images.shape == expected
+                if images.ndim == len(expected)
                 else ""
             )
+            sizes = ", ".join("any" if d is None else str(d) for d in expected)
             raise ValueError(
                 f"The model '{os.path.basename(self.path)}' expects images of shape (N, "
-                f"{', '.join(map(str, expected))}); got {images.shape}{hint}."
+                f"{sizes}); got {images.shape}{hint}."
             )
         batch = self.static_batch or batch_size or _DEFAULT_PREDICT_BATCH
         outputs, seconds = [], []
@@ -243,7 +245,23 @@ def tflite_predict(path, images, batch_size=None, num_threads=None, output=None)
         A float32 array ``(N, ...)``: for a classifier, its probabilities
         (or logits).
     """
+    warn_if_not_model_input(images, "tflite_predict's images")
     return TFLiteRunner(path, num_threads=num_threads, output=output).predict(images, batch_size)
+
+
+def _class_indices(labels, classes):
+    """Class indices from labels (N,) or (N, 1) (as CIFAR's), or one-hot (N, classes)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1 and classes != 1:
+        return labels[:, 0].astype(np.int64)
+    if labels.ndim == 2 and labels.shape[1] == classes:
+        return labels.argmax(axis=-1)
+    if labels.ndim == 1:
+        return labels.astype(np.int64)
+    raise ValueError(
+        f"Labels of shape {labels.shape} for a model with {classes} outputs: expected class "
+        f"indices (N,) or (N, 1), or one-hot labels (N, {classes})."
+    )
 
 
 def _examples(dataset):
@@ -302,14 +320,15 @@ def evaluate_tflite(
     progress = keras.utils.Progbar(target, unit_name="image") if verbose else None
     correct, count, seconds = 0, 0, []
     for images, labels in _examples(dataset):
+        if count == 0:
+            warn_if_not_model_input(images, "evaluate_tflite's images")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels in a batch.")
         if max_examples is not None:
             images, labels = images[: max_examples - count], labels[: max_examples - count]
         outputs, elapsed = runner.predict_timed(images, batch_size)
-        if labels.ndim > 1:  # one-hot
-            labels = labels.argmax(axis=-1)
-        correct += int(np.sum(outputs.argmax(axis=-1) == labels.astype(np.int64)))
+        labels = _class_indices(labels, outputs.shape[-1])
+        correct += int(np.sum(outputs.argmax(axis=-1) == labels))
         count += len(images)
         seconds += elapsed
         if progress is not None:
@@ -344,6 +363,12 @@ def measure_latency(path, runs=100, warmup=10, num_threads=1, batch_size=1, seed
     if runs < 1 or warmup < 0:
         raise ValueError(f"`runs` must be >= 1 and `warmup` >= 0, got {runs}, {warmup}.")
     runner = TFLiteRunner(path, num_threads=num_threads)
+    if None in runner.input_shape:
+        raise ValueError(
+            f"measure_latency: '{os.path.basename(runner.path)}' has a dynamic image size "
+            f"{runner.input_shape}, and latency depends on it. Export a model built with a "
+            "fixed input_shape, or time your own images with TFLiteRunner(path).predict_timed."
+        )
     batch = runner.static_batch or batch_size
     rng = np.random.default_rng(seed)
     images = rng.uniform(-1.0, 1.0, (batch, *runner.input_shape)).astype(np.float32)

@@ -14,7 +14,7 @@ from keras_metapool import _internals, _quiet
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.export import exportable
 from keras_metapool.export.edgetpu import edgetpu_report
-from keras_metapool.export.evaluate import tflite_predict
+from keras_metapool.export.evaluate import TFLiteRunner
 from keras_metapool.export.tflite_graph import read_tflite_graph, with_signature
 
 __all__ = [
@@ -229,7 +229,7 @@ def _warn_if_constant_outputs(path, samples, count=CONSTANT_CHECK_SAMPLES):
     images = np.concatenate([np.asarray(sample, np.float32) for sample in samples[:count]])
     if len(images) < 2:
         return
-    outputs = tflite_predict(path, images)
+    outputs = TFLiteRunner(path).predict(images)  # the samples' range is checked already
     if np.all(outputs == outputs[:1]):
         warnings.warn(
             f"{os.path.basename(path)} gives the same output for all {len(images)} "

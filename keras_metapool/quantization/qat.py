@@ -381,8 +381,8 @@ def quantize_model(
             (any fixed architecture: "paper", "none", an ``ArchitectureSpec``;
             either head; either placement), or a search model with all points
             fixed.
-        representative_data: Images (recommended: about 256 training
-            images), preprocessed as the model's input, to calibrate the
+        representative_data: Training images (``num_calibration_samples``
+            of them are used), preprocessed as the model's input, to calibrate the
             activation ranges from: a NumPy array
             ``(N, H, W, C)``, a ``tf.data.Dataset`` of images or ``(images,
             labels)``, or an iterable of batches (as ``to_tflite``'s).
