@@ -115,6 +115,31 @@ def test_rejects_what_is_not_a_mobilenet_v2():
         km.from_mobilenet_v2(base, alpha=1.0)
 
 
+def test_a_model_that_would_lose_or_rescale_layers_is_refused(tmp_path):
+    # Already Meta-Pooling: its trained gates would get the open gates'
+    # inverse scale folded into the projections, silently.
+    shape = (32, 32, 3)
+    paper = km.MobileNetV2MP(weights=None, alpha=0.35, input_shape=shape, classes=5,
+                             meta_pooling="paper")  # fmt: skip
+    with pytest.raises(ValueError, match="already has Meta-Pooling .*'block_6_mp"):
+        km.from_mobilenet_v2(paper)
+    # The way forward the message gives works: shared layers load by name.
+    paper.save_weights(str(tmp_path / "w.h5"))
+    other = km.MobileNetV2MP(weights=None, alpha=0.35, input_shape=shape, classes=5,
+                             meta_pooling=ArchitectureSpec.ablation("global"))  # fmt: skip
+    other.load_weights(str(tmp_path / "w.h5"), by_name=True, skip_mismatch=True)
+    for name in ("Conv1", "block_3_project", "predictions"):
+        for mine, theirs in zip(other.get_layer(name).weights, paper.get_layer(name).weights):
+            np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    # Preprocessing in front of the network would be dropped by the rebuild.
+    inputs = keras.Input(shape)
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1, name="to_unit_range")(inputs)
+    base = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_tensor=scaled,
+                                          classes=5)  # fmt: skip
+    with pytest.raises(ValueError, match=r"layers in front of .* \(to_unit_range\)"):
+        km.from_mobilenet_v2(base, meta_pooling="none")
+
+
 def test_the_earlier_identity_init_name_warns_and_keeps_the_function():
     base = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3))
     with pytest.warns(DeprecationWarning, match="now spelled 'open_gates'"):

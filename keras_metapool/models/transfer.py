@@ -14,7 +14,7 @@ from keras_metapool.models.mobilenet_v2_mp import (
     block_filters,
     stem_filters,
 )
-from keras_metapool.models.naming import block_prefix
+from keras_metapool.models.naming import block_prefix, point_of
 from keras_metapool.models.weights import IMAGENET_ALPHAS
 
 #: ``from_mobilenet_v2``'s earlier name for ``enhancer_init="open_gates"``.
@@ -69,6 +69,20 @@ def builder_arguments(model, alpha=None):
         ValueError: if the model is not a MobileNetV2(MP) or ``alpha`` does
             not match its channel counts.
     """
+    names = [layer.name for layer in model.layers]
+    if "Conv1" in names:
+        in_front = [
+            layer.name
+            for layer in model.layers[: names.index("Conv1")]
+            if type(layer).__name__ != "InputLayer"
+        ]
+        if in_front:
+            raise ValueError(
+                f"Model '{model.name}' has layers in front of MobileNetV2's first convolution "
+                f"({', '.join(in_front)}), e.g. preprocessing from input_tensor=. A rebuilt "
+                "MobileNetV2MP has MobileNetV2's own layers only, so they would be lost: apply "
+                "them in the input pipeline instead, or wrap the result in a model that does."
+            )
     alpha = infer_alpha(model) if alpha is None else alpha
     if not _alpha_fits(model, alpha):
         raise ValueError(f"`alpha`={alpha} does not match the model's channel counts.")
@@ -173,6 +187,20 @@ def from_mobilenet_v2(
         raise ValueError(
             f"`base_model` must be a MobileNetV2 model, got the Keras 3 "
             f"{type(base_model).__name__} '{getattr(base_model, 'name', '?')}'."
+        )
+    enhancers = [
+        layer.name
+        for layer in base_model.layers
+        if point_of(layer.name) or point_of(layer.name.rsplit("_", 1)[0])
+    ]
+    if enhancers:
+        # Its trained gates would get the open gates' inverse scale folded in.
+        raise ValueError(
+            f"`base_model` '{base_model.name}' already has Meta-Pooling (layer "
+            f"'{enhancers[0]}'); from_mobilenet_v2 adds it to a plain MobileNetV2. To move "
+            "its weights to another architecture, save them (model.save_weights('w.h5')) and "
+            "load them into the new MobileNetV2MP with load_weights('w.h5', by_name=True, "
+            "skip_mismatch=True), or use to_fixed_model after a search."
         )
     frame = builder_arguments(base_model, alpha)
     if batch_norm_momentum is not None:
