@@ -261,6 +261,10 @@ def test_json_with_wrong_content_raises_value_error():
     config["ops"] = config["ops"][:-1]
     with pytest.raises(ValueError, match="17"):
         ArchitectureSpec.from_json(json.dumps(config))
+    # A hand-edited "false" (a string) would have been true.
+    config = dict(ArchitectureSpec.paper().to_dict(), post_norm="false")
+    with pytest.raises(ValueError, match="`post_norm` must be true or false, got 'false'"):
+        ArchitectureSpec.from_json(json.dumps(config))
 
 
 # -- resolve_spec ---------------------------------------------------------------

@@ -21,6 +21,8 @@ the paper's final model has no such extra layers).
 
 import json
 
+import numpy as np
+
 from keras_metapool.layers.candidate_ops import (
     CANDIDATE_OPS,
     DEFAULT_CANDIDATES,
@@ -139,6 +141,9 @@ class ArchitectureSpec:
         check_placement(placement)
         self.ops = tuple(_normalize_entry(entry, i) for i, entry in enumerate(ops))
         self.placement = placement
+        if not isinstance(post_norm, (bool, np.bool_)):
+            # bool("false") is True: a hand-edited JSON would gain BN + hard swish.
+            raise ValueError(f"`post_norm` must be true or false, got {post_norm!r}.")
         self.post_norm = bool(post_norm)
         self.candidates = tuple(validate_op_name(c, "candidates") for c in candidates)
         if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
