@@ -101,6 +101,16 @@ def test_infer_alpha(alpha):
     assert infer_alpha(renamed) == alpha
 
 
+@pytest.mark.parametrize("alpha", [0.6, 1.125])  # not an ImageNet width; "1.12" in its name
+def test_any_width_is_inferred_and_rebuilds_the_same_network(alpha):
+    named = keras.applications.MobileNetV2(weights=None, alpha=alpha, input_shape=(32, 32, 3),
+                                           classes=3)  # fmt: skip
+    base = keras.Model(named.inputs, named.outputs, name="custom")
+    rebuilt = km.from_mobilenet_v2(base, meta_pooling="none")
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(rebuilt(images), base(images), atol=1e-5)
+
+
 def test_rejects_what_is_not_a_mobilenet_v2():
     with pytest.raises(ValueError, match="base_model"):
         km.from_mobilenet_v2("mobilenet")

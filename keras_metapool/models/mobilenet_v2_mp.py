@@ -44,6 +44,12 @@ def stem_filters(alpha):
     return make_divisible(32 * alpha, 8)
 
 
+def last_filters(alpha):
+    """Output channels of the last convolution ``Conv_1`` (as keras.applications:
+    not narrowed for alpha <= 1)."""
+    return make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
+
+
 def block_filters(filters, alpha):
     """Output channels of a block whose width at alpha=1 is ``filters``."""
     return make_divisible(int(filters * alpha), 8)
@@ -391,9 +397,7 @@ def MobileNetV2MP(
     for block_id, (expansion, filters, stride) in enumerate(BLOCKS):
         x = builder.inverted_res_block(x, expansion, stride, alpha, filters, block_id)
 
-    # As keras.applications: the last conv is not narrowed for alpha <= 1.
-    last_filters = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
-    x = keras.layers.Conv2D(last_filters, 1, use_bias=False, name="Conv_1")(x)
+    x = keras.layers.Conv2D(last_filters(alpha), 1, use_bias=False, name="Conv_1")(x)
     x = builder.bn("Conv_1_bn")(x)
     x = keras.layers.ReLU(6.0, name="out_relu")(x)
 

@@ -12,6 +12,7 @@ from keras_metapool.models.mobilenet_v2_mp import (
     OPEN_GATE,
     MobileNetV2MP,
     block_filters,
+    last_filters,
     stem_filters,
 )
 from keras_metapool.models.naming import block_prefix, point_of
@@ -19,6 +20,10 @@ from keras_metapool.models.weights import IMAGENET_ALPHAS
 
 #: ``from_mobilenet_v2``'s earlier name for ``enhancer_init="open_gates"``.
 DEPRECATED_IDENTITY_INIT = "identity"
+
+
+#: The grid infer_alpha tries last: multiples of 0.005 up to 4.
+_ALPHA_STEP, _ALPHA_STEPS = 0.005, 800
 
 
 def _filters(model, layer_name):
@@ -30,13 +35,19 @@ def _filters(model, layer_name):
         ) from None
 
 
+def _channel_counts(alpha):
+    """What ``alpha`` decides: the stem's, every block's and the last conv's channels."""
+    blocks = tuple(block_filters(filters, alpha) for _, filters, _ in BLOCKS)
+    return (stem_filters(alpha), *blocks, last_filters(alpha))
+
+
+def _model_channel_counts(model):
+    names = ["Conv1", *(block_prefix(i) + "project" for i in range(len(BLOCKS))), "Conv_1"]
+    return tuple(_filters(model, name) for name in names)
+
+
 def _alpha_fits(model, alpha):
-    if _filters(model, "Conv1") != stem_filters(alpha):
-        return False
-    return all(
-        _filters(model, block_prefix(i) + "project") == block_filters(filters, alpha)
-        for i, (_, filters, _) in enumerate(BLOCKS)
-    )
+    return _model_channel_counts(model) == _channel_counts(alpha)
 
 
 def infer_alpha(model):
@@ -44,17 +55,26 @@ def infer_alpha(model):
 
     Read from the model name (``mobilenetv2_<alpha>_<rows>``, or
     ``mobilenetv2mp_...`` for a MobileNetV2MP) when it is the default one, else
-    the first standard alpha whose channel counts match.
+    the first standard alpha whose channel counts match, else the first
+    multiple of 0.005 in (0, 4] that reproduces them: the channel counts are
+    all the width multiplier decides, so any alpha reproducing them rebuilds
+    the same network (a custom name, or 1.125 named "1.12", is no obstacle).
 
     Raises:
         ValueError: if no alpha reproduces the model's channel counts.
     """
     match = re.match(r"mobilenetv2(?:mp)?_(\d+\.\d+)_", model.name)
     candidates = ([float(match.group(1))] if match else []) + list(IMAGENET_ALPHAS)
+    candidates += [round(step * _ALPHA_STEP, 3) for step in range(1, _ALPHA_STEPS + 1)]
+    counts = _model_channel_counts(model)
     for alpha in candidates:
-        if _alpha_fits(model, alpha):
+        if _channel_counts(alpha) == counts:
             return alpha
-    raise ValueError("Could not infer `alpha` of base_model from its channel counts; pass alpha=.")
+    raise ValueError(
+        f"Could not infer the width multiplier alpha of '{model.name}': none reproduces its "
+        "channel counts. Is it a keras.applications MobileNetV2 / MobileNetV2MP? "
+        "(from_mobilenet_v2 also takes alpha=.)"
+    )
 
 
 def builder_arguments(model, alpha=None):
