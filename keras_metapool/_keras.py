@@ -48,6 +48,24 @@ def require_tf_keras_model(model, what):
     )
 
 
+def require_float32_model(model, what, why):
+    """Raises one ValueError, naming the way forward, if a layer of ``model`` computes
+    in another dtype than float32 (mixed precision).
+
+    Args:
+        model: A tf_keras model.
+        what: The function that needs float32, for the message.
+        why: Why it does, for the message.
+    """
+    mixed = [layer.name for layer in model.layers if layer.dtype_policy.compute_dtype != "float32"]
+    if mixed:
+        raise ValueError(
+            f"{what} needs a float32 model ({why}); layers {mixed[:3]} compute in "
+            f"{model.get_layer(mixed[0]).dtype_policy.compute_dtype} (mixed precision). Rebuild "
+            "the model under the 'float32' policy and copy the weights (set_weights) first."
+        )
+
+
 def _keras3_nesting_message(model, how):
     return (
         f"'{model.name}' is a tf_keras model (keras_metapool builds on tf_keras for QAT); "

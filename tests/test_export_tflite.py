@@ -300,3 +300,14 @@ def test_bad_arguments(kwargs, message, plain_model, tmp_path):
     with pytest.raises(ValueError, match=message):
         to_tflite(plain_model, tmp_path / "m.tflite", **kwargs)
     assert not os.path.exists(tmp_path / "m.tflite")
+
+
+def test_a_mixed_precision_model_is_refused_before_conversion(tmp_path, images):
+    # The converter fails on float16 compute ops with "'tf.Conv2D' op is
+    # neither a custom op nor a flex op", after calibration.
+    km.keras.mixed_precision.set_global_policy("mixed_float16")
+    model = km.MobileNetV2MP(weights=None, meta_pooling="paper", alpha=0.35,
+                             input_shape=(SIZE, SIZE, 3), classes=10)  # fmt: skip
+    with pytest.raises(ValueError, match=r"to_tflite needs a float32 model .*'float32' policy"):
+        to_tflite(model, tmp_path / "m.tflite", "int8", representative_data=images)
+    assert not os.path.exists(tmp_path / "m.tflite")

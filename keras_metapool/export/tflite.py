@@ -11,6 +11,7 @@ import tensorflow as tf
 from absl import logging
 
 from keras_metapool import _internals, _quiet
+from keras_metapool._keras import require_float32_model
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.export import exportable
 from keras_metapool.export.edgetpu import edgetpu_report
@@ -181,6 +182,7 @@ def to_tflite(
     if mode in FULL_INTEGER_MODES and representative_data is None:
         raise _missing_data_error(mode)  # before the lean-model rebuild
     model = exportable.exportable_model(model)
+    require_float32_model(model, "to_tflite", "TFLite has no float16 compute kernels")
     input_shape = tuple(model.inputs[0].shape[1:])
     if mode == "edgetpu" and any(size is None for size in input_shape):
         raise ValueError(

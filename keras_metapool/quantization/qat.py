@@ -13,7 +13,7 @@ from absl import logging
 
 from keras_metapool import _internals
 from keras_metapool._internals import import_tfmot as _tfmot
-from keras_metapool._keras import keras, require_tf_keras_model
+from keras_metapool._keras import keras, require_float32_model, require_tf_keras_model
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.quantization import configs
@@ -96,13 +96,7 @@ def _check_model(model):
             f"Model '{model.name}' is already quantization-aware (it holds QuantizeWrapper "
             "layers); quantize_model takes the float model."
         )
-    mixed = [layer.name for layer in model.layers if layer.dtype_policy.compute_dtype != "float32"]
-    if mixed:
-        raise ValueError(
-            f"quantize_model needs a float32 model; layers {mixed[:3]} compute in "
-            f"{model.get_layer(mixed[0]).dtype_policy.compute_dtype} (mixed precision). Rebuild "
-            "the model under the 'float32' policy and copy the weights (set_weights) first."
-        )
+    require_float32_model(model, "quantize_model", "TF-MOT simulates int8 from float32")
 
 
 def _lean_model(model):
