@@ -25,6 +25,7 @@ def test_representative_data_forms_give_the_same_calibration(images):
         tf.data.Dataset.from_tensor_slices(images),  # single images
         lambda: (images[i : i + 3] for i in range(0, 30, 3)),  # a generator factory
         [[image] for image in images[:12]],  # the converter's own convention
+        [list(images[i : i + 4]) for i in range(0, 12, 4)],  # chunks of single images
     ]
     for form in forms:
         samples = calibration_samples(form, shape, limit=10)

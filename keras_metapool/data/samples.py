@@ -26,7 +26,7 @@ def calibration_samples(data, input_shape, limit=DEFAULT_CALIBRATION_SAMPLES):
         data: Images preprocessed as the model's input: a NumPy array
             ``(N, H, W, C)``, a ``tf.data.Dataset`` of images, ``(images,
             labels)`` or ``{"images": ...}``, or an iterable / generator /
-            callable of such batches.
+            callable of such batches (a list of single images is a batch).
         input_shape: The model's ``(H, W, C)`` (None for a dynamic size).
         limit: Maximum number of images taken.
 
@@ -86,10 +86,14 @@ def _as_images(element, input_shape):
             )
         element = element[INPUT_NAME]
     elif isinstance(element, (tuple, list)):
-        # (images, labels) or [images] (the TFLite converter's convention).
         if not element:
             raise ValueError("representative_data yielded an empty tuple/list.")
-        element = element[0]
+        items = [np.asarray(item) for item in element]
+        rank = len(input_shape)
+        if len(items) > 1 and all(i.ndim == rank and i.shape == items[0].shape for i in items):
+            element = np.stack(items)  # a chunk of single images
+        else:
+            element = element[0]  # (images, labels) or [images] (the converter's convention)
     array = np.asarray(element, dtype=np.float32)
     rank = len(input_shape)
     if array.ndim == rank:
