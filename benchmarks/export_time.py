@@ -34,6 +34,7 @@ from keras_metapool import _internals  # noqa: E402
 from keras_metapool.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from keras_metapool.data.preprocessing import to_model_input  # noqa: E402
 from keras_metapool.export import TFLITE_MODES, read_tflite_graph, tflite_predict  # noqa: E402
+from keras_metapool.export.tflite import FULL_INTEGER_MODES  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("alpha", 0.35, "Width multiplier.")
@@ -70,7 +71,9 @@ def main(argv):
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for label, each in models.items():
-            for mode in TFLITE_MODES:
+            # A QAT model exports in the full-integer modes only (to_tflite refuses the rest).
+            modes = FULL_INTEGER_MODES if "QAT" in label else TFLITE_MODES
+            for mode in modes:
                 seconds = collections.defaultdict(list)
                 paths = {r: os.path.join(folder, f"{i}.tflite") for i, r in enumerate(ROUTES)}
                 for _ in range(FLAGS.rounds):

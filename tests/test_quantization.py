@@ -489,6 +489,36 @@ def test_keras_format_is_refused_with_the_alternatives(small_qat, tmp_path):
 
 
 # -- bad input ----------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["float", "dynamic"])
+def test_a_qat_model_is_refused_in_a_mode_whose_file_would_not_be_float(small_qat, mode, tmp_path):
+    # The converter reads the fake-quant ops as quantization: measured, a
+    # 'float' file held QUANTIZE/DEQUANTIZE and uint8 tensors.
+    qat, x = small_qat
+    with pytest.raises(ValueError, match=f"mode='{mode}' on the quantization-aware model"):
+        to_tflite(qat, tmp_path / "m.tflite", mode, representative_data=x)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_the_cli_skips_float_files_of_a_qat_model_and_says_so(tmp_path, capsys):
+    from keras_metapool.cli import Options, export
+    from keras_metapool.cli.options import UsageError
+
+    inputs = keras.Input((8, 8, 3))  # the CLI takes square images
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    images = np.random.default_rng(0).uniform(-1, 1, (8, 8, 8, 3)).astype(np.float32)
+    path = str(tmp_path / "qat.h5")
+    quantize_model(model, representative_data=images).save(path)
+    only_float = Options(model=path, formats=("float", "dynamic"), output_dir=str(tmp_path / "a"))
+    with pytest.raises(UsageError, match="--formats=float,dynamic: a quantization-aware model"):
+        export(only_float)
+    assert not (tmp_path / "a").exists()  # refused before writing anything
+    mixed = Options(model=path, formats=("float", "saved_model"), output_dir=str(tmp_path / "b"))
+    result = export(mixed)
+    assert set(result.paths) == {"saved_model"}
+    assert "skipping float: a quantization-aware model has no float" in capsys.readouterr().out
+
+
 def test_unfixed_search_model_is_refused():
     model = km.MobileNetV2MP(
         weights=None, meta_pooling="search", alpha=0.35, input_shape=(32, 32, 3), classes=10,

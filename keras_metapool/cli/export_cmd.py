@@ -6,13 +6,16 @@ import dataclasses
 import os
 
 from keras_metapool.cli import console, files, training
+from keras_metapool.cli.options import UsageError
 from keras_metapool.cli.qat_cmd import options_for_model
 from keras_metapool.export.edgetpu import edgetpu_report
 from keras_metapool.export.saved_model import export_saved_model
-from keras_metapool.export.tflite import ExportValidationError, to_tflite
-
-#: TFLite modes whose files are fully integer (Edge TPU report applies).
-FULL_INTEGER_MODES = ("int8", "uint8", "edgetpu")
+from keras_metapool.export.tflite import (
+    FLOAT_KERNEL_MODES,
+    FULL_INTEGER_MODES,
+    ExportValidationError,
+    to_tflite,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +77,9 @@ def export(options, strategy=None):
     probabilities, logits). For every full-integer file the offline Edge TPU
     report (``edgetpu_report``) is printed and saved to
     ``edgetpu_report.txt``. A QAT model (from ``qat``) converts with the
-    ranges it learned.
+    ranges it learned, in the full-integer modes only: ``float`` and
+    ``dynamic`` are skipped with a note (its fake-quant ops make every file
+    int8 inside), and asking for nothing else is a ``UsageError``.
 
     Args:
         options: ``keras_metapool.cli.Options`` (``model``, ``formats``).
@@ -87,16 +92,33 @@ def export(options, strategy=None):
     del strategy
     model = training.load_model(options.model)
     options = options_for_model(options, model)
+    formats = list(dict.fromkeys(options.formats))  # in order, once each
+    quantization_aware = training.is_quantization_aware(model)
+    if quantization_aware:
+        # Its fake-quant ops make every TFLite mode int8 inside (to_tflite refuses those).
+        skipped = [mode for mode in formats if mode in FLOAT_KERNEL_MODES]
+        formats = [mode for mode in formats if mode not in FLOAT_KERNEL_MODES]
+        if not formats:
+            raise UsageError(
+                f"--formats={','.join(skipped)}: a quantization-aware model has no float "
+                "TFLite file (its fake-quant ops make every mode int8 inside). Ask for "
+                "saved_model, int8, uint8 or edgetpu, or export the float model qat started "
+                "from (train's model.keras) for float/dynamic."
+            )
+        if skipped:
+            console.say(
+                f"export: skipping {', '.join(skipped)}: a quantization-aware model has no float "
+                "TFLite file; export the float model qat started from for those."
+            )
     folder = options.output_dir
     os.makedirs(folder, exist_ok=True)
     files.remove_stale_temporaries(folder)
-    formats = list(dict.fromkeys(options.formats))  # in order, once each
     representative = None
     if any(mode in FULL_INTEGER_MODES for mode in formats):
         representative = training.calibration_images(options)
     console.say(
         f"export: {options.model} ({model.name}, "
-        f"{'quantization-aware' if training.is_quantization_aware(model) else 'float'}) -> "
+        f"{'quantization-aware' if quantization_aware else 'float'}) -> "
         f"{', '.join(formats)}"
     )
     paths, exports, reports = {}, {}, {}

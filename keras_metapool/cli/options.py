@@ -331,7 +331,9 @@ class Options:
         "export", ("saved_model", "float", "int8", "edgetpu"),
         "[export] Comma-separated outputs among " + ", ".join(EXPORT_FORMATS) + " "
         "(model_MODE.tflite; saved_model/). 'edgetpu' is int8 with uint8 input/output and "
-        "batch 1, checked against the Edge TPU's rules.", choices=EXPORT_FORMATS)
+        "batch 1, checked against the Edge TPU's rules. A quantization-aware model (from qat) "
+        "skips float and dynamic: its files are int8 inside whatever the mode.",
+        choices=EXPORT_FORMATS)
     include_preprocessing: bool = _option(
         "export", False,
         "[export] The SavedModel takes raw [0, 255] images of any size (resized and scaled in "

@@ -17,6 +17,7 @@ from keras_metapool.cli.console import keras_verbosity, say
 from keras_metapool.cli.files import atomic_output, is_chief, keep_csv_epochs_before
 from keras_metapool.cli.options import UsageError
 from keras_metapool.data import load_dataset
+from keras_metapool.export.exportable import is_quantization_aware  # noqa: F401 (cli's use)
 from keras_metapool.models import MobileNetV2MP
 from keras_metapool.quantization import quantize_scope
 
@@ -171,11 +172,6 @@ def load_model(path):
             f"folder): {type(error).__name__}: {error}. Is the file complete and from "
             "keras_metapool (tf_keras)?"
         ) from error
-
-
-def is_quantization_aware(model):
-    """Whether ``model`` came from ``quantize_model`` (holds TF-MOT wrappers)."""
-    return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
 
 
 def evaluate_accuracy(model, dataset, num_classes):

@@ -59,6 +59,11 @@ def exportable_model(model):
     return to_fixed_model(model)
 
 
+def is_quantization_aware(model):
+    """Whether ``model`` came from ``quantize_model`` (holds TF-MOT wrappers)."""
+    return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
+
+
 def check_not_revived(model):
     """Refuses a QAT model loaded without ``quantize_scope()``.
 

@@ -25,6 +25,7 @@ __all__ = [
     "TFLiteExport",
     "TensorDetails",
     "calibration_samples",
+    "FLOAT_KERNEL_MODES",
     "full_integer_problems",
     "to_tflite",
 ]
@@ -33,6 +34,8 @@ __all__ = [
 TFLITE_MODES = ("float", "dynamic", "int8", "uint8", "edgetpu")
 #: Modes that quantize every tensor to 8 bits and need representative data.
 FULL_INTEGER_MODES = ("int8", "uint8", "edgetpu")
+#: Modes whose activations stay float: not what a quantization-aware model gives.
+FLOAT_KERNEL_MODES = tuple(mode for mode in TFLITE_MODES if mode not in FULL_INTEGER_MODES)
 #: Calibration images the exported file is run on to catch a constant output.
 CONSTANT_CHECK_SAMPLES = 32
 # The Edge TPU compiler needs static sizes, so the edgetpu mode fixes batch 1.
@@ -169,7 +172,9 @@ def to_tflite(
     Raises:
         ValueError: for an unknown mode, missing or unusable representative
             data, a bad ``batch_size``, a model that is not a single-input
-            tf_keras model, or a search model with unfixed points.
+            float32 tf_keras model (mixed precision is refused), a search
+            model with unfixed points, or a quantization-aware model in
+            ``"float"``/``"dynamic"`` mode (its file would be int8 inside).
         FileNotFoundError: if the folder of ``path`` does not exist.
         ExportValidationError: (a ValueError) if ``strict`` and the converted
             model fails the checks of its mode; the file is kept for
@@ -183,6 +188,13 @@ def to_tflite(
         raise _missing_data_error(mode)  # before the lean-model rebuild
     model = exportable.exportable_model(model)
     require_float32_model(model, "to_tflite", "TFLite has no float16 compute kernels")
+    if mode in FLOAT_KERNEL_MODES and exportable.is_quantization_aware(model):
+        raise ValueError(
+            f"mode={mode!r} on the quantization-aware model '{model.name}': the converter "
+            "reads its fake-quant ops as quantization, so every mode gives int8 kernels and "
+            f"the file would not be what {mode!r} says. Export it as 'int8', 'uint8' or "
+            "'edgetpu'; for a float file, export the float model quantize_model started from."
+        )
     input_shape = tuple(model.inputs[0].shape[1:])
     if mode == "edgetpu" and any(size is None for size in input_shape):
         raise ValueError(
