@@ -11,6 +11,7 @@ from keras_metapool.cli import console, files, training
 from keras_metapool.cli.options import UsageError
 from keras_metapool.cli.qat_cmd import options_for_model
 from keras_metapool.export.evaluate import LatencyStats, TFLiteRunner
+from keras_metapool.export.exportable import is_quantization_aware
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +133,7 @@ def evaluate(options, strategy=None):
         def predict(images):
             return np.asarray(model(images, training=False))
 
-        kind = "quantization-aware Keras" if training.is_quantization_aware(model) else "Keras"
+        kind = "quantization-aware Keras" if is_quantization_aware(model) else "Keras"
     data, info = training.load_split(
         options, options.split, training=False, limit=options.test_limit
     )

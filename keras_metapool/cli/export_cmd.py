@@ -9,6 +9,7 @@ from keras_metapool.cli import console, files, training
 from keras_metapool.cli.options import UsageError
 from keras_metapool.cli.qat_cmd import options_for_model
 from keras_metapool.export.edgetpu import edgetpu_report
+from keras_metapool.export.exportable import is_quantization_aware
 from keras_metapool.export.saved_model import export_saved_model
 from keras_metapool.export.tflite import (
     FLOAT_KERNEL_MODES,
@@ -93,7 +94,7 @@ def export(options, strategy=None):
     model = training.load_model(options.model)
     options = options_for_model(options, model)
     formats = list(dict.fromkeys(options.formats))  # in order, once each
-    quantization_aware = training.is_quantization_aware(model)
+    quantization_aware = is_quantization_aware(model)
     if quantization_aware:
         # Its fake-quant ops make every TFLite mode int8 inside (to_tflite refuses those).
         skipped = [mode for mode in formats if mode in FLOAT_KERNEL_MODES]

@@ -7,6 +7,7 @@ import os
 
 from keras_metapool._keras import keras
 from keras_metapool.cli import console, files, training
+from keras_metapool.export.exportable import is_quantization_aware
 from keras_metapool.quantization import quantize_model
 
 
@@ -65,7 +66,7 @@ def qat(options, strategy):
     """
     with strategy.scope():  # its variables distributed like the QAT model's
         float_model = training.load_model(options.model)
-    if training.is_quantization_aware(float_model):
+    if is_quantization_aware(float_model):
         raise ValueError(
             f"--model: {options.model} is already quantization-aware; qat takes the float "
             "model that `train` wrote (model.keras)."

@@ -17,7 +17,6 @@ from keras_metapool.cli.console import keras_verbosity, say
 from keras_metapool.cli.files import atomic_output, is_chief, keep_csv_epochs_before
 from keras_metapool.cli.options import UsageError
 from keras_metapool.data import load_dataset
-from keras_metapool.export.exportable import is_quantization_aware  # noqa: F401 (cli's use)
 from keras_metapool.models import MobileNetV2MP
 from keras_metapool.quantization import quantize_scope
 
