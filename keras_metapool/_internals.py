@@ -154,6 +154,21 @@ def moving_average_quantizers_replaced(model, holders, record):
 
 
 # -- tf_keras -------------------------------------------------------------
+def attach_checkpoint_dependency(model, name, trackable):
+    """Makes ``trackable`` a checkpoint dependency of ``model``, not one of its weights.
+
+    Private: ``Trackable._track_trackable``. Assigned as an attribute, a
+    ``tf.Module`` is tracked by Keras too, and its variables join
+    ``model.weights`` (``get_weights``/``set_weights``, ``count_params``).
+    Tracked this way it is saved and restored by ``tf.train.Checkpoint``,
+    ``save_weights`` (TF format) and ``BackupAndRestore`` under the same
+    name, restored on attachment if the restore came first, and stays out of
+    the weights. The attribute is set past Keras' ``__setattr__``.
+    """
+    model._track_trackable(trackable, name=name, overwrite=True)
+    object.__setattr__(model, name, trackable)
+
+
 def inbound_layers(layer):
     """The layers feeding ``layer``, one list per call of it (node).
 

@@ -431,8 +431,14 @@ def test_a_search_resumed_without_its_state_says_so(tmp_path):
 def test_train_step_is_restored_after_fit_and_the_model_saves(tmp_path):
     x, y = _data(16)
     model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
+    before = model.get_weights()
     model.fit(x, y, batch_size=16, epochs=1, callbacks=[PMPLCallback(verbose=0)], verbose=0)
     assert "train_step" not in model.__dict__
+    # The search's own state (moments, evidence, counters) is checkpointed
+    # with the model but is not one of its weights: the weight list is the
+    # same before and after a search, so set_weights and count_params agree.
+    assert len(model.get_weights()) == len(before)
+    model.set_weights(model.get_weights())
     alpha = model.get_layer("block_1_mp").alpha.numpy().copy()
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # a plain fit: no alpha step
     np.testing.assert_array_equal(model.get_layer("block_1_mp").alpha.numpy(), alpha)

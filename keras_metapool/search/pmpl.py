@@ -587,9 +587,10 @@ class PMPLCallback(keras.callbacks.Callback):
         if state is None or not state.matches(blocks):
             with model.distribute_strategy.scope():
                 state = _SearchState(blocks)
-            # Tracked by the model: checkpoints and BackupAndRestore save it,
-            # and restore it (deferred if the restore already happened).
-            model._pmpl_state = state
+            # A checkpoint dependency of the model: checkpoints and
+            # BackupAndRestore save it, and restore it (deferred if the
+            # restore already happened); not among the model's weights.
+            _internals.attach_checkpoint_dependency(model, "_pmpl_state", state)
         self._state = state
         self._total_epochs = self.search_epochs or self.params.get("epochs") or 1
         self._late_epoch = late_stage_epoch(self._total_epochs, self.late_stage)
