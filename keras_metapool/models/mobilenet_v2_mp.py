@@ -380,6 +380,8 @@ def MobileNetV2MP(
             "for input size 224.", weights_lib.IMAGENET_SIZES,
         )  # fmt: skip
         rows = 224
+    if weights == "imagenet":  # found (or fetched) before the costly build
+        imagenet_path = weights_lib.imagenet_weights_path(alpha, rows, include_top)
 
     ssp_kwargs = {}
     if enhancer_init == "open_gates":
@@ -426,8 +428,7 @@ def MobileNetV2MP(
     model = functional_model(inputs, x, name=name)
 
     if weights == "imagenet":
-        path = weights_lib.imagenet_weights_path(alpha, rows, include_top)
-        weights_lib.load_weights_by_name(model, path, new_layers=builder.new_layers)
+        weights_lib.load_weights_by_name(model, imagenet_path, new_layers=builder.new_layers)
     elif weights is not None:
         weights_lib.load_weights_file(model, weights, new_layers=builder.new_layers)
     return model
