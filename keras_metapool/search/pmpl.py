@@ -689,7 +689,8 @@ class PMPLCallback(keras.callbacks.Callback):
         # fails, and whatever ran beside it would count a step that never
         # trained, or have its held-out draw cancelled mid-flight, which ends
         # the held-out stream for good (fit then stops a later epoch early).
-        with tf.control_dependencies(tf.nest.flatten(data)):
+        batch = [t for t in tf.nest.flatten(data, expand_composites=True) if t is not None]
+        with tf.control_dependencies(batch):
             if self.arch_data is None:
                 logs = self._one_level_step(data)
             else:
