@@ -13,7 +13,6 @@ files hold the same ops and give the same outputs.
 """
 
 import collections
-import json
 import os
 import statistics
 import sys
@@ -26,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-from _common import machine_description, settle_batch_norms  # noqa: E402
+from _common import settle_batch_norms, write_results  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import keras_metapool as km  # noqa: E402
@@ -99,19 +98,7 @@ def main(argv):
         )
     print("\nBoth routes gave the same ops and identical outputs on 32 images in every row.")
     if FLAGS.json:
-        with open(FLAGS.json, "w", encoding="utf-8") as f:
-            json.dump(
-                dict(
-                    command=f"python {' '.join(sys.argv)}",
-                    date=time.strftime("%Y-%m-%d"),
-                    alpha=FLAGS.alpha,
-                    size=FLAGS.size,
-                    machine=machine_description(),
-                    rows=rows,
-                ),
-                f,
-                indent=1,
-            )
+        write_results(FLAGS.json, dict(alpha=FLAGS.alpha, size=FLAGS.size), rows)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ outputs of each model agree with the shipped layer's to 1e-5 before timing).
 """
 
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -41,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import interleaved_latency, machine_description, settle_batch_norms  # noqa: E402
+from _common import interleaved_latency, settle_batch_norms, write_results  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 import keras_metapool as km  # noqa: E402
@@ -208,18 +207,7 @@ def main(argv):
             f"| {row['train_ratio']:.2f} |"
         )
     if FLAGS.json:
-        with open(FLAGS.json, "w", encoding="utf-8") as f:
-            json.dump(
-                dict(
-                    command="python " + " ".join(sys.argv),
-                    date=time.strftime("%Y-%m-%d"),
-                    alpha=FLAGS.alpha,
-                    machine=machine_description(),
-                    rows=rows,
-                ),
-                f,
-                indent=1,
-            )
+        write_results(FLAGS.json, dict(alpha=FLAGS.alpha), rows)
 
 
 if __name__ == "__main__":
