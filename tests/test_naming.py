@@ -10,6 +10,7 @@ from keras_metapool.models.naming import (
     enhancer_part_name,
     op_layer_name,
     point_of,
+    point_of_enhancer_layer,
 )
 
 
@@ -25,6 +26,12 @@ def test_enhancer_names_invert_for_every_block_and_placement():
     for not_an_enhancer in ("block_6_mp_ssp", "block_17_mp", "block_6_expand", "Conv1", "mp"):
         assert point_of(not_an_enhancer) is None, not_an_enhancer
     assert block_of("Conv1") is None and block_of("expanded_conv_project") == 0
+    # An enhancer's own layers lead back to its point; a block's other layers do not.
+    for part in (op_layer_name(6, "hidden", "ssp"), enhancer_part_name(6, "hidden", "BN"),
+                 enhancer_layer_name(6, "hidden")):  # fmt: skip
+        assert point_of_enhancer_layer(part) == (6, "hidden"), part
+    for other in ("block_6_expand", "block_6_project_BN", "Conv_1", "block_17_mp_ssp"):
+        assert point_of_enhancer_layer(other) is None, other
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)

@@ -12,7 +12,8 @@ after its block and placement; its parts after the enhancer::
     block_6_mp_hswish        ... and its hard swish
 
 The builder names layers with these functions; derive, plot, the transfer code
-and the tests read names back with ``point_of`` and ``block_of``.
+and the tests read names back with ``point_of``, ``point_of_enhancer_layer``
+and ``block_of``.
 """
 
 import re
@@ -59,6 +60,12 @@ def point_of(name):
         return None
     placement = next(p for p, suffix in _ENHANCER_SUFFIX.items() if suffix == match.group(2))
     return block_id, placement
+
+
+def point_of_enhancer_layer(name):
+    """The point of an enhancer or of one of its layers (``block_6_mp_ssp``,
+    ``block_6_mp_BN``: ``(6, "output")``), or None for any other layer."""
+    return point_of(name) or point_of(name.rsplit("_", 1)[0])
 
 
 def block_of(name):

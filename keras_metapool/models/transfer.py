@@ -15,7 +15,7 @@ from keras_metapool.models.mobilenet_v2_mp import (
     last_filters,
     stem_filters,
 )
-from keras_metapool.models.naming import block_prefix, point_of
+from keras_metapool.models.naming import block_prefix, point_of_enhancer_layer
 from keras_metapool.models.weights import IMAGENET_ALPHAS
 
 #: ``from_mobilenet_v2``'s earlier name for ``enhancer_init="open_gates"``.
@@ -208,11 +208,7 @@ def from_mobilenet_v2(
             f"`base_model` must be a MobileNetV2 model, got the Keras 3 "
             f"{type(base_model).__name__} '{getattr(base_model, 'name', '?')}'."
         )
-    enhancers = [
-        layer.name
-        for layer in base_model.layers
-        if point_of(layer.name) or point_of(layer.name.rsplit("_", 1)[0])
-    ]
+    enhancers = [layer.name for layer in base_model.layers if point_of_enhancer_layer(layer.name)]
     if enhancers:
         # Its trained gates would get the open gates' inverse scale folded in.
         raise ValueError(

@@ -19,7 +19,12 @@ from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, IDENTITY
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.models.architecture import NUM_BLOCKS, ArchitectureSpec
 from keras_metapool.models.mobilenet_v2_mp import MobileNetV2MP
-from keras_metapool.models.naming import enhancer_part_name, op_layer_name, point_of
+from keras_metapool.models.naming import (
+    enhancer_part_name,
+    op_layer_name,
+    point_of,
+    point_of_enhancer_layer,
+)
 from keras_metapool.models.transfer import builder_arguments
 
 #: What an undecided point becomes in ``derive_architecture`` (and, but for
@@ -59,15 +64,9 @@ def search_blocks(model):
     return dict(sorted(blocks.items()))
 
 
-def _placement_of(model, blocks):
-    placements = {point_of(block.name)[1] for block in blocks.values()}
-    for layer in model.layers:
-        name = layer.name
-        for op in CANDIDATE_OPS:
-            if name.endswith("_" + op):
-                point = point_of(name[: -len(op) - 1])
-                if point:
-                    placements.add(point[1])
+def _placement_of(model):
+    points = (point_of_enhancer_layer(layer.name) for layer in model.layers)
+    placements = {point[1] for point in points if point}
     if len(placements) > 1:
         raise ValueError("The model mixes output and hidden placements; it is not a MobileNetV2MP.")
     return placements.pop() if placements else "output"
@@ -138,7 +137,7 @@ def derive_architecture(model, undecided="identity", name=None):
             f"Model '{model.name}' has no MetaPoolingBlock: there is no search to derive an "
             "architecture from. Build it with MobileNetV2MP(meta_pooling='search')."
         )
-    placement = _placement_of(model, blocks)
+    placement = _placement_of(model)
     post_norms = {block.post_norm for block in blocks.values()}
     if len(post_norms) > 1:
         raise ValueError("The model's search points differ in post_norm; no spec describes it.")
