@@ -78,6 +78,7 @@ def _iterate_batches(data):
 
 def _as_images(element, input_shape):
     """The single images ``(H, W, C)`` of one element (batch, image or tuple)."""
+    rank = len(input_shape)
     if isinstance(element, dict):
         if INPUT_NAME not in element:
             raise ValueError(
@@ -89,13 +90,11 @@ def _as_images(element, input_shape):
         if not element:
             raise ValueError("representative_data yielded an empty tuple/list.")
         items = [np.asarray(item) for item in element]
-        rank = len(input_shape)
         if len(items) > 1 and all(i.ndim == rank and i.shape == items[0].shape for i in items):
             element = np.stack(items)  # a chunk of single images
         else:
             element = element[0]  # (images, labels) or [images] (the converter's convention)
     array = np.asarray(element, dtype=np.float32)
-    rank = len(input_shape)
     if array.ndim == rank:
         array = array[None]
     if array.ndim != rank + 1 or not all(
