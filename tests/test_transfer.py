@@ -156,3 +156,28 @@ def test_the_earlier_identity_init_name_warns_and_keeps_the_function():
         model = km.from_mobilenet_v2(base, enhancer_init="identity")
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(model(x), base(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_head_of_its_own_is_refused_and_its_backbone_converts():
+    # A head MobileNetV2MP does not build (max pooling, dropout) would have
+    # been rebuilt as average pooling + "predictions", with no word.
+    shape = (32, 32, 3)
+    backbone = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=shape,
+                                              include_top=False)  # fmt: skip
+    features = keras.layers.GlobalMaxPooling2D()(backbone.output)
+    features = keras.layers.Dropout(0.3)(features)
+    outputs = keras.layers.Dense(4, activation="softmax", name="predictions")(features)
+    custom = keras.Model(backbone.input, outputs, name="custom_head")
+    theirs = r"\['GlobalMaxPooling2D', 'Dropout', 'Dense'\] after 'out_relu'"
+    with pytest.raises(ValueError, match=theirs + r".*\['GlobalAveragePooling2D', 'Dense'\]"):
+        km.from_mobilenet_v2(custom)
+    # The way forward the message gives keeps the function.
+    trunk = km.from_mobilenet_v2(
+        keras.Model(custom.input, custom.get_layer("out_relu").output), meta_pooling="none"
+    )
+    x = trunk.output
+    for layer in custom.layers[-3:]:
+        x = layer(x)
+    rebuilt = keras.Model(trunk.input, x)
+    images = np.random.default_rng(0).uniform(-1, 1, (3, *shape)).astype("float32")
+    np.testing.assert_allclose(rebuilt(images), custom(images), atol=1e-5)

@@ -13,6 +13,7 @@ from keras_metapool.layers.spatial_enhancer import open_gate_bias
 from keras_metapool.models import weights as weights_lib
 from keras_metapool.models.architecture import BLOCKS, SEARCH, resolve_spec
 from keras_metapool.models.naming import (
+    BACKBONE_OUTPUT,
     block_prefix,
     enhancer_layer_name,
     enhancer_part_name,
@@ -401,7 +402,7 @@ def MobileNetV2MP(
 
     x = keras.layers.Conv2D(last_filters(alpha), 1, use_bias=False, name="Conv_1")(x)
     x = builder.bn("Conv_1_bn")(x)
-    x = keras.layers.ReLU(6.0, name="out_relu")(x)
+    x = keras.layers.ReLU(6.0, name=BACKBONE_OUTPUT)(x)
 
     if include_top:
         if head == "paper":

@@ -20,6 +20,9 @@ import re
 
 from keras_metapool.models.architecture import NUM_BLOCKS
 
+#: keras.applications' name of the backbone's last layer (the ReLU6 after
+#: Conv_1), in front of the head or pooling.
+BACKBONE_OUTPUT = "out_relu"
 #: Suffix of the enhancer name at each placement.
 _ENHANCER_SUFFIX = {"output": "mp", "hidden": "hidden_mp"}
 _ENHANCER_NAME = re.compile(r"^(?:expanded_conv|block_(\d+))_(mp|hidden_mp)$")

@@ -15,7 +15,7 @@ from keras_metapool.models.mobilenet_v2_mp import (
     last_filters,
     stem_filters,
 )
-from keras_metapool.models.naming import block_prefix, point_of_enhancer_layer
+from keras_metapool.models.naming import BACKBONE_OUTPUT, block_prefix, point_of_enhancer_layer
 from keras_metapool.models.weights import IMAGENET_ALPHAS
 
 #: ``from_mobilenet_v2``'s earlier name for ``enhancer_init="open_gates"``.
@@ -183,7 +183,9 @@ def from_mobilenet_v2(
         The new ``tf_keras.Model``.
 
     Raises:
-        ValueError: if ``base_model`` is not a MobileNetV2, an argument is
+        ValueError: if ``base_model`` is not a MobileNetV2, has layers in
+            front of ``Conv1`` or a head that MobileNetV2MP does not build
+            (convert its backbone then: the message says how), an argument is
             invalid, or the weights do not fit.
     """
     if enhancer_init == DEPRECATED_IDENTITY_INIT:
@@ -237,6 +239,7 @@ def from_mobilenet_v2(
         name=name,
         **frame,
     )
+    _check_same_head(base_model, model)
     for layer in base_model.layers:
         if not layer.weights:
             continue
@@ -259,6 +262,32 @@ def from_mobilenet_v2(
         for block_id in lone_ssp:
             _fold_inverse_gate_scale(model, block_id, spec.placement)
     return model
+
+
+def _head_layer_types(model):
+    """The type names of the layers after MobileNetV2's last activation, in order."""
+    names = [layer.name for layer in model.layers]
+    if BACKBONE_OUTPUT not in names:
+        return None
+    return [type(layer).__name__ for layer in model.layers[names.index(BACKBONE_OUTPUT) + 1 :]]
+
+
+def _check_same_head(base_model, model):
+    """Refuses a base whose head the rebuilt MobileNetV2MP would not have.
+
+    ``builder_arguments`` reads the classifier's size and activation, not the
+    layers around it: a GlobalMaxPooling2D or Dropout in front of
+    "predictions" would silently become MobileNetV2MP's average pooling.
+    """
+    theirs, ours = _head_layer_types(base_model), _head_layer_types(model)
+    if theirs != ours:
+        raise ValueError(
+            f"`base_model` '{base_model.name}' has the layers {theirs} after "
+            f"'{BACKBONE_OUTPUT}'; the rebuilt MobileNetV2MP would have {ours}, so yours would "
+            "be lost. Convert the backbone instead: from_mobilenet_v2(keras.Model("
+            f"base_model.input, base_model.get_layer('{BACKBONE_OUTPUT}').output)), then put "
+            "your head on the result."
+        )
 
 
 def _fold_inverse_gate_scale(model, block_id, placement):
