@@ -148,6 +148,21 @@ def test_transfer_weights_warm_starts_another_architecture_and_rejects_misfits()
         transfer_weights(narrowed, other)
 
 
+def test_a_frozen_search_model_gives_its_weights_to_the_right_variables():
+    # Keras lists trainable weights first: a frozen SSP lists its moving
+    # statistics before its gates, so a copy by position failed (or, with
+    # equal shapes, would have swapped values).
+    search = _search_model(search_candidates=("identity", "ssp", "avg3"))
+    calibrate_batch_norms(search, seed=1, randomize_alpha=True)
+    for block in search_blocks(search).values():
+        block.fix(("ssp",))
+    search.trainable = False
+    fixed = to_fixed_model(search)
+    images = np.random.default_rng(0).uniform(-1, 1, (4, *SHAPE)).astype("float32")
+    expected = search(images, training=False).numpy()
+    np.testing.assert_allclose(fixed(images, training=False).numpy(), expected, atol=1e-6)
+
+
 def test_models_without_search_points():
     plain = _search_model(meta_pooling="paper")
     assert to_fixed_model(plain) is plain

@@ -1,4 +1,4 @@
-"""How the Meta-Pooling layers build: input-shape checks and variable name scopes."""
+"""How the Meta-Pooling layers build: input-shape checks, variable name scopes, weight paths."""
 
 import contextlib
 import functools
@@ -48,3 +48,34 @@ def build_sublayer(layer, input_shape):
     """
     with tf.name_scope(layer.name):
         layer.build(tf.TensorShape(input_shape))
+
+
+def weight_path(layer, variable):
+    """``variable``'s name below ``layer`` ("reduce/kernel" for an SSP's).
+
+    The name as is when it does not hold the layer's name (a Keras 3
+    variable, a layer built outside its scope).
+    """
+    name = variable.name.split(":")[0]
+    marker = layer.name + "/"
+    start = name.find(marker)
+    return name[start + len(marker) :] if start >= 0 else name
+
+
+def weight_values_in_order_of(source, target):
+    """``source``'s weight values, in the order of ``target.weights``.
+
+    Keras lists a layer's trainable weights first, so a frozen
+    (``trainable=False``) SSP lists its ten weights in another order than a
+    trainable one: copied by position, they would land in the wrong
+    variables. Matched by path below the layer, the order does not matter.
+    Where the paths do not correspond one to one, the values keep their
+    order (the caller's shape check then speaks).
+    """
+    values = source.get_weights()
+    source_paths = [weight_path(source, variable) for variable in source.weights]
+    target_paths = [weight_path(target, variable) for variable in target.weights]
+    if len(set(target_paths)) != len(target_paths) or sorted(source_paths) != sorted(target_paths):
+        return values
+    by_path = dict(zip(source_paths, values))
+    return [by_path[path] for path in target_paths]

@@ -15,6 +15,7 @@ from keras_metapool import _internals
 from keras_metapool._internals import import_tfmot as _tfmot
 from keras_metapool._keras import keras, require_float32_model, require_tf_keras_model
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
+from keras_metapool.layers.building import weight_path
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.quantization import configs
 from keras_metapool.quantization.configs import (
@@ -139,19 +140,11 @@ def _unsupported_layers(model, registry):
     return unsupported
 
 
-def _weight_path(layer, variable):
-    """A variable's name relative to ``layer`` ("reduce/kernel" in SSP)."""
-    name = variable.name.split(":")[0]
-    marker = layer.name + "/"
-    start = name.find(marker)
-    return name[start + len(marker) :] if start >= 0 else name
-
-
 def _copy_float_weights(source, twin):
     """Copies ``source``'s weights into its quantized ``twin``, matched by name."""
-    targets = {_weight_path(twin, variable): variable for variable in twin.weights}
+    targets = {weight_path(twin, variable): variable for variable in twin.weights}
     for variable in source.weights:
-        path = _weight_path(source, variable)
+        path = weight_path(source, variable)
         if path not in targets:
             raise RuntimeError(
                 f"Quantized twin of '{source.name}' has no weight '{path}' "

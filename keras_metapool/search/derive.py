@@ -15,6 +15,7 @@ it into what is deployed:
 import numpy as np
 
 from keras_metapool._keras import keras, require_tf_keras_model
+from keras_metapool.layers.building import weight_values_in_order_of
 from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, IDENTITY
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
 from keras_metapool.models.architecture import NUM_BLOCKS, ArchitectureSpec
@@ -224,7 +225,7 @@ def transfer_weights(search_model, fixed_model):
                 f"counterpart in '{search_model.name}' (is the op among the search "
                 "point's candidates?)."
             )
-        values = source.get_weights()
+        values = weight_values_in_order_of(source, layer)
         expected = [tuple(w.shape) for w in layer.weights]
         if [v.shape for v in values] != expected:
             raise ValueError(
