@@ -1,5 +1,6 @@
 """Turning a keras.applications MobileNetV2 into a MobileNetV2MP."""
 
+import contextlib
 import re
 import warnings
 
@@ -128,6 +129,22 @@ def builder_arguments(model, alpha=None):
     return kwargs
 
 
+@contextlib.contextmanager
+def precision_of(model):
+    """Models built inside take ``model``'s dtype policy (its ``Conv1``'s).
+
+    A rebuilt model then computes as ``model`` did: mixed precision stays
+    mixed. The global policy is restored on exit.
+    """
+    policy = keras.mixed_precision.global_policy()
+    # By name: a Keras 3 model's policy is a Keras 3 object.
+    keras.mixed_precision.set_global_policy(model.get_layer("Conv1").dtype_policy.name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
 def from_mobilenet_v2(
     base_model,
     meta_pooling="paper",
@@ -140,8 +157,8 @@ def from_mobilenet_v2(
     """A MobileNetV2MP carrying the weights of a keras.applications MobileNetV2.
 
     Every layer of ``base_model`` is copied by name into a new MobileNetV2MP
-    of the same width, input shape and classifier; the Meta-Pooling layers are
-    new.
+    of the same width, input shape, classifier and dtype policy (mixed
+    precision stays so); the Meta-Pooling layers are new.
 
     With ``enhancer_init="open_gates"`` (default) the new model computes the
     same function as the base wherever an enhancer is a lone SSP without
@@ -233,12 +250,13 @@ def from_mobilenet_v2(
             "model will not predict like the base until it is fine-tuned.",
             spec,
         )
-    model = MobileNetV2MP(
-        meta_pooling=spec,
-        enhancer_init=enhancer_init,
-        name=name,
-        **frame,
-    )
+    with precision_of(base_model):
+        model = MobileNetV2MP(
+            meta_pooling=spec,
+            enhancer_init=enhancer_init,
+            name=name,
+            **frame,
+        )
     _check_same_head(base_model, model)
     for layer in base_model.layers:
         if not layer.weights:

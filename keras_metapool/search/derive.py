@@ -14,7 +14,7 @@ it into what is deployed:
 
 import numpy as np
 
-from keras_metapool._keras import keras, require_tf_keras_model
+from keras_metapool._keras import require_tf_keras_model
 from keras_metapool.layers.building import weight_values_in_order_of
 from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, IDENTITY
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
@@ -26,7 +26,7 @@ from keras_metapool.models.naming import (
     point_of,
     point_of_enhancer_layer,
 )
-from keras_metapool.models.transfer import builder_arguments
+from keras_metapool.models.transfer import builder_arguments, precision_of
 
 #: What an undecided point becomes in ``derive_architecture`` (and, but for
 #: "error", at the end of a PMPL search): no enhancer (the default: a point the
@@ -268,11 +268,6 @@ def to_fixed_model(model, name=None):
     if unfixed:
         raise ValueError(_unfixed_message(model, unfixed))
     spec = derive_architecture(model, undecided="error")
-    # Build under the search model's dtype policy (mixed precision stays so).
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(model.get_layer("Conv1").dtype_policy)
-    try:
+    with precision_of(model):
         fixed = MobileNetV2MP(meta_pooling=spec, name=name, **builder_arguments(model))
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
     return transfer_weights(model, fixed)
