@@ -538,6 +538,24 @@ def test_an_overflowing_mixed_precision_step_leaves_alpha_as_it_was():
     assert float(optimizer.loss_scale.numpy()) < 2.0**60
 
 
+def test_held_out_alpha_gradients_are_loss_scaled_under_mixed_precision():
+    # float16 holds nothing below 6e-8: held-out gradients that small (here
+    # made so by a sample weight of 1e-7) vanished without the weights' loss
+    # scaling, and the search counted steps of zero evidence.
+    x, y = _data(32)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = tiny_search_model(CANDIDATES, points=(1,))
+    model.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy())
+    assert hasattr(model.optimizer, "get_scaled_loss")  # a loss-scale optimizer
+    weights = np.full(len(y), 1e-7, np.float32)
+    arch = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(8).repeat()
+    pmpl = PMPLCallback(arch_data=arch, warmup=0.0, search_epochs=10, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[pmpl], verbose=0)
+    state = model._pmpl_state
+    assert int(state.adam_steps.numpy()) == 4
+    assert np.count_nonzero(state.evidence_sum[0].numpy()) == len(CANDIDATES)
+
+
 # -- plot_search -----------------------------------------------------------------------
 def _png_size(path):
     with open(path, "rb") as f:

@@ -745,6 +745,11 @@ class PMPLCallback(keras.callbacks.Callback):
     def _held_out_gradients(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         alphas = [block.alpha for block in self._blocks.values()]
+        optimizer = self.model.optimizer
+        # Under mixed precision the backward pass runs in float16, where
+        # small gradients underflow to 0: scaled like the weights' loss (an
+        # overflow then makes them non-finite, and _alpha_update skips them).
+        scales_loss = hasattr(optimizer, "get_scaled_loss")
         with tf.GradientTape() as tape:
             tape.watch(alphas)
             y_pred = self.model(x, training=True)
@@ -755,7 +760,11 @@ class PMPLCallback(keras.callbacks.Callback):
                     weights, tf.concat([tf.shape(weights), [1] * (per_example.shape.rank - 1)], 0)
                 )
             loss = tf.reduce_mean(per_example)
-        return tape.gradient(loss, alphas)
+            scaled = optimizer.get_scaled_loss(loss) if scales_loss else loss
+        grads = tape.gradient(scaled, alphas)
+        if scales_loss:
+            grads = optimizer.get_unscaled_gradients(grads)
+        return grads
 
     def _alpha_update(self, grads, reduce_op):
         blocks = list(self._blocks.values())
