@@ -538,6 +538,25 @@ def test_an_overflowing_mixed_precision_step_leaves_alpha_as_it_was():
     assert float(optimizer.loss_scale.numpy()) < 2.0**60
 
 
+def test_a_fit_cut_short_by_data_that_ran_out_says_the_search_did_not_end():
+    x, y = _data(32)
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
+    once = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)  # 4 batches, no repeat
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(once, steps_per_epoch=6, epochs=3, callbacks=[PMPLCallback(verbose=0)],
+                  verbose=0)  # fmt: skip
+    (warning,) = [w for w in caught if issubclass(w.category, SearchUndecidedWarning)]
+    assert "fit ended after epoch 1 of its 3" in str(warning.message)
+    assert "2 of 2 points are undecided" in str(warning.message)
+    # A search split over two fits ends its first fit unfinished, and says nothing.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=8, epochs=1, callbacks=[PMPLCallback(search_epochs=3)],
+                  verbose=0)  # fmt: skip
+    assert not [w for w in caught if issubclass(w.category, SearchUndecidedWarning)]
+
+
 def test_held_out_alpha_gradients_are_loss_scaled_under_mixed_precision():
     # float16 holds nothing below 6e-8: held-out gradients that small (here
     # made so by a sample weight of 1e-7) vanished without the weights' loss

@@ -995,6 +995,31 @@ class PMPLCallback(keras.callbacks.Callback):
         if finished:
             self._warn_if_undecided(fixed_at_end=len(fixed))
             self._warn_if_at_chance(logs)
+        else:
+            self._warn_if_cut_short()
+
+    def _warn_if_cut_short(self):
+        """Warns when fit ended before its epochs with no callback stopping it.
+
+        tf_keras ends fit that way when the input runs out of data (it logs
+        "Your input ran out of data"); the search is then neither finished
+        nor fixed, and nothing else would say what that means for it.
+        """
+        epochs = self.params.get("epochs") or 0
+        undecided = [block.name for block in self._blocks.values() if not block.is_fixed]
+        if not undecided or self._last_epoch + 1 >= epochs:
+            return  # a search split over several fits ends its first ones here
+        warnings.warn(
+            f"PMPL search: fit ended after epoch {self._last_epoch + 1} of its {epochs} with no "
+            "callback stopping it (did the input run out of data?), before the search's end: "
+            f"{len(undecided)} of {len(self._blocks)} points are undecided and the model "
+            "still computes every candidate there. Give fit data for all its epochs "
+            "(dataset.repeat() with steps_per_epoch, or a steps_per_epoch the data fills) and "
+            "search again, or take the architecture as it stands with "
+            "derive_architecture(model, undecided='identity').",
+            SearchUndecidedWarning,
+            stacklevel=2,
+        )
 
     def _warn_if_at_chance(self, logs):
         """One ``ModelAtChanceWarning`` when fit's last training accuracy is about chance."""
