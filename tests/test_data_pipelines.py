@@ -256,15 +256,24 @@ def test_tfds_eval_matches_the_stored_images(tfds_dir):
     np.testing.assert_allclose(images, expected, atol=1e-5)
 
 
-def test_folder_eval_reads_every_image_in_order(image_folder):
+def _round_robin(written, per_class):
+    """Written images in the stored order: the i-th file of every class, then the next."""
+    return [written[label * per_class + i] for i in range(per_class) for label in range(3)]
+
+
+def test_folder_eval_reads_every_image_round_robin_over_the_classes(image_folder):
     root, written = image_folder
     dataset, info = load_dataset(f"folder:{root}", split="train", image_size=SIZE, batch_size=5)
     assert info == DatasetInfo(f"folder:{root}", 3, FOLDER_CLASSES, 12, SIZE)
     images, labels = images_and_labels(dataset)
     check_model_input(images, labels, 3)
-    assert labels.tolist() == [label for _, label in written["train"]]
-    expected = np.concatenate([to_model_input(image[None], SIZE) for image, _ in written["train"]])
+    stored = _round_robin(written["train"], per_class=4)
+    assert labels.tolist() == [label for _, label in stored] == [0, 1, 2] * 4
+    expected = np.concatenate([to_model_input(image[None], SIZE) for image, _ in stored])
     np.testing.assert_allclose(images, expected, atol=1e-5)
+    # The first images of a limit hold every class, not the first classes only.
+    limited, _ = load_dataset(f"folder:{root}", split="train", image_size=SIZE, limit=6)
+    assert sorted(images_and_labels(limited)[1].tolist()) == [0, 0, 1, 1, 2, 2]
 
 
 def test_folder_labels_mean_the_same_class_in_every_split(image_folder):
@@ -273,7 +282,7 @@ def test_folder_labels_mean_the_same_class_in_every_split(image_folder):
     dataset, test_info = load_dataset(f"folder:{root}", split="test", image_size=SIZE)
     # 'test' has no 'fox' folder, yet its classes and labels follow train's.
     assert test_info.class_names == train_info.class_names == FOLDER_CLASSES
-    assert images_and_labels(dataset)[1].tolist() == [0, 0, 1, 1]
+    assert images_and_labels(dataset)[1].tolist() == [0, 1, 0, 1]
 
 
 # -------------------------------------------------- determinism, augmentation

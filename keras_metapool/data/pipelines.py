@@ -19,6 +19,9 @@ images float32 ``[B, S, S, 3]`` in ``[-1, 1]`` (MobileNetV2's
 - ``"folder:PATH"``: images laid out as ``PATH/<split>/<class name>/*.jpg``
   (``.jpeg`` and ``.png`` too). Class names are the sorted union of the
   class folders of all splits, so a label means the same class in every split.
+  The split's images are listed round-robin over the classes (each class's
+  files in name order): the first ``limit`` images then hold every class, as
+  the first images of Fashion-MNIST and tfds datasets do.
 
 Everything random (shuffle order, augmentation) derives from ``seed``: the
 same seed gives the same batches, epoch after epoch, whatever the number of
@@ -194,7 +197,8 @@ def load_dataset(
             files (and the tfds data folder tried after it); for ``tfds:``, the
             tfds data folder. Ignored by ``folder:``.
         limit: If given, only the first ``limit`` examples of the split are
-            used (the same ones every time).
+            used (the same ones every time; for ``folder:``, round-robin over
+            the classes).
         search_part: ``None`` (the whole split), ``"weights"`` or ``"arch"``:
             that part of ``keras_metapool.data.split_for_search(split,
             search_fraction)``.
@@ -494,7 +498,7 @@ def _folder_source(path, split):
     class_names = tuple(sorted({c.name for d in split_dirs for c in d.iterdir() if c.is_dir()}))
     if not (split_dir.is_dir() and any(c.is_dir() for c in split_dir.iterdir())):
         raise DatasetNotFoundError(f"Split folder {split_dir} has no class subfolders: {layout}.")
-    paths, labels = [], []
+    listed = []  # (index within its class, label, path)
     for label, class_name in enumerate(class_names):
         class_dir = split_dir / class_name
         if not class_dir.is_dir():
@@ -502,8 +506,12 @@ def _folder_source(path, split):
         files = sorted(
             f for f in class_dir.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
         )
-        paths += [os.fspath(f) for f in files]
-        labels += [label] * len(files)
+        listed += [(index, label, os.fspath(f)) for index, f in enumerate(files)]
+    # Round-robin over the classes: class by class, `limit` (and a calibration
+    # set's first images) would hold the first classes only.
+    listed.sort()
+    paths = [path for _, _, path in listed]
+    labels = [label for _, label, _ in listed]
     if not paths:
         raise DatasetNotFoundError(
             f"Split folder {split_dir} has class folders {list(class_names)} but no images in "
