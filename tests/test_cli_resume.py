@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import pytest
+import tensorflow as tf
 from cli_helpers import (
     ROOT,
     SMALL,
@@ -83,6 +84,20 @@ def test_train_killed_mid_epoch_resumes_from_the_backup_and_finishes(tmp_path):
 
     model = keras.models.load_model(out / "model.keras")
     assert model.optimizer.iterations.numpy() == 3 * 44  # ceil(1383 / 32) steps an epoch
+
+
+def test_an_interruption_says_whether_a_rerun_resumes(tmp_path):
+    # Interrupted during the final evaluation or save, the run has no backup
+    # left (fit removed it): "rerun to resume" would retrain from epoch 1.
+    backup = str(tmp_path / "backup")
+    assert training.interruption_advice(backup).endswith("rerunning the same command starts over.")
+    # A backup written after the third epoch (BackupAndRestore counts from 0).
+    tf.train.Checkpoint(ckpt_saved_epoch=tf.Variable(2, dtype=tf.int64)).save(
+        os.path.join(backup, "chief", "chief")
+    )
+    assert training.interruption_advice(backup) == (
+        "Rerun the same command to resume from the backup, after epoch 3."
+    )
 
 
 def test_atomic_output_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -40,6 +40,7 @@ from keras_metapool.cli.options import (
 from keras_metapool.cli.qat_cmd import QATResult, qat
 from keras_metapool.cli.search_cmd import SearchResult, search
 from keras_metapool.cli.train_cmd import TrainResult, train
+from keras_metapool.cli.training import interruption_advice
 from keras_metapool.distribute import make_strategy as _make_strategy
 from keras_metapool.study import run as run_study
 
@@ -109,9 +110,9 @@ def main(argv):
         strategy = make_strategy(options)
         COMMANDS[subcommand](options, strategy)
     except KeyboardInterrupt:
-        resume = " Rerun the same command to resume from the backup." if subcommand in (
-            "search", "train", "qat") else ""  # fmt: skip
-        _fail(f"interrupted.{resume}", 130, subcommand)
+        resumable = subcommand in ("search", "train", "qat")
+        advice = interruption_advice(options.output_path("backup")) if resumable else ""
+        _fail(f"interrupted. {advice}".rstrip(), 130, subcommand)
     except (ValueError, OSError, ImportError, RuntimeError) as error:
         if not output_existed:
             _remove_empty_folders(options.output_dir)

@@ -204,6 +204,22 @@ def backup_epoch(backup_dir):
     return epoch if epoch >= 0 else None
 
 
+def interruption_advice(backup_dir):
+    """What to tell the user of an interrupted ``search``, ``train`` or ``qat``.
+
+    A rerun resumes only from a backup: there is none before the first epoch
+    ends, nor once training finished (``fit_timed`` removes it), e.g. when the
+    interruption came during the final evaluation or save.
+    """
+    epoch = backup_epoch(backup_dir)
+    if epoch is None:
+        return (
+            f"No backup to resume from in {backup_dir} (the first epoch had not ended, or "
+            "training had already finished): rerunning the same command starts over."
+        )
+    return f"Rerun the same command to resume from the backup, after epoch {epoch + 1}."
+
+
 def training_callbacks(options, folder, csv_name, backup_dir, epochs, extra=()):
     """CSV log, TensorBoard (when installed) and BackupAndRestore, plus a line when resuming.
 
