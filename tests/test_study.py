@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from keras_metapool import study
+from keras_metapool.study import main as study_main
+from keras_metapool.study import plan
 
 QUICK_VARIANTS = [
     "mobilenet_v2", "mp_paper", "searched", "searched_inherited", "random_arch", "param_matched",
@@ -91,6 +93,10 @@ def test_training_runs_are_consistent(quick_study):
     assert len(search["points"]) == 16  # the hidden placement: blocks 1-16
     assert search["decided_by_evidence"] == sum(p["state"] == "decided" for p in search["points"])
     assert search["budget"]["alpha_steps"] > 0
+    # Every warning of the search is kept (a one-epoch search decides little, and says so).
+    categories = [w["category"] for w in search["warnings"]]
+    assert "SearchUndecidedWarning" in categories
+    assert all(w["message"] for w in search["warnings"])
     # The inherited child: the same architecture, its time includes the search too.
     inherited = runs["searched_inherited"]
     assert inherited["meta_pooling"] == search["architecture"]
@@ -145,6 +151,7 @@ def test_markdown_reports_every_variant_run(quick_study):
     assert rows[0][9] == "1.00x" and rows[0][10] == "1.00x"  # the baseline against itself
     assert "## What this shows" in markdown and "## What this does not show" in markdown
     assert "One seed per variant" in markdown  # the quick study cannot judge differences
+    assert "It warned: SearchUndecidedWarning" in markdown
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown):
         assert os.path.exists(os.path.join(quick_study, image))
 
@@ -171,6 +178,31 @@ def test_rerun_skips_finished_runs(quick_study, capsys):
     for name, mtime in before.items():
         if name.endswith(".json"):
             assert os.stat(os.path.join(quick_study, name)).st_mtime_ns == mtime, name
+
+
+@pytest.mark.slow
+def test_latency_is_timed_again_for_more_seeds_or_variants(quick_study):
+    # Its models are the architectures of the variants and seeds it was run
+    # for: a study extended with more seeds must not report those alone.
+    study.FLAGS.unparse_flags()
+    study.FLAGS(["study.py", "--quick", f"--output_dir={quick_study}"])
+    plan.apply_quick_defaults()
+    latency = plan.Task("latency", study.Config(32, 0.35))
+    ordered = [v.key for v in study.VARIANTS if v.key in QUICK_VARIANTS]
+    assert read(quick_study, latency.run_id)["covers"] == {"variants": ordered, "seeds": [0]}
+    assert study_main._done(latency, ordered, [0])
+    assert not study_main._done(latency, ordered, [0, 1])
+    assert not study_main._done(latency, ordered[:-1], [0])
+
+
+def test_each_run_starts_from_the_flag_defaults():
+    # absl keeps a flag's value and "present" count between parses: a run
+    # without --quick after one with it ran (and printed) the quick study.
+    assert study.run(["study", "--quick", "--variants=nope"]) == 2
+    assert study.FLAGS.quick
+    assert study.run(["study", "--variants=nope"]) == 2
+    assert not study.FLAGS.quick and not study.FLAGS["quick"].present
+    study.FLAGS.unparse_flags()
 
 
 @pytest.mark.slow

@@ -30,10 +30,12 @@ from keras_metapool.study.runs import (
     _CACHE,
     dataset_info,
     inherited_child,
+    latency_coverage,
     run_latency,
     run_search,
     run_train,
     variant_architecture,
+    variant_arguments,
 )
 
 _HELP_ARGS = ("-h", "--help", "-?", "--helpshort", "--helpfull")
@@ -67,7 +69,7 @@ def main(argv):
         if timing.get("settings") != json.loads(json.dumps(settings())):
             timing = None  # made for other settings: its predictions do not apply
     predictor = Predictor(timing)
-    pending = [t for t in tasks if read_result(t.run_id) is None]
+    pending = [t for t in tasks if not _done(t, variants, seeds)]
     print(
         f"{len(tasks)} runs, {len(tasks) - len(pending)} already done (skipped); "
         f"{eta_text(predictor, pending)}"
@@ -76,11 +78,9 @@ def main(argv):
     )
     start = time.perf_counter()
     for number, task in enumerate(pending, 1):
-        task_start, cpu_start = time.perf_counter(), time.process_time()
+        task_start = time.perf_counter()
         load_before = load_average()
-        if task.kind == "search":
-            result = run_search(task)
-        elif task.kind == "train":
+        if task.kind == "train":
             architecture, search_seconds, model = None, 0.0, None
             if task.variant in PER_SEED_VARIANTS:
                 architecture = variant_architecture(task.variant, task.config, task.seed, seeds)
@@ -88,10 +88,20 @@ def main(argv):
                 search_task = Task("search", task.config, seed=search_seed(task.seed, seeds))
                 search_seconds = read_result(search_task.run_id)["search_seconds"]
             if task.variant == "searched_inherited":
+                # A resumed study searches again here: the search's time is
+                # its own task's (search_seconds), not counted a second time.
                 model, _ = inherited_child(task, seeds)
+            # The parameter match (cached after its first run) is not training.
+            variant_arguments(task.variant, task.config, info.num_classes, architecture)
+        # The task's own work: the wall and CPU time the report's columns show.
+        work_start, cpu_start = time.perf_counter(), time.process_time()
+        if task.kind == "search":
+            result = run_search(task)
+        elif task.kind == "train":
             result = run_train(task, architecture, search_seconds, model=model)
         else:
             result = run_latency(task, variants, seeds)
+        work_seconds = time.perf_counter() - work_start
         seconds = time.perf_counter() - task_start
         result.update(
             run_id=task.run_id,
@@ -102,7 +112,7 @@ def main(argv):
             seed=task.seed,
             dataset=FLAGS.dataset,
             settings=settings(),
-            wall_seconds=seconds,
+            wall_seconds=work_seconds,
             # CPU time of all threads: a load-independent measure of the work.
             cpu_seconds=time.process_time() - cpu_start,
             load_average_before=load_before,
@@ -121,6 +131,21 @@ def main(argv):
     print(f"\nWrote {report} and its plots (total {format_duration(time.perf_counter() - start)}).")
     with open(report, encoding="utf-8") as f:
         print(f.read())
+
+
+def _done(task, variants, seeds):
+    """Whether ``task`` has a stored result that this study can use as it is.
+
+    A latency run times the architectures of the variants and seeds it was
+    planned with: one made for fewer (a study resumed with more seeds or
+    variants) would report latency of other models, so it runs again.
+    """
+    result = read_result(task.run_id)
+    if result is None:
+        return False
+    if task.kind == "latency":
+        return result.get("covers") == latency_coverage(variants, seeds)
+    return True
 
 
 def _flags_help():
@@ -155,6 +180,8 @@ def run(argv=None):
         )
         return 0
     try:
+        # Flags left out of argv take their defaults, not a previous run's values.
+        FLAGS.unparse_flags()
         rest = FLAGS(argv)
         main(rest)
     except (flags.Error, app.UsageError) as error:

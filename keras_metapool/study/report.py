@@ -57,6 +57,12 @@ def decided_points(search):
     return search["fixed_by_margin"]
 
 
+def warned(search):
+    """`` It warned: <categories>.`` for a search that raised warnings, else ``""``."""
+    categories = sorted({w["category"] for w in search.get("warnings", [])})
+    return f" It warned: {', '.join(categories)}." if categories else ""
+
+
 def describe_architecture(architecture):
     spec = km.ArchitectureSpec.from_dict(architecture)
     return repr(spec).replace("ArchitectureSpec(ops=", "").split(", placement=")[0]
@@ -280,7 +286,7 @@ def write_report(configs, seeds, variants, tasks, started_machine):
             notes.append(
                 f"Searched architecture (seed {seed}, {format_duration(search['search_seconds'])}, "
                 f"{decided_points(search)}/{len(search['points'])} points decided by evidence): "
-                f"`{describe_architecture(search['architecture'])}`."
+                f"`{describe_architecture(search['architecture'])}`.{warned(search)}"
             )
         if "param_matched" in stats:
             match = param_match(config.alpha, info.num_classes)
@@ -319,7 +325,7 @@ def summary_line(task, result):
     if task.kind == "search":
         return (
             f"{decided_points(result)}/{len(result['points'])} points decided by evidence, "
-            f"{describe_architecture(result['architecture'])}"
+            f"{describe_architecture(result['architecture'])}{warned(result)}"
         )
     ratios = result["models"]
     worst = max(r["float_ratio"] for r in ratios.values())

@@ -251,8 +251,8 @@ def run_search(task):
         arch_data=arch_part, learning_rate=rate if rate == "auto" else float(rate), verbose=0
     )
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:  # recorded, not printed
-        warnings.simplefilter("always", km.search.SearchUndecidedWarning)
+    with warnings.catch_warnings(record=True) as caught:  # recorded in the JSON, and reported
+        warnings.simplefilter("always")
         history = supernet.fit(weights_part, epochs=search_epochs(), callbacks=[pmpl], verbose=0)
     seconds = time.perf_counter() - start
     # The inherited child starts from these weights (same process, next task).
@@ -260,7 +260,7 @@ def run_search(task):
     rows = pmpl.summary_rows()
     return {
         "decided_by_evidence": pmpl.decided_points,
-        "warning": next((str(w.message) for w in caught), None),
+        "warnings": [{"category": w.category.__name__, "message": str(w.message)} for w in caught],
         "budget": pmpl.budget,
         "architecture": pmpl.architecture.to_dict(),
         "search_seconds": seconds,
@@ -360,6 +360,11 @@ def latency_models(config, variants, seeds):
     return models, by_seed
 
 
+def latency_coverage(variants, seeds):
+    """What a latency run timed: the architectures of these variants and seeds."""
+    return {"variants": list(variants), "seeds": [int(seed) for seed in seeds]}
+
+
 def run_latency(task, variants, seeds):
     """Float and int8 TFLite latency of every variant, interleaved with MobileNetV2's."""
     config = task.config
@@ -390,4 +395,8 @@ def run_latency(task, variants, seeds):
                 entries[key][f"{mode}_ms"] = median
                 entries[key][f"{mode}_ratio"] = median / medians[0]
             entries[BASELINE][f"{mode}_control_ratio"] = control / medians[0]
-    return {"models": entries, "architectures_by_seed": by_seed}
+    return {
+        "models": entries,
+        "architectures_by_seed": by_seed,
+        "covers": latency_coverage(variants, seeds),
+    }
