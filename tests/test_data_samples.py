@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_metapool.data import calibration_samples
+from keras_metapool.data import calibration_samples, to_model_input
 
 SIZE = 32
 
@@ -60,3 +60,17 @@ def test_images_that_are_not_preprocessed_warn_once(images):
         warnings.simplefilter("error", InputRangeWarning)
         calibration_samples(images, shape)  # [-1, 1]
         calibration_samples(np.zeros((4, *shape), np.float32), shape)  # black: no sign of a mistake
+
+
+def test_to_model_input_refuses_images_already_scaled():
+    # Scaled a second time, [0, 1] or [-1, 1] images become about -1
+    # everywhere: a blank input, and no error downstream.
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    expected = to_model_input(pixels, SIZE)
+    assert expected.min() < -0.9 and expected.max() > 0.9
+    np.testing.assert_allclose(to_model_input(pixels.astype(np.float32), SIZE), expected)
+    for scaled, span in [(pixels / 255.0, r"\[0, 1\]"), (pixels / 127.5 - 1.0, r"\[-1, 1\]")]:
+        with pytest.raises(ValueError, match=r"takes raw pixels 0-255 .*" + span):
+            to_model_input(scaled, SIZE)
+    black = np.zeros((2, 8, 8), np.float32)  # no sign of a mistake
+    np.testing.assert_array_equal(to_model_input(black, SIZE), -1.0)

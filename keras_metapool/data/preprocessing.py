@@ -59,7 +59,8 @@ def to_model_input(images, image_size, batch_size=1024):
     ``keras.applications.mobilenet_v2.preprocess_input`` does.
 
     Args:
-        images: uint8 array ``(N, H, W)`` or ``(N, H, W, 1 or 3)``.
+        images: Raw pixels 0-255, uint8 (or a float array of such values):
+            ``(N, H, W)`` or ``(N, H, W, 1 or 3)``.
         image_size: Output height and width (>= 1).
         batch_size: Images resized at a time (bounds peak memory).
 
@@ -67,11 +68,21 @@ def to_model_input(images, image_size, batch_size=1024):
         A float32 numpy array ``(N, image_size, image_size, 3)``.
 
     Raises:
-        ValueError: for a wrong rank, channel count or size.
+        ValueError: for a wrong rank, channel count or size, or float images
+            that are not 0-255 pixels (already scaled to [0, 1] or [-1, 1]:
+            scaled again, they would become near-constant -1, a blank image).
     """
     import tensorflow as tf  # deferred: the loaders stay importable without TF
 
     images = np.asarray(images)
+    if images.dtype != np.uint8 and images.size:
+        low, high = float(images.min()), float(images.max())
+        if low < 0.0 or high > 255.0 or 0.0 < high <= 1.0:
+            raise ValueError(
+                f"`images` span [{low:.3g}, {high:.3g}]; to_model_input takes raw pixels 0-255 "
+                "(uint8). Already scaled to [0, 1] (x / 255)? Pass the original pixels. "
+                "Already model input in [-1, 1]? Use them as they are."
+            )
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
