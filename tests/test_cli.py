@@ -229,3 +229,31 @@ def test_evaluate_tflite_and_keras_report_accuracy_and_confusion_matrix(chain):
         width, height = png_size(os.path.join(folder, f"{name}_confusion_matrix.png"))
         assert width > 300 and height > 300
     assert "accuracy" in results["evaluate model.keras"].stdout
+
+
+def test_evaluate_refuses_other_classes_and_says_which_results_it_replaces(tmp_path, capsys):
+    from keras_metapool.cli import Options, evaluate
+
+    paths = {}
+    for name, classes in (("a", 10), ("b", 10), ("c", 3)):
+        (tmp_path / name).mkdir()
+        model = km.MobileNetV2MP(weights=None, alpha=0.35, input_shape=(32, 32, 3),
+                                 classes=classes, meta_pooling="none")  # fmt: skip
+        paths[name] = str(tmp_path / name / "model.keras")  # as every `train` names it
+        model.save(paths[name])
+    out = str(tmp_path / "evaluate")
+
+    def options(name):
+        return Options(model=paths[name], test_limit=20, output_dir=out)
+
+    # 3 outputs on 10 classes: an accuracy over classes 0-2 only, before.
+    with pytest.raises(ValueError, match="predicts 3 classes, --dataset=fashion_mnist has 10"):
+        evaluate(options("c"))
+    evaluate(options("a"))
+    evaluate(options("a"))  # the same model again: nothing is lost
+    assert "replacing" not in capsys.readouterr().out
+    evaluate(options("b"))
+    assert (
+        f"replacing {out}/model_metrics.json, the results of {paths['a']} on 'test'"
+        in capsys.readouterr().out
+    )

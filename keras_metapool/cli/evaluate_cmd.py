@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -83,6 +84,27 @@ def _model_name(path):
     return os.path.basename(os.path.normpath(path)).rsplit(".", 1)[0] or "model"
 
 
+def _say_what_is_replaced(metrics_path, metrics):
+    """Notes when ``metrics_path`` holds the results of another model or split.
+
+    Output files are named after the model file, and every ``train`` run
+    writes a ``model.keras``: the results of ``runs/a/model.keras`` and
+    ``runs/b/model.keras`` share one name in one ``--output_dir``.
+    """
+    try:
+        with open(metrics_path, encoding="utf-8") as f:
+            previous = json.load(f)
+    except (OSError, ValueError):
+        return
+    then = (os.path.abspath(previous.get("model", "")), previous.get("split"))
+    now = (os.path.abspath(metrics["model"]), metrics["split"])
+    if then != now:
+        console.say(
+            f"evaluate: replacing {metrics_path}, the results of {previous.get('model')} on "
+            f"{previous.get('split')!r}; pass another --output_dir to keep both."
+        )
+
+
 def evaluate(options, strategy=None):
     """Evaluates ``--model`` (Keras or .tflite) on ``--split`` of ``--dataset``.
 
@@ -126,6 +148,7 @@ def evaluate(options, strategy=None):
             return outputs
 
         kind = "TFLite"
+        model_classes = int(runner.output["shape_signature"][-1])
     else:
         model = training.load_model(path)
         options = options_for_model(options, model)
@@ -134,9 +157,16 @@ def evaluate(options, strategy=None):
             return np.asarray(model(images, training=False))
 
         kind = "quantization-aware Keras" if is_quantization_aware(model) else "Keras"
+        model_classes = model.output_shape[-1]
     data, info = training.load_split(
         options, options.split, training=False, limit=options.test_limit
     )
+    if model_classes != info.num_classes:
+        # Fewer outputs gave an accuracy over the first classes only; more, an IndexError.
+        raise ValueError(
+            f"--model predicts {model_classes} classes, --dataset={options.dataset} has "
+            f"{info.num_classes}: evaluate a model on the dataset it was trained for."
+        )
     console.say(
         f"evaluate: {path} ({kind}) on {options.dataset} {options.split!r}, "
         f"{info.num_examples} images at {options.image_size}x{options.image_size}"
@@ -172,7 +202,9 @@ def evaluate(options, strategy=None):
         "confusion_matrix": matrix.tolist(),
         "latency": dataclasses.asdict(latency) if latency is not None else None,
     }
-    metrics_path = files.write_json(os.path.join(folder, f"{name}_metrics.json"), metrics)
+    metrics_path = os.path.join(folder, f"{name}_metrics.json")
+    _say_what_is_replaced(metrics_path, metrics)
+    metrics_path = files.write_json(metrics_path, metrics)
     plot_path = os.path.join(folder, f"{name}_confusion_matrix.png")
     title = f"{name} on {options.dataset} {options.split}: accuracy {accuracy:.4f} ({total} images)"
     with files.atomic_output(plot_path) as tmp:
