@@ -58,8 +58,19 @@ def decided_points(search):
 
 
 def warned(search):
-    """`` It warned: <categories>.`` for a search that raised warnings, else ``""``."""
-    categories = sorted({w["category"] for w in search.get("warnings", [])})
+    """`` It warned: <categories>.`` for a search that raised keras_metapool's warnings.
+
+    Its JSON keeps every warning; the report names the package's own (such as
+    ``SearchUndecidedWarning`` and ``ModelAtChanceWarning``), not those of
+    TensorFlow's internals.
+    """
+    categories = sorted(
+        {
+            w["category"].rsplit(".", 1)[-1]
+            for w in search.get("warnings", [])
+            if w["category"].startswith("keras_metapool.")
+        }
+    )
     return f" It warned: {', '.join(categories)}." if categories else ""
 
 

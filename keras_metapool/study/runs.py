@@ -260,7 +260,13 @@ def run_search(task):
     rows = pmpl.summary_rows()
     return {
         "decided_by_evidence": pmpl.decided_points,
-        "warnings": [{"category": w.category.__name__, "message": str(w.message)} for w in caught],
+        "warnings": [
+            {
+                "category": f"{w.category.__module__}.{w.category.__qualname__}",
+                "message": str(w.message),
+            }
+            for w in caught
+        ],
         "budget": pmpl.budget,
         "architecture": pmpl.architecture.to_dict(),
         "search_seconds": seconds,
