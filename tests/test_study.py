@@ -16,6 +16,7 @@ import pytest
 from keras_metapool import study
 from keras_metapool.study import main as study_main
 from keras_metapool.study import plan
+from keras_metapool.study import stats as study_stats
 
 QUICK_VARIANTS = [
     "mobilenet_v2", "mp_paper", "searched", "searched_inherited", "random_arch", "param_matched",
@@ -129,6 +130,11 @@ def test_latency_is_relative_to_mobilenet_v2(quick_study):
         assert entry["float_ms"] > 0 and entry["int8_ms"] > 0
         assert entry["float_ratio"] == pytest.approx(entry["float_ms"] / base["float_ms"])
         assert entry["int8_bytes"] < entry["float_bytes"], key  # int8 weights: a smaller file
+        assert entry["int8_problems"] == [], key  # every model's int8 file is all int8
+    # A file that is not all int8 would be timed anyway (strict=False), and said.
+    latency["models"]["random_arch/seed0"]["int8_problems"] = ["op 3 HARD_SWISH is float"]
+    assert study_stats.int8_problems(latency, "random_arch") == ["op 3 HARD_SWISH is float"]
+    assert study_stats.int8_problems(latency, "mp_paper") == []
 
 
 @pytest.mark.slow

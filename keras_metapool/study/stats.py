@@ -70,15 +70,28 @@ def _mean_or_none(values):
     return float(np.mean(values)) if values else None
 
 
-def latency_ratio(latency, variant, mode):
-    """Mean latency ratio of ``variant`` (per-seed variants: over their architectures)."""
-    if latency is None:
-        return None
+def _variant_models(latency, variant):
+    """The latency file's entries for ``variant`` (per-seed variants: each architecture)."""
     models = latency["models"]
     by_seed = latency.get("architectures_by_seed") or {
         "searched": latency.get("searched_by_seed", {})  # files written before the others
     }
     if variant in PER_SEED_VARIANTS:
-        keys = list(by_seed.get(variant, {}).values())
-        return float(np.mean([models[k][f"{mode}_ratio"] for k in keys])) if keys else None
-    return models.get(variant, {}).get(f"{mode}_ratio")
+        return [models[k] for k in by_seed.get(variant, {}).values()]
+    return [models[variant]] if variant in models else []
+
+
+def int8_problems(latency, variant):
+    """Why ``variant``'s int8 files are not fully integer (empty: they are, or unknown)."""
+    if latency is None:
+        return []
+    entries = _variant_models(latency, variant)
+    return [problem for entry in entries for problem in entry.get("int8_problems", [])]
+
+
+def latency_ratio(latency, variant, mode):
+    """Mean latency ratio of ``variant`` (per-seed variants: over their architectures)."""
+    if latency is None:
+        return None
+    ratios = [entry[f"{mode}_ratio"] for entry in _variant_models(latency, variant)]
+    return float(np.mean(ratios)) if ratios else None
