@@ -201,6 +201,21 @@ def test_latency_is_timed_again_for_more_seeds_or_variants(quick_study):
     assert not study_main._done(latency, ordered[:-1], [0])
 
 
+def test_one_search_for_all_seeds_records_whose_search_it_is():
+    # --search_once trains every seed on the first seed's architecture: a
+    # resume with another first seed must be refused, not mix two searches.
+    recorded = []
+    for seeds in ("0,1,2", "1,2,3"):
+        study.FLAGS.unparse_flags()
+        study.FLAGS(["study.py", "--search_once", f"--seeds={seeds}"])
+        recorded.append(plan.settings())
+    assert recorded[0]["search_seed"] == 0 and recorded[1]["search_seed"] == 1
+    study.FLAGS.unparse_flags()
+    study.FLAGS(["study.py", "--seeds=1,2,3"])
+    assert "search_seed" not in plan.settings()  # earlier results keep their settings
+    study.FLAGS.unparse_flags()
+
+
 def test_each_run_starts_from_the_flag_defaults():
     # absl keeps a flag's value and "present" count between parses: a run
     # without --quick after one with it ran (and printed) the quick study.

@@ -263,7 +263,7 @@ def search_epochs():
 
 def settings():
     """Everything a result depends on; stored in every JSON and compared on resume."""
-    return {
+    values = {
         "dataset": FLAGS.dataset,
         "train_split": FLAGS.train_split,
         "test_split": FLAGS.test_split,
@@ -285,6 +285,11 @@ def settings():
         "latency_runs": FLAGS.latency_runs,
         "threads": FLAGS.threads,
     }
+    if FLAGS.search_once:
+        # Every seed trains the architecture of the first seed's search: a
+        # study resumed with another first seed would mix two searches.
+        values["search_seed"] = int(FLAGS.seeds[0])
+    return values
 
 
 def command_line():
