@@ -196,9 +196,21 @@ def test_latency_is_timed_again_for_more_seeds_or_variants(quick_study):
     latency = plan.Task("latency", study.Config(32, 0.35))
     ordered = [v.key for v in study.VARIANTS if v.key in QUICK_VARIANTS]
     assert read(quick_study, latency.run_id)["covers"] == {"variants": ordered, "seeds": [0]}
-    assert study_main._done(latency, ordered, [0])
-    assert not study_main._done(latency, ordered, [0, 1])
-    assert not study_main._done(latency, ordered[:-1], [0])
+    tasks = plan.plan_tasks([latency.config], [0], ordered)
+    assert study_main._pending(tasks, ordered, [0]) == []
+    assert study_main._pending(tasks, ordered[:-1], [0]) == [latency]
+    # More seeds: their runs, then the latency of every architecture.
+    more = plan.plan_tasks([latency.config], [0, 1], ordered)
+    pending = study_main._pending(more, ordered, [0, 1])
+    assert pending[-1] == latency and {t.seed for t in pending[:-1]} == {1}
+    # A search to do again (its file deleted) may find another architecture.
+    search = os.path.join(quick_study, f"search_{CONFIG}_seed0.json")
+    os.rename(search, search + ".away")
+    try:
+        pending = study_main._pending(tasks, ordered, [0])
+    finally:
+        os.rename(search + ".away", search)
+    assert [t.kind for t in pending] == ["search", "latency"]
 
 
 def test_one_search_for_all_seeds_records_whose_search_it_is():

@@ -69,7 +69,7 @@ def main(argv):
         if timing.get("settings") != json.loads(json.dumps(settings())):
             timing = None  # made for other settings: its predictions do not apply
     predictor = Predictor(timing)
-    pending = [t for t in tasks if not _done(t, variants, seeds)]
+    pending = _pending(tasks, variants, seeds)
     print(
         f"{len(tasks)} runs, {len(tasks) - len(pending)} already done (skipped); "
         f"{eta_text(predictor, pending)}"
@@ -133,19 +133,24 @@ def main(argv):
         print(f.read())
 
 
-def _done(task, variants, seeds):
-    """Whether ``task`` has a stored result that this study can use as it is.
+def _pending(tasks, variants, seeds):
+    """The tasks to run, in order: those without a result this study can use.
 
-    A latency run times the architectures of the variants and seeds it was
-    planned with: one made for fewer (a study resumed with more seeds or
-    variants) would report latency of other models, so it runs again.
+    A latency run times the architectures of its configuration's runs: it
+    runs again when any of them runs (a search done again may find another
+    architecture), or when it was made for other variants or seeds (a study
+    resumed with more of them), so the table never shows the latency of
+    models other than those it reports.
     """
-    result = read_result(task.run_id)
-    if result is None:
-        return False
-    if task.kind == "latency":
-        return result.get("covers") == latency_coverage(variants, seeds)
-    return True
+    missing = {t for t in tasks if t.kind != "latency" and read_result(t.run_id) is None}
+    touched = {t.config for t in missing}
+    for task in tasks:
+        if task.kind == "latency":
+            result = read_result(task.run_id)
+            stale = result is None or result.get("covers") != latency_coverage(variants, seeds)
+            if stale or task.config in touched:
+                missing.add(task)
+    return [t for t in tasks if t in missing]
 
 
 def _flags_help():
