@@ -59,20 +59,19 @@ def decided_points(search):
 
 
 def warned(search):
-    """`` It warned: <categories>.`` for a search that raised keras_metapool's warnings.
+    """The categories of keras_metapool's warnings a search raised, sorted.
 
     Its JSON keeps every warning; the report names the package's own (such as
     ``SearchUndecidedWarning`` and ``ModelAtChanceWarning``), not those of
     TensorFlow's internals.
     """
-    categories = sorted(
+    return sorted(
         {
             w["category"].rsplit(".", 1)[-1]
             for w in search.get("warnings", [])
             if w["category"].startswith("keras_metapool.")
         }
     )
-    return f" It warned: {', '.join(categories)}." if categories else ""
 
 
 def describe_architecture(architecture):
@@ -306,7 +305,8 @@ def write_report(configs, seeds, variants, tasks, started_machine):
             notes.append(
                 f"Searched architecture (seed {seed}, {format_duration(search['search_seconds'])}, "
                 f"{decided_points(search)}/{len(search['points'])} points decided by evidence): "
-                f"`{describe_architecture(search['architecture'])}`.{warned(search)}"
+                f"`{describe_architecture(search['architecture'])}`."
+                + (f" It warned: {', '.join(warned(search))}." if warned(search) else "")
             )
         if "param_matched" in stats:
             match = param_match(config.alpha, info.num_classes)
@@ -345,7 +345,8 @@ def summary_line(task, result):
     if task.kind == "search":
         return (
             f"{decided_points(result)}/{len(result['points'])} points decided by evidence, "
-            f"{describe_architecture(result['architecture'])}{warned(result)}"
+            f"{describe_architecture(result['architecture'])}"
+            + (f"; warned: {', '.join(warned(result))}" if warned(result) else "")
         )
     ratios = result["models"]
     worst = max(r["float_ratio"] for r in ratios.values())
