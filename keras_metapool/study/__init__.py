@@ -60,13 +60,14 @@ Resumable: each run writes ``<output_dir>/<run-id>.json`` atomically
 (``<variant>_a<alpha>_px<size>_seed<seed>.json``, ``search_...``,
 ``latency_a<alpha>_px<size>.json``, ``param_match_a<alpha>_c<classes>.json``);
 a run whose file exists is skipped, so an interrupted study continues where
-it stopped (the latency run is timed again when the study has more seeds or
-variants than it timed: a study extended with ``--seeds`` reports the latency
-of every architecture it trained). Every file records the settings it was
-made with; an existing file made with other settings stops the study with an
-error (use another ``--output_dir``). At the end (and on every rerun) the study writes
-``<output_dir>/study.md`` (the tables, the exact command, the machine, and
-"What this shows / does not show", generated from the numbers) and the plots
+it stopped (a configuration's latency is timed again whenever one of its runs
+runs, or when the study has more seeds or variants than it timed: the table
+shows the latency of every architecture it trained). Every file records the
+settings it was made with; an existing file made with other settings stops
+the study with an error (use another ``--output_dir``). At the end (and on
+every rerun) the study writes ``<output_dir>/study.md`` (the tables, the exact
+command, the machine, and "What this shows / does not show", generated from
+the numbers) and the plots
 ``study_accuracy.png`` (accuracy mean ± std per variant) and ``study_cost.png``
 (accuracy against MACs and latency).
 
