@@ -6,6 +6,7 @@ once per module, in this process (no second TensorFlow start-up); the tests
 read what it wrote.
 """
 
+import importlib
 import json
 import os
 import re
@@ -14,9 +15,11 @@ import numpy as np
 import pytest
 
 from keras_metapool import study
-from keras_metapool.study import main as study_main
 from keras_metapool.study import plan
 from keras_metapool.study import stats as study_stats
+
+# The module: the package's name `main` is its function.
+study_main = importlib.import_module("keras_metapool.study.main")
 
 QUICK_VARIANTS = [
     "mobilenet_v2", "mp_paper", "searched", "searched_inherited", "random_arch", "param_matched",
