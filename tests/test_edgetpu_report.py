@@ -28,6 +28,7 @@ from keras_metapool.export.edgetpu import (
     report_for_graph,
     run_edgetpu_compiler,
 )
+from keras_metapool.export.tflite import ExportValidationError
 from keras_metapool.export.tflite_graph import (
     TFLiteGraph,
     TFLiteOp,
@@ -213,6 +214,18 @@ def test_clean_model_maps_completely(rule_breakers):
     assert report.num_tpu_ops == report.num_ops > 0
     assert report.tpu_subgraphs == 1
     assert all(set(op.input_types) <= {"int8", "uint8", "int32"} for op in report.ops)
+
+
+def test_a_lenient_export_returns_the_problems_a_strict_one_raises(tmp_path):
+    # strict=False writes and returns the file; what its checks found comes
+    # with it, so a caller (the study's latency run) need not check again.
+    model, data = _small_model(keras.layers.Permute((2, 1, 3))), _calibration()
+    with pytest.raises(ExportValidationError) as raised:
+        to_tflite(model, tmp_path / "strict.tflite", "edgetpu", data)
+    lenient = to_tflite(model, tmp_path / "lenient.tflite", "edgetpu", data, strict=False)
+    assert lenient.problems == raised.value.problems
+    assert any("would run on the CPU" in problem for problem in lenient.problems)
+    assert to_tflite(_small_model(), tmp_path / "clean.tflite", "edgetpu", data).problems == ()
 
 
 def test_transpose_in_the_middle_sends_the_rest_to_cpu(rule_breakers):

@@ -90,6 +90,9 @@ class TFLiteExport:
         num_ops: Number of ops in the graph.
         edgetpu_report: The Edge TPU report (``EdgeTPUReport``) for the
             full-integer modes, else None.
+        problems: What the mode's checks found, one line each: empty for a
+            file that passed them (with ``strict=True`` a problem raises
+            ``ExportValidationError`` instead).
     """
 
     path: str
@@ -99,6 +102,7 @@ class TFLiteExport:
     output: TensorDetails
     num_ops: int
     edgetpu_report: object = None
+    problems: tuple = ()
 
     def __fspath__(self):
         return self.path
@@ -392,4 +396,5 @@ def _check_export(path, mode, batch_size, strict):
         output=_details(graph, graph.signature_outputs, graph.outputs[0]),
         num_ops=len(graph.ops),
         edgetpu_report=report,
+        problems=tuple(problems),
     )
