@@ -59,18 +59,20 @@ def decided_points(search):
 
 
 def warned(search):
-    """The categories of keras_metapool's warnings a search raised, sorted.
+    """The categories of keras_metapool's warnings a search raised: sorted, comma-separated.
 
     Its JSON keeps every warning; the report names the package's own (such as
     ``SearchUndecidedWarning`` and ``ModelAtChanceWarning``), not those of
     TensorFlow's internals.
     """
-    return sorted(
-        {
-            w["category"].rsplit(".", 1)[-1]
-            for w in search.get("warnings", [])
-            if w["category"].startswith("keras_metapool.")
-        }
+    return ", ".join(
+        sorted(
+            {
+                w["category"].rsplit(".", 1)[-1]
+                for w in search.get("warnings", [])
+                if w["category"].startswith("keras_metapool.")
+            }
+        )
     )
 
 
@@ -306,7 +308,7 @@ def write_report(configs, seeds, variants, tasks, started_machine):
                 f"Searched architecture (seed {seed}, {format_duration(search['search_seconds'])}, "
                 f"{decided_points(search)}/{len(search['points'])} points decided by evidence): "
                 f"`{describe_architecture(search['architecture'])}`."
-                + (f" It warned: {', '.join(warned(search))}." if warned(search) else "")
+                + (f" It warned: {categories}." if (categories := warned(search)) else "")
             )
         if "param_matched" in stats:
             match = param_match(config.alpha, info.num_classes)
@@ -346,7 +348,7 @@ def summary_line(task, result):
         return (
             f"{decided_points(result)}/{len(result['points'])} points decided by evidence, "
             f"{describe_architecture(result['architecture'])}"
-            + (f"; warned: {', '.join(warned(result))}" if warned(result) else "")
+            + (f"; warned: {categories}" if (categories := warned(result)) else "")
         )
     ratios = result["models"]
     worst = max(r["float_ratio"] for r in ratios.values())
