@@ -7,8 +7,8 @@ them alike):
 1. plain MobileNetV2 (``meta_pooling="none"``), a normal ``fit``;
 2. the search supernet (``meta_pooling="search"``: hidden placement, pooling
    windows larger than a point's map pruned) with ``PMPLCallback()``:
-   one-level, alpha's gradient from the weight step's own backward pass;
-3. the same with ``PMPLCallback(arch_data=...)``: bi-level, an alpha step on
+   one-level, the search logits' gradient from the weight step's own backward pass;
+3. the same with ``PMPLCallback(arch_data=...)``: bi-level, an architecture step on
    a held-out batch per weight step (a second forward and backward pass);
 4. the supernet trained by a plain ``fit`` (what the mixture itself costs);
 5. the supernet after the late stage: every point fixed (to ``identity``),
@@ -17,7 +17,7 @@ them alike):
 6. plain MobileNetV2 again: how far a ratio of 1 is off by noise alone.
 
 Each is timed per step after a first epoch (its steps include tracing),
-median over the measured steps, with the alpha steps on (``warmup=0``).
+median over the measured steps, with the architecture steps on (``warmup=0``).
 Then an end-to-end search on Fashion-MNIST (50/50 split with
 ``split_for_search``) reports its wall time and what it decided.
 
@@ -28,7 +28,7 @@ Goal (README): a one-level search step costs at most 1.2x a plain step.
 
 ``--floor`` asks instead what any single-path scheme (GDAS, SPOS,
 ProxylessNAS: one op per point per step) could cost at best, with plain
-``fit`` on every model (no alpha machinery): the supernet with every point
+``fit`` on every model (no architecture steps): the supernet with every point
 fixed to one op and computing it alone (``ssp`` everywhere; ``max3``/``avg3``
 where a point has it, else ``identity``), and a sampled path: every point
 draws one of its non-identity candidates per step (``tf.switch_case``) and
@@ -61,12 +61,12 @@ from keras_metapool.data.preprocessing import to_model_input  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_float("alpha", 0.35, "Width multiplier.")
 flags.DEFINE_integer("input_size", 64, "Input height and width (Fashion-MNIST is resized).")
-flags.DEFINE_integer("batch_size", 64, "Batch size of weight and alpha steps.")
+flags.DEFINE_integer("batch_size", 64, "Batch size of weight and architecture steps.")
 flags.DEFINE_integer("images", 4096, "Training images for the step-time comparison.")
 flags.DEFINE_integer("search_images", 20000, "Training images of the end-to-end search.")
 flags.DEFINE_integer("search_epochs", 6, "Epochs of the end-to-end search.")
 flags.DEFINE_string(
-    "arch_learning_rate", "auto", "Alpha learning rate of the end-to-end search ('auto')."
+    "arch_learning_rate", "auto", "Architecture learning rate of the end-to-end search ('auto')."
 )
 flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds (one epoch per model each).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
@@ -180,7 +180,7 @@ def main(argv):
         ("search, one-level", "search", lambda: [km.PMPLCallback(**search)]),
         ("search, bi-level (arch_data)", "search",
          lambda: [km.PMPLCallback(arch_data=arch, **search)]),
-        ("supernet without alpha steps", "search", lambda: []),
+        ("supernet without architecture steps", "search", lambda: []),
         ("supernet after the late stage (all fixed)", FIXED_SUPERNET,
          lambda: [km.PMPLCallback(**search)]),
         ("plain MobileNetV2 (control)", "none", lambda: []),
@@ -220,7 +220,7 @@ def main(argv):
             with open(FLAGS.json, "w") as f:
                 json.dump(results, f, indent=2)
         return
-    # End to end: a bi-level search on Fashion-MNIST, 50/50 weights/alpha.
+    # End to end: a bi-level search on Fashion-MNIST, 50/50 weights/architecture steps.
     images, labels = load_fashion_mnist("train", limit=FLAGS.search_images)
     weights_part, arch_part = km.split_for_search(dataset(images, labels), 0.5)
     weights_part = weights_part.batch(FLAGS.batch_size).prefetch(2)
@@ -236,8 +236,9 @@ def main(argv):
     history = model.fit(weights_part, epochs=FLAGS.search_epochs, callbacks=[pmpl], verbose=0)
     search_seconds = time.perf_counter() - start
     print(
-        f"\nEnd-to-end search: {FLAGS.search_images} Fashion-MNIST images (half for alpha), "
-        f"{FLAGS.search_epochs} epochs, alpha lr {pmpl.budget['learning_rate']:.3g}: "
+        f"\nEnd-to-end search: {FLAGS.search_images} Fashion-MNIST images (half for the "
+        f"architecture steps), {FLAGS.search_epochs} epochs, architecture lr "
+        f"{pmpl.budget['learning_rate']:.3g}: "
         f"{search_seconds / 60:.1f} min, final training accuracy "
         f"{history.history['accuracy'][-1]:.3f}"
     )

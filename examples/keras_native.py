@@ -91,7 +91,7 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     verbose = 1 if sys.stdout.isatty() else 2
-    # The α steps need data the weights never train on: split_for_search's
+    # The architecture steps need data the weights never train on: split_for_search's
     # two disjoint halves of the training split.
     train = fashion_mnist("train", FLAGS.train_size, training=True, search_part="weights")
     held_out = fashion_mnist("train", FLAGS.train_size, search_part="arch")

@@ -103,7 +103,7 @@ def test_undecided_points_follow_the_rule():
     odds = {"identity": 0.2, "ssp": 0.5, "avg3": 0.3}
     for block in blocks.values():  # 32x32 input: avg3 is pruned on the small maps
         probs = np.array([odds[op] for op in block.candidates], np.float32)
-        block.alpha.assign(np.log(probs / probs.sum()))
+        block.search_logits.assign(np.log(probs / probs.sum()))
     blocks[4].fix("avg3")
     assert derive_architecture(search).ops[4] == "avg3"
     assert derive_architecture(search).ops[1] == "identity"  # the default rule

@@ -1,5 +1,7 @@
 """Tests of MetaPoolingBlock (docs/method.md §2): mixture numerics, fixing, saving."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,11 +22,11 @@ def np_softmax(a):
 
 
 def make_block(channels, rng, candidates=DEFAULT_CANDIDATES, **kwargs):
-    """A built block with random weights everywhere and alpha = linspace."""
+    """A built block with random weights everywhere and logits = linspace."""
     block = MetaPoolingBlock(candidates=candidates, **kwargs)
     block.build((None, None, None, channels))
     randomize_layers([layer for layer in [*block.ops, block.bn] if layer is not None], rng)
-    block.alpha.assign(np.linspace(-1.0, 1.5, len(candidates)).astype(np.float32))
+    block.search_logits.assign(np.linspace(-1.0, 1.5, len(candidates)).astype(np.float32))
     return block
 
 
@@ -41,8 +43,8 @@ def np_block_bn(block, y):
 
 
 def np_mixture(block, x):
-    """hswish(BN(sum_k softmax(alpha)_k op_k(x))) from the individual ops' outputs."""
-    probs = np_softmax(block.alpha.numpy().astype(np.float64))
+    """hswish(BN(sum_k softmax(search_logits)_k op_k(x))) from the individual ops' outputs."""
+    probs = np_softmax(block.search_logits.numpy().astype(np.float64))
     outs = [block.ops[k](x, training=False).numpy().astype(np.float64) for k in range(len(probs))]
     mixed = sum(p * o for p, o in zip(probs, outs))
     return np_hswish(np_block_bn(block, mixed))
@@ -77,17 +79,17 @@ def test_mixture_without_identity_candidate(rng, x16):
     )
 
 
-def test_probabilities_are_softmax_of_alpha(rng):
+def test_probabilities_are_softmax_of_search_logits(rng):
     block = make_block(16, rng)
     probs = block.probabilities()
     assert list(probs) == list(DEFAULT_CANDIDATES)
     values = np.array(list(probs.values()))
     np.testing.assert_allclose(values.sum(), 1.0, rtol=1e-6)
     np.testing.assert_allclose(
-        values, np_softmax(block.alpha.numpy().astype(np.float64)), rtol=1e-6
+        values, np_softmax(block.search_logits.numpy().astype(np.float64)), rtol=1e-6
     )
     np.testing.assert_allclose(
-        block.mixture_weights().numpy(), np_softmax(block.alpha.numpy()), rtol=1e-6
+        block.mixture_weights().numpy(), np_softmax(block.search_logits.numpy()), rtol=1e-6
     )
     assert np.argmax(values) == len(DEFAULT_CANDIDATES) - 1  # linspace is increasing
 
@@ -97,22 +99,22 @@ def test_probabilities_before_build_raises():
         MetaPoolingBlock().probabilities()
 
 
-def test_alpha_initialisation():
+def test_search_logits_initialisation():
     block = MetaPoolingBlock(seed=3)
     block.build((None, 4, 4, 16))
-    alpha = block.alpha.numpy()
-    assert alpha.shape == (len(DEFAULT_CANDIDATES),) and alpha.dtype == np.float32
-    assert np.all(np.abs(alpha) < 1e-2) and np.std(alpha) > 0  # N(0, 1e-3)
+    logits = block.search_logits.numpy()
+    assert logits.shape == (len(DEFAULT_CANDIDATES),) and logits.dtype == np.float32
+    assert np.all(np.abs(logits) < 1e-2) and np.std(logits) > 0  # N(0, 1e-3)
     np.testing.assert_array_equal(block.fixed_mask.numpy(), 0.0)
 
 
 @pytest.mark.parametrize("name", DEFAULT_CANDIDATES[1:])
 def test_fix_single_op_is_exact(rng, x16, name):
     block = make_block(16, rng)
-    alpha = block.alpha.numpy().copy()
+    logits = block.search_logits.numpy().copy()
     block.fix(name)
     assert block.fixed_ops == (name,) and block.is_fixed
-    np.testing.assert_array_equal(block.alpha.numpy(), alpha)
+    np.testing.assert_array_equal(block.search_logits.numpy(), logits)
     out = block(x16, training=False).numpy()
     np.testing.assert_array_equal(out, tf_fixed(block, x16, [name]))
     weights = block.mixture_weights().numpy()
@@ -124,10 +126,10 @@ def test_fix_single_op_is_exact(rng, x16, name):
 )
 def test_fix_pair_is_exact_unweighted_sum(rng, x16, pair):
     block = make_block(16, rng)
-    alpha = block.alpha.numpy().copy()
+    logits = block.search_logits.numpy().copy()
     block.fix(pair)
     assert set(block.fixed_ops) == set(pair) and len(block.fixed_ops) == 2
-    np.testing.assert_array_equal(block.alpha.numpy(), alpha)
+    np.testing.assert_array_equal(block.search_logits.numpy(), logits)
     out = block(x16, training=False).numpy()
     np.testing.assert_array_equal(out, tf_fixed(block, x16, pair))
 
@@ -149,11 +151,11 @@ def _gradients(block, x, variables):
     return tape.gradient(loss, variables, unconnected_gradients="zero")
 
 
-def test_fixed_block_gives_unused_ops_and_alpha_no_gradient(rng, x16):
-    """Fixed to avg3, SSP's weights and alpha learn nothing; unfixed they do."""
+def test_fixed_block_gives_unused_ops_and_search_logits_no_gradient(rng, x16):
+    """Fixed to avg3, SSP's weights and the logits learn nothing; unfixed they do."""
     block = make_block(16, rng, candidates=("ssp", "avg3"))
     ssp = block.ops[0]
-    variables = ssp.trainable_weights + [block.alpha]
+    variables = ssp.trainable_weights + [block.search_logits]
     block.fix("avg3")
     for grad in _gradients(block, x16, variables):
         np.testing.assert_array_equal(grad.numpy(), 0.0)
@@ -175,13 +177,13 @@ def test_identity_fixed_block_passes_gradient_straight_through(rng, x16):
 def test_unfix_returns_to_mixture(rng, x16):
     block = make_block(16, rng)
     mixture = np_mixture(block, x16)
-    alpha = block.alpha.numpy().copy()
+    logits = block.search_logits.numpy().copy()
     for fixed in ("ssp", ("avg5", "max3"), "identity"):
         block.fix(fixed)
         assert not np.allclose(block(x16, training=False).numpy(), mixture, atol=1e-3)
         block.unfix()
         assert block.fixed_ops is None
-        np.testing.assert_array_equal(block.alpha.numpy(), alpha)
+        np.testing.assert_array_equal(block.search_logits.numpy(), logits)
         np.testing.assert_allclose(
             block(x16, training=False).numpy(), mixture, rtol=1e-5, atol=1e-5
         )
@@ -242,6 +244,51 @@ def test_config_of_unfixed_block(rng):
     assert MetaPoolingBlock.from_config(config).fixed_ops is None
 
 
+# -- the search logits' names: `search_logits` in code, "alpha" in files ----------------
+def test_deprecated_alpha_attribute_warns_and_is_the_search_logits(rng):
+    block = make_block(8, rng)
+    with pytest.warns(DeprecationWarning, match="search_logits"):
+        logits = block.alpha
+    assert logits is block.search_logits
+
+
+def test_deprecated_alpha_init_stddev_warns_and_is_kept():
+    with pytest.warns(DeprecationWarning, match="search_logits_init_stddev"):
+        block = MetaPoolingBlock(("identity", "avg3"), alpha_init_stddev=0.5)
+    assert block.search_logits_init_stddev == 0.5
+    assert "alpha_init_stddev" not in block.get_config()
+    with pytest.raises(ValueError, match="not both"):
+        MetaPoolingBlock(("identity", "avg3"), alpha_init_stddev=0.5, search_logits_init_stddev=0.1)
+
+
+def test_a_config_saved_before_the_rename_loads_without_a_warning(rng):
+    config = make_block(8, rng).get_config()
+    config["alpha_init_stddev"] = config.pop("search_logits_init_stddev")
+    config["alpha_init_stddev"] = 0.25
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        block = MetaPoolingBlock.from_config(config)
+    assert block.search_logits_init_stddev == 0.25
+
+
+def test_checkpoints_written_with_the_weight_name_alpha_restore_the_search_logits(tmp_path):
+    """TF checkpoints (BackupAndRestore, save_weights) key the logits by "alpha"."""
+    values = np.array([0.25, -0.5], np.float32)
+    # A checkpoint as keras_metapool wrote it before the rename: the logits
+    # tracked as the model's first weighted layer's "alpha".
+    old_layer = tf.Module()
+    old_layer.alpha = tf.Variable(values)
+    old_model = tf.Module()
+    setattr(old_model, "layer_with_weights-0", old_layer)
+    path = tf.train.Checkpoint(model=old_model).write(str(tmp_path / "old"))
+
+    inputs = keras.Input((4, 4, 3))
+    block = MetaPoolingBlock(("identity", "avg3"), name="mp")
+    model = keras.Model(inputs, block(inputs))
+    tf.train.Checkpoint(model=model).read(path).expect_partial()
+    np.testing.assert_array_equal(block.search_logits.numpy(), values)
+
+
 def _tiny_model(channels=8):
     inputs = keras.Input(shape=(6, 5, channels))
     block = MetaPoolingBlock(
@@ -260,7 +307,7 @@ def _tiny_model(channels=8):
 def test_saved_model_keeps_fixed_state(rng, tmp_path, fmt, fixed):
     model, block = _tiny_model()
     randomize_layers([layer for layer in [*block.ops, block.bn] if layer is not None], rng)
-    block.alpha.assign(np.linspace(0.5, -0.5, 4).astype(np.float32))
+    block.search_logits.assign(np.linspace(0.5, -0.5, 4).astype(np.float32))
     x = rng.normal(0.0, 1.0, (3, 6, 5, 8)).astype(np.float32)
     unfixed_pred = model.predict(x, verbose=0)
     block.fix(fixed)  # after build: only the mask variable changes
@@ -278,22 +325,22 @@ def test_saved_model_keeps_fixed_state(rng, tmp_path, fmt, fixed):
     loaded_block = loaded.get_layer("mp")
     assert isinstance(loaded_block, MetaPoolingBlock)
     assert loaded_block.fixed_ops == block.fixed_ops
-    np.testing.assert_array_equal(loaded_block.alpha.numpy(), block.alpha.numpy())
+    np.testing.assert_array_equal(loaded_block.search_logits.numpy(), block.search_logits.numpy())
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), pred)
     # The reloaded block can still be unfixed back to the mixture.
     loaded_block.unfix()
     np.testing.assert_allclose(loaded.predict(x, verbose=0), unfixed_pred, rtol=1e-5, atol=1e-5)
 
 
-# -- 7. alpha is not trained; no retrace on fix ----------------------------------------
-def test_alpha_not_trainable_and_unchanged_by_fit(rng):
+# -- 7. the search logits are not trained; no retrace on fix ------------------------
+def test_search_logits_not_trainable_and_unchanged_by_fit(rng):
     model, block = _tiny_model()
     trainable_ids = {id(v) for v in model.trainable_weights}
-    assert id(block.alpha) not in trainable_ids
+    assert id(block.search_logits) not in trainable_ids
     assert id(block.fixed_mask) not in trainable_ids
-    assert any(v is block.alpha for v in model.non_trainable_weights)
-    block.alpha.assign(np.array([0.3, -0.2, 0.1, 0.0], np.float32))
-    alpha = block.alpha.numpy().copy()
+    assert any(v is block.search_logits for v in model.non_trainable_weights)
+    block.search_logits.assign(np.array([0.3, -0.2, 0.1, 0.0], np.float32))
+    logits = block.search_logits.numpy().copy()
     mask = block.fixed_mask.numpy().copy()
     ssp = block.ops[block.candidates.index("ssp")]
     op_weights = [v.numpy().copy() for v in ssp.trainable_weights]
@@ -304,7 +351,7 @@ def test_alpha_not_trainable_and_unchanged_by_fit(rng):
     y = rng.normal(0.0, 1.0, (16, 3)).astype(np.float32)
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
 
-    np.testing.assert_array_equal(block.alpha.numpy(), alpha)
+    np.testing.assert_array_equal(block.search_logits.numpy(), logits)
     np.testing.assert_array_equal(block.fixed_mask.numpy(), mask)
     for old, var in zip(op_weights, ssp.trainable_weights):
         assert not np.array_equal(var.numpy(), old), var.name
@@ -347,12 +394,12 @@ def test_block_mixed_precision(rng, x16, policy, compute_dtype, tol):
     keras.mixed_precision.set_global_policy(policy)
     block = MetaPoolingBlock()
     block.build((None, None, None, 16))
-    assert block.alpha.dtype == tf.float32 and block.fixed_mask.dtype == tf.float32
+    assert block.search_logits.dtype == tf.float32 and block.fixed_mask.dtype == tf.float32
     assert all(v.dtype == tf.float32 for v in block.weights)
     block.set_weights(reference.get_weights())
-    # Logits that differ by 1e-3 must survive: alpha is not autocast.
+    # Logits that differ by 1e-3 must survive: the logits are not autocast.
     probs = np.array(list(block.probabilities().values()))
-    np.testing.assert_allclose(probs, np_softmax(reference.alpha.numpy()), rtol=1e-6)
+    np.testing.assert_allclose(probs, np_softmax(reference.search_logits.numpy()), rtol=1e-6)
 
     out = block(x16, training=False)
     assert out.dtype == compute_dtype
@@ -361,7 +408,7 @@ def test_block_mixed_precision(rng, x16, policy, compute_dtype, tol):
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
 
     block.fix(("ssp", "avg3"))
-    assert block.alpha.dtype == tf.float32 and block.fixed_mask.dtype == tf.float32
+    assert block.search_logits.dtype == tf.float32 and block.fixed_mask.dtype == tf.float32
     out_fixed = block(x16, training=False)
     assert out_fixed.dtype == compute_dtype
     np.testing.assert_allclose(
@@ -375,11 +422,11 @@ def test_block_mixed_precision(rng, x16, policy, compute_dtype, tol):
     assert out_train.dtype == compute_dtype
 
 
-def test_block_mixed_precision_tiny_alpha_not_lost():
+def test_block_mixed_precision_tiny_search_logits_not_lost():
     keras.mixed_precision.set_global_policy("mixed_float16")
     block = MetaPoolingBlock(candidates=("avg3", "max3"))
     block.build((None, None, None, 8))
-    block.alpha.assign([0.0, 1e-4])
+    block.search_logits.assign([0.0, 1e-4])
     probs = block.probabilities()
     assert probs["max3"] > probs["avg3"]
 
@@ -446,10 +493,10 @@ def test_without_post_norm_the_mixture_is_the_weighted_sum_and_a_fixed_op_is_tha
     block = MetaPoolingBlock(post_norm=False)
     block.build((None, None, None, 16))
     randomize_layers(list(block.ops), rng)
-    block.alpha.assign(np.linspace(-1.0, 1.5, len(DEFAULT_CANDIDATES)).astype(np.float32))
+    block.search_logits.assign(np.linspace(-1.0, 1.5, len(DEFAULT_CANDIDATES)).astype(np.float32))
     assert block.bn is None  # and no variable of a block-level BN:
     assert not any(v.name.startswith(f"{block.name}/bn/") for v in block.variables)
-    probs = np_softmax(block.alpha.numpy().astype(np.float64))
+    probs = np_softmax(block.search_logits.numpy().astype(np.float64))
     outs = [op(x16, training=False).numpy().astype(np.float64) for op in block.ops]
     expected = sum(p * o for p, o in zip(probs, outs))
     np.testing.assert_allclose(block(x16, training=False).numpy(), expected, atol=1e-5)

@@ -1,4 +1,4 @@
-"""PMPLCallback mechanics: alpha steps, the fixing rule, logs, resume, errors.
+"""PMPLCallback mechanics: architecture steps, the fixing rule, logs, resume, errors.
 
 Most tests use a tiny model whose search points carry MobileNetV2MP names
 (tests/helpers.py): the callback only looks at MetaPoolingBlocks, and the tiny
@@ -71,15 +71,15 @@ def test_fixing_rule_fixes_the_argmax_only_past_the_threshold_then_top2_late():
     model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2, 3)))
     blocks = [model.get_layer(f"block_{i}_mp") for i in (1, 2, 3)]
     # block 1: the argmax is candidate #2 (avg3), margin 0.25 >= 0.2.
-    blocks[0].alpha.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))
+    blocks[0].search_logits.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))
     # block 2: margin 0.15 < 0.2: stays searching until the late stage,
     # which fixes its top two (avg5 and identity), in candidate order.
-    blocks[1].alpha.assign(_logits_for([0.3, 0.1, 0.15, 0.45]))
+    blocks[1].search_logits.assign(_logits_for([0.3, 0.1, 0.15, 0.45]))
     # block 3: the top-1 is candidate #0 with margin exactly 0.2.
-    blocks[2].alpha.assign(_logits_for([0.45, 0.25, 0.15, 0.15]))
+    blocks[2].search_logits.assign(_logits_for([0.45, 0.25, 0.15, 0.15]))
     x, y = _data(16)
     probe = _Probe()
-    # learning_rate=0, weight_decay=0: alpha stays where it was set.
+    # learning_rate=0, weight_decay=0: the logits stay where they were set.
     pmpl = PMPLCallback.paper(learning_rate=1e-30, weight_decay=0.0, verbose=0)
     model.fit(x, y, batch_size=16, epochs=3, callbacks=[pmpl, probe], verbose=0)
     assert late_stage_epoch(3) == 2
@@ -95,7 +95,7 @@ def test_fixing_rule_fixes_the_argmax_only_past_the_threshold_then_top2_late():
 def test_threshold_and_fix_every_are_respected():
     model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
     block = model.get_layer("block_1_mp")
-    block.alpha.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))  # margin 0.3
+    block.search_logits.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))  # margin 0.3
     x, y = _data(16)
     probe = _Probe()
     pmpl = PMPLCallback.paper(
@@ -109,65 +109,65 @@ def test_threshold_and_fix_every_are_respected():
 
     model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
     block = model.get_layer("block_1_mp")
-    block.alpha.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))
+    block.search_logits.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))
     pmpl = PMPLCallback.paper(learning_rate=1e-30, weight_decay=0.0, fix_every=2, verbose=0)
     model.fit(x, y, batch_size=8, epochs=1, callbacks=[pmpl], verbose=0)
     # Confident from step 1, but checked only every 2nd step.
     assert pmpl.summary_rows()[0]["fixed_at_step"] == 2
 
 
-def test_fixed_points_keep_their_alpha_and_fixing_does_not_retrace():
+def test_fixed_points_keep_their_search_logits_and_fixing_does_not_retrace():
     keras.utils.set_random_seed(0)
     model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
     fixed_block = model.get_layer("block_1_mp")
     fixed_block.fix("avg3")
-    frozen = fixed_block.alpha.numpy().copy()
+    frozen = fixed_block.search_logits.numpy().copy()
     x, y = _data(64)
     # avg3 leads block 2 by the margin; checked at step 3, mid-fit.
-    model.get_layer("block_2_mp").alpha.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))
+    model.get_layer("block_2_mp").search_logits.assign(_logits_for([0.15, 0.15, 0.5, 0.2]))
     pmpl = PMPLCallback.paper(learning_rate=1e-30, weight_decay=0.0, fix_every=3, verbose=0)
     probe = _Probe()
     model.fit(x, y, batch_size=8, epochs=1, callbacks=[pmpl, probe], verbose=0)
-    np.testing.assert_array_equal(fixed_block.alpha.numpy(), frozen)
+    np.testing.assert_array_equal(fixed_block.search_logits.numpy(), frozen)
     assert model.get_layer("block_2_mp").fixed_ops == ("avg3",)
     assert pmpl.summary_rows()[1]["fixed_at_step"] == 3
     # No retrace after the first step, though a point was fixed in mid-fit.
     assert len(set(probe.traces)) == 1
 
 
-# -- alpha steps ---------------------------------------------------------------------
-def test_user_optimizer_never_touches_alpha_and_the_callback_does():
+# -- architecture steps------------------------------------------------------------------
+def test_user_optimizer_never_touches_search_logits_and_the_callback_does():
     x, y = _data(64)
     model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
     block = model.get_layer("block_1_mp")
-    before = block.alpha.numpy().copy()
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # no PMPL: alpha untouched
-    np.testing.assert_array_equal(block.alpha.numpy(), before)
+    before = block.search_logits.numpy().copy()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # no PMPL: logits untouched
+    np.testing.assert_array_equal(block.search_logits.numpy(), before)
     assert all("alpha" not in v.name for v in model.trainable_variables)
     pmpl = PMPLCallback(warmup=0.5, verbose=0)
     model.fit(x, y, batch_size=16, epochs=1, callbacks=[pmpl], verbose=0)
-    assert not np.allclose(block.alpha.numpy(), before)
+    assert not np.allclose(block.search_logits.numpy(), before)
     state = model._pmpl_state
-    # One alpha step per training step after the warm-up (half of 4 steps).
+    # One architecture step per training step after the warm-up (half of 4 steps).
     assert int(state.warmup_steps.numpy()) == 2
     assert int(state.adam_steps.numpy()) == 2
-    assert pmpl.budget["alpha_steps"] == 2
+    assert pmpl.budget["arch_steps"] == 2
     assert int(state.arch_batches.numpy()) == 0  # one-level: no held-out batch drawn
 
 
-def test_bilevel_alpha_step_uses_only_the_held_out_batches():
+def test_bilevel_architecture_step_uses_only_the_held_out_batches():
     x, y = _data(64)
     # Held-out batches with zero sample weights carry no gradient: with no
-    # weight decay alpha must not move, though the weights train.
+    # weight decay the logits must not move, though the weights train.
     zero_weights = np.zeros(len(y), np.float32)
     arch = tf.data.Dataset.from_tensor_slices((x, y, zero_weights)).batch(16)
     model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
     block = model.get_layer("block_1_mp")
-    before = block.alpha.numpy().copy()
+    before = block.search_logits.numpy().copy()
     kernel = model.get_layer("stem").kernel.numpy().copy()
     pmpl = PMPLCallback(arch_data=arch, learning_rate=0.1, weight_decay=0.0, verbose=0)
     model.fit(x, y, batch_size=16, epochs=2, callbacks=[pmpl], verbose=0)
-    np.testing.assert_allclose(block.alpha.numpy(), before, atol=1e-7)
+    np.testing.assert_allclose(block.search_logits.numpy(), before, atol=1e-7)
     assert not np.allclose(model.get_layer("stem").kernel.numpy(), kernel)
     # 8 steps; the search is the first epoch (the late stage, at 2/3 of 2
     # epochs, fixes every point at the second): 4 steps, 1 (a quarter) of
@@ -180,7 +180,7 @@ def test_bilevel_alpha_step_uses_only_the_held_out_batches():
 def test_the_step_that_finds_the_data_ended_searches_nothing(arch):
     # With no known length (a filtered dataset), fit ends each epoch when a
     # train step's get_next fails. Nothing of the search may run in that
-    # step: before it waited for the batch, it took an alpha step, counted a
+    # step: before it waited for the batch, it took an architecture step, counted a
     # training step, and could have its held-out draw cancelled mid-flight,
     # which ended the held-out stream (fit then stopped a later epoch early).
     x, y = _data(48)
@@ -216,7 +216,7 @@ def test_mirrored_strategy_search_reaches_the_single_device_architecture():
 def test_logs_reach_history_and_csv_logger(tmp_path):
     x, y = _data(32)
     model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
-    model.get_layer("block_1_mp").alpha.assign(_logits_for([0.1, 0.1, 0.7, 0.1]))
+    model.get_layer("block_1_mp").search_logits.assign(_logits_for([0.1, 0.1, 0.7, 0.1]))
     csv_path = tmp_path / "log.csv"
     pmpl = PMPLCallback.paper(learning_rate=1e-30, weight_decay=0.0, verbose=0)
     history = model.fit(
@@ -245,9 +245,9 @@ def test_logs_reach_history_and_csv_logger(tmp_path):
 def test_verbose_line_and_summary_describe_the_decisions(capsys):
     x, y = _data(16)
     model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
-    model.get_layer("block_1_mp").alpha.assign(_logits_for([0.1, 0.1, 0.1, 0.7]))
+    model.get_layer("block_1_mp").search_logits.assign(_logits_for([0.1, 0.1, 0.1, 0.7]))
     pmpl = PMPLCallback.paper(learning_rate=1e-30, weight_decay=0.0, late_stage=1.0, verbose=1)
-    with pytest.warns(SearchUndecidedWarning):  # 1 of 2 decided, alpha can't move
+    with pytest.warns(SearchUndecidedWarning):  # 1 of 2 decided, logits can't move
         model.fit(x, y, batch_size=16, epochs=1, callbacks=[pmpl], verbose=0)
     out = capsys.readouterr().out
     assert "PMPL epoch 1: 1/2 points fixed by the margin; new: block_1_mp->avg5" in out
@@ -357,7 +357,9 @@ def test_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path):
         name = f"block_{index}_mp"
         ref_block, res_block = reference.get_layer(name), resumed.get_layer(name)
         assert res_block.fixed_ops == ref_block.fixed_ops
-        np.testing.assert_allclose(res_block.alpha.numpy(), ref_block.alpha.numpy(), atol=1e-4)
+        np.testing.assert_allclose(
+            res_block.search_logits.numpy(), ref_block.search_logits.numpy(), atol=1e-4
+        )
     ref_state, res_state = reference._pmpl_state, resumed._pmpl_state
     for a, b in zip(ref_state.adam_v, res_state.adam_v):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-9)
@@ -391,7 +393,9 @@ def test_search_split_over_two_fits_resumes_from_a_tf_checkpoint(tmp_path):
         name = f"block_{index}_mp"
         assert second.get_layer(name).fixed_ops == reference.get_layer(name).fixed_ops
         np.testing.assert_allclose(
-            second.get_layer(name).alpha.numpy(), reference.get_layer(name).alpha.numpy(), atol=1e-4
+            second.get_layer(name).search_logits.numpy(),
+            reference.get_layer(name).search_logits.numpy(),
+            atol=1e-4,
         )
     assert int(second._pmpl_state.adam_steps.numpy()) == int(
         reference._pmpl_state.adam_steps.numpy()
@@ -420,7 +424,7 @@ def test_a_search_resumed_without_its_state_says_so(tmp_path):
         warnings.simplefilter("error", UserWarning)
         model.fit(x, y, callbacks=[PMPLCallback(search_epochs=3, verbose=0)], initial_epoch=1,
                   **dict(kwargs, epochs=2))  # fmt: skip
-    # A model loaded from .h5 has alpha and the masks, not the counters.
+    # A model loaded from .h5 has the logits and the masks, not the counters.
     loaded = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
     loaded.load_weights(str(tmp_path / "search.h5"))
     with pytest.warns(UserWarning, match="starts at epoch 2 with no search state"):
@@ -439,9 +443,9 @@ def test_train_step_is_restored_after_fit_and_the_model_saves(tmp_path):
     # same before and after a search, so set_weights and count_params agree.
     assert len(model.get_weights()) == len(before)
     model.set_weights(model.get_weights())
-    alpha = model.get_layer("block_1_mp").alpha.numpy().copy()
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # a plain fit: no alpha step
-    np.testing.assert_array_equal(model.get_layer("block_1_mp").alpha.numpy(), alpha)
+    logits = model.get_layer("block_1_mp").search_logits.numpy().copy()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # a plain fit: no architecture step
+    np.testing.assert_array_equal(model.get_layer("block_1_mp").search_logits.numpy(), logits)
     path = str(tmp_path / "searched.keras")
     model.save(path)
     reloaded = keras.models.load_model(path)
@@ -486,7 +490,7 @@ def test_errors_are_clear():
     uncompiled.compile("adam")  # no loss
     with pytest.raises(ValueError, match="needs a loss"):
         uncompiled.fit(x, y, epochs=1, callbacks=[PMPLCallback()], verbose=0)
-    # An empty held-out stream would end the first alpha step like the end
+    # An empty held-out stream would end the first architecture step like the end
     # of the training data (fit stops the epoch, nothing says why).
     too_few = tf.data.Dataset.from_tensor_slices((x, y)).batch(16, drop_remainder=True)
     with pytest.raises(ValueError, match="`arch_data` is empty"):
@@ -495,16 +499,18 @@ def test_errors_are_clear():
 
 def test_early_stopping_that_restores_weights_is_refused_before_the_search_starts():
     # EarlyStopping(restore_best_weights=True) sets every weight of its best
-    # epoch at the end of fit, alpha and the fixed points included: the
+    # epoch at the end of fit, the logits and the fixed points included: the
     # searched model would go back to searching, whatever the callbacks' order.
     x, y = _data(16)
     model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
-    alpha = model.get_layer("block_1_mp").alpha.numpy().copy()
+    logits = model.get_layer("block_1_mp").search_logits.numpy().copy()
     restoring = keras.callbacks.EarlyStopping("loss", restore_best_weights=True)
     for callbacks in ([PMPLCallback(verbose=0), restoring], [restoring, PMPLCallback(verbose=0)]):
-        with pytest.raises(ValueError, match=r"restore_best_weights=True\) would set alpha"):
+        with pytest.raises(
+            ValueError, match=r"restore_best_weights=True\) would set the search logits"
+        ):
             model.fit(x, y, batch_size=8, epochs=2, callbacks=callbacks, verbose=0)
-        np.testing.assert_array_equal(model.get_layer("block_1_mp").alpha.numpy(), alpha)
+        np.testing.assert_array_equal(model.get_layer("block_1_mp").search_logits.numpy(), logits)
     # Without it, EarlyStopping ends the search early (at its second epoch,
     # before the late stage at the fourth) and the points are fixed then.
     flat = keras.callbacks.LambdaCallback(on_epoch_end=lambda _, logs: logs.update(flat=0.0))
@@ -517,10 +523,10 @@ def test_early_stopping_that_restores_weights_is_refused_before_the_search_start
     assert model.get_layer("block_1_mp").is_fixed
 
 
-def test_an_overflowing_mixed_precision_step_leaves_alpha_as_it_was():
+def test_an_overflowing_mixed_precision_step_leaves_the_search_logits_as_they_were():
     # A loss scale too large for float16: the loss-scale optimizer skips the
-    # weights' update (and lowers the scale); alpha's update, from the same
-    # non-finite gradients, must be skipped too, not turn alpha into NaN.
+    # weights' update (and lowers the scale); the logits' update, from the same
+    # non-finite gradients, must be skipped too, not turn the logits into NaN.
     x, y = _data(32)
     keras.mixed_precision.set_global_policy("mixed_float16")
     model = tiny_search_model(CANDIDATES, points=(1,))
@@ -531,7 +537,7 @@ def test_an_overflowing_mixed_precision_step_leaves_alpha_as_it_was():
     pmpl = PMPLCallback(warmup=0.0, search_epochs=10, verbose=0)
     model.fit(x, y, batch_size=8, epochs=1, callbacks=[pmpl], verbose=0)
     state = model._pmpl_state
-    assert np.all(np.isfinite(model.get_layer("block_1_mp").alpha.numpy()))
+    assert np.all(np.isfinite(model.get_layer("block_1_mp").search_logits.numpy()))
     assert np.all(np.isfinite([v.numpy() for v in state.adam_m + state.adam_v]))
     skipped = int(state.train_steps.numpy()) - int(state.adam_steps.numpy())
     assert skipped >= 1  # 2**60 overflows float16 at least at the first step
@@ -557,7 +563,7 @@ def test_a_fit_cut_short_by_data_that_ran_out_says_the_search_did_not_end():
     assert not [w for w in caught if issubclass(w.category, SearchUndecidedWarning)]
 
 
-def test_held_out_alpha_gradients_are_loss_scaled_under_mixed_precision():
+def test_held_out_search_logits_gradients_are_loss_scaled_under_mixed_precision():
     # float16 holds nothing below 6e-8: held-out gradients that small (here
     # made so by a sample weight of 1e-7) vanished without the weights' loss
     # scaling, and the search counted steps of zero evidence.
@@ -587,7 +593,7 @@ def _png_size(path):
 def test_plot_search_draws_from_the_callback_and_from_history(tmp_path):
     x, y = _data(16)
     model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2, 3)))
-    model.get_layer("block_1_mp").alpha.assign(_logits_for([0.1, 0.1, 0.7, 0.1]))
+    model.get_layer("block_1_mp").search_logits.assign(_logits_for([0.1, 0.1, 0.7, 0.1]))
     pmpl = PMPLCallback(learning_rate=0.05, verbose=0)
     history = model.fit(x, y, batch_size=8, epochs=3, callbacks=[pmpl], verbose=0)
     from_callback = _png_size(plot_search(pmpl, str(tmp_path / "a.png")))

@@ -112,7 +112,7 @@ def test_a_search_too_short_to_decide_ends_as_identity_and_warns_once():
     message = str(undecided[0].message)
     assert "only 0 of 3 points were decided by evidence; the other 3 became 'identity'" in message
     # The search is the first of the 2 epochs (late stage at 2/3): 4 steps, a quarter warm-up.
-    assert "It took 3 alpha steps after 1 warm-up steps" in message
+    assert "It took 3 architecture steps after 1 warm-up steps" in message
     assert "fixed only at the end of fit" not in message  # the second epoch trained them
     assert "more steps" in message and "fewer candidates" in message
     for index in (1, 2, 3):
@@ -122,11 +122,13 @@ def test_a_search_too_short_to_decide_ends_as_identity_and_warns_once():
     assert pmpl.architecture.ops[1:4] == ("identity",) * 3
 
 
-def test_the_margin_rule_warns_when_alpha_cannot_reach_the_threshold():
+def test_the_margin_rule_warns_when_search_logits_cannot_reach_the_threshold():
     x, y = PLANTED_TASKS["peak_or_clutter"](64, seed=0)
     model = _compiled(tiny_search_model(DEFAULT_CANDIDATES, x.shape[1:], points=(1,)))
     pmpl = PMPLCallback.paper(verbose=0)  # lr 3e-4: 4 steps move a logit by 0.0012
-    with pytest.warns(SearchUndecidedWarning, match="alpha could not reach the 0.2 margin"):
+    with pytest.warns(
+        SearchUndecidedWarning, match="the search logits could not reach the 0.2 margin"
+    ):
         model.fit(x, y, batch_size=16, epochs=1, callbacks=[pmpl], verbose=0)
     assert model.get_layer("block_1_mp").fixed_ops is not None
 
@@ -160,14 +162,14 @@ def test_an_interrupted_search_leaves_the_normal_train_step():
     with pytest.raises(RuntimeError, match="boom"):
         model.fit(x, y, batch_size=16, epochs=2, verbose=0,
                   callbacks=[PMPLCallback(warmup=0.0, verbose=0), Boom()])  # fmt: skip
-    alpha = block.alpha.numpy().copy()
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # plain: alpha must not move
-    np.testing.assert_array_equal(block.alpha.numpy(), alpha)
+    logits = block.search_logits.numpy().copy()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # plain: logits must not move
+    np.testing.assert_array_equal(block.search_logits.numpy(), logits)
     assert "train_step" not in model.__dict__
     # A new search on the same model still searches.
     pmpl = PMPLCallback(warmup=0.0, verbose=0)
     model.fit(x, y, batch_size=16, epochs=1, callbacks=[pmpl], verbose=0)
-    assert not np.array_equal(block.alpha.numpy(), alpha)
+    assert not np.array_equal(block.search_logits.numpy(), logits)
 
 
 @pytest.mark.slow

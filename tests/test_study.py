@@ -96,7 +96,7 @@ def test_training_runs_are_consistent(quick_study):
         assert set(ops) <= {"identity", "ssp", "avg3"}
     assert len(search["points"]) == 16  # the hidden placement: blocks 1-16
     assert search["decided_by_evidence"] == sum(p["state"] == "decided" for p in search["points"])
-    assert search["budget"]["alpha_steps"] > 0
+    assert search["budget"]["arch_steps"] > 0
     # Every warning of the search is kept (a one-epoch search decides little, and says so).
     categories = [w["category"] for w in search["warnings"]]
     assert "keras_metapool.search.pmpl.SearchUndecidedWarning" in categories

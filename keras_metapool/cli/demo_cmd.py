@@ -17,7 +17,7 @@ step costs about 3.5 plain steps.
 | time on 2 CPU cores | about 5 minutes (measured 4m59s) | about 2 minutes |
 
 The search uses PMPLCallback's defaults (evidence rule, undecided points ->
-no enhancer, alpha learning rate sized to the run). At this budget few or no
+no enhancer, architecture learning rate sized to the run). At this budget few or no
 points clear the evidence bar: the demo says how many did, and the searched
 architecture has no enhancer where the search could not tell (README, "The
 search").

@@ -245,7 +245,8 @@ class Options:
         "search", _default_of(PMPLCallback, "decision"),
         "[search] How a point is decided: 'evidence' (its best op's loss slope beats "
         "identity's, or identity beats every op, by --evidence_z standard errors) or "
-        "'margin' (the paper's: softmax(alpha)'s top-1 minus top-2 reaches --threshold).",
+        "'margin' (the paper's: the top-1 minus top-2 probability of the search logits' "
+        "softmax reaches --threshold).",
         choices=DECISION_RULES)
     evidence_z: float = _option(
         "search", _default_of(PMPLCallback, "evidence_z"),
@@ -262,8 +263,8 @@ class Options:
         "architecture step.", bounds=ARGUMENT_RANGES["warmup"])
     arch_learning_rate: float | str = _option(
         "search", _default_of(PMPLCallback, "learning_rate"),
-        "[search] Adam learning rate of the architecture logits, or 'auto': sized so that "
-        "the alpha steps the run takes can reach the --threshold margin (the paper's 3e-4 "
+        "[search] Adam learning rate of the search logits, or 'auto': sized so that "
+        "the architecture steps the run takes can reach the --threshold margin (the paper's 3e-4 "
         "needs far more steps than a CPU run affords).",
         check=(_is_auto_or_positive, "--arch_learning_rate must be 'auto' or a positive number"),
         kind="str")
@@ -279,8 +280,8 @@ class Options:
         "result in the last third instead).", bounds=ARGUMENT_RANGES["late_stage"])
     one_level: bool = _option(
         "search", False,
-        "[search] Learn alpha on the training batches, from the weight step's own backward "
-        "pass (a step costs about a plain step; no images held out), instead of on a "
+        "[search] Learn the search logits on the training batches, from the weight step's "
+        "own backward pass (a step costs about a plain step; no images held out), instead of on a "
         "held-out share (--search_fraction; a second pass per step).")
     search_fraction: float = _option(
         "search", 0.5,

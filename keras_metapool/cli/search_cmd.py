@@ -14,7 +14,8 @@ SUMMARY_COLUMNS = (
     "(by evidence, or the margin) / defaulted (undecided at the end, given the --undecided "
     "rule) / searching;",
     "op(s) = the fixed op(s), or the current best; cand. = the point's candidates after "
-    "pruning pooling windows larger than its feature map; p = softmax(alpha) of the op(s);",
+    "pruning pooling windows larger than its feature map; p = the probability of the op(s) "
+    "(softmax of the point's search logits);",
     "evidence = z in standard errors of the deciding slope comparison (evidence rule) or the "
     "top-1 minus top-2 margin (margin rule), at the decision, else now; receptive field = what "
     "the op(s) add; decided at step = the training step of the decision.",
@@ -54,7 +55,7 @@ def search(options, strategy):
     The training split (first ``train_limit`` images) is dealt into a weight
     part and a held-out part for the architecture steps
     (``load_dataset(search_part=...)``, ``search_fraction`` held out), unless
-    ``one_level``: then alpha learns on the training batches, from the weight
+    ``one_level``: then the search logits learn on the training batches, from the weight
     step's own backward pass. The weights train with ``--optimizer`` on a
     warm-up + cosine schedule; ``PMPLCallback`` (its options: ``decision``,
     ``evidence_z``, ``undecided``, ``warmup``, ``arch_learning_rate``,
@@ -84,12 +85,12 @@ def search(options, strategy):
                 options, "train", training=True, search_part="arch", **parts
             )
             arch_data = training.one_hot_labels(arch_data, info.num_classes)
-            held_out = f"{arch_info.num_examples} held out for alpha"
+            held_out = f"{arch_info.num_examples} held out for the architecture steps"
         steps = training.steps_per_epoch(options, info.num_examples)
         settings = (
             f"{options.decision} rule"
             + (f" (z >= {options.evidence_z:g})" if options.decision == "evidence" else "")
-            + f", undecided -> {options.undecided}, warm-up {options.warmup:g}, alpha lr "
+            + f", undecided -> {options.undecided}, warm-up {options.warmup:g}, architecture lr "
             f"{options.arch_learning_rate}, late stage at {options.late_stage:.2f}"
         )
         console.say(
@@ -147,8 +148,8 @@ def search(options, strategy):
             f"PMPL search on {options.dataset}: MobileNetV2MP alpha {options.alpha}, "
             f"{options.image_size}x{options.image_size}, {options.placement} placement, "
             f"{options.epochs} epochs, {info.num_examples} images for the weights, {held_out}.",
-            f"Settings: {settings}; {budget.get('alpha_steps')} alpha steps after "
-            f"{budget.get('warmup_steps')} warm-up steps, alpha learning rate "
+            f"Settings: {settings}; {budget.get('arch_steps')} architecture steps after "
+            f"{budget.get('warmup_steps')} warm-up steps, architecture learning rate "
             f"{budget.get('learning_rate', float('nan')):.3g}.",
             "",
         ]

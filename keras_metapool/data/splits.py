@@ -17,7 +17,7 @@ def held_out_count(num_examples, fraction):
 
 
 def split_for_search(dataset, fraction=0.5):
-    """Splits a dataset into a weight part and a held-out part for alpha.
+    """Splits a dataset into a weight part and a held-out part for the architecture steps.
 
     Elements are dealt deterministically, interleaved: with ``fraction=0.5``
     every other element is held out (docs/method.md §4's 50/50 split), and of
@@ -29,11 +29,11 @@ def split_for_search(dataset, fraction=0.5):
 
     When the dataset's length is known, both parts know theirs, so ``fit``
     knows its steps per epoch and ``PMPLCallback`` sizes its warm-up and its
-    alpha learning rate in steps from the first epoch.
+    architecture learning rate in steps from the first epoch.
 
     Args:
         dataset: A ``tf.data.Dataset``.
-        fraction: Share of the elements held out for the alpha steps, in (0, 1).
+        fraction: Share of the elements held out for the architecture steps, in (0, 1).
 
     Returns:
         ``(train_part, arch_part)``, two ``tf.data.Dataset``.

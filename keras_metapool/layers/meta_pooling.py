@@ -1,5 +1,7 @@
 """MetaPoolingBlock: the searchable mixture of candidate ops (docs/method.md §2)."""
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
@@ -17,6 +19,9 @@ from keras_metapool.layers.candidate_ops import (
     build_candidate_op,
     validate_op_name,
 )
+
+#: Standard deviation of the search logits' normal initialisation (docs/method.md §2).
+DEFAULT_SEARCH_LOGITS_INIT_STDDEV = 1e-3
 
 
 def _normalize_fixed(fixed, candidates):
@@ -44,17 +49,19 @@ class MetaPoolingBlock(keras.layers.Layer):
     While searching, the block computes the mixture
 
     ```
-    sum_k softmax(alpha)_k * op_k(x)              (post_norm=False)
-    hswish(BN(sum_k softmax(alpha)_k * op_k(x)))  (post_norm=True, the paper's)
+    sum_k softmax(α)_k * op_k(x)              (post_norm=False)
+    hswish(BN(sum_k softmax(α)_k * op_k(x)))  (post_norm=True, the paper's)
     ```
 
-    with one scalar logit ``alpha_k`` per candidate op. Without the post-norm
+    with one scalar logit ``α_k`` per candidate op: the *search logits*
+    ``search_logits``, the paper's α (not ``alpha``, which names the width
+    multiplier in ``MobileNetV2MP``). Without the post-norm
     (the default of ``MobileNetV2MP``'s search supernet), every candidate is
     scored as exactly what the derived model computes at that point:
     ``identity`` as no layer at all, ``ssp`` as the lone SSP layer. With it,
     ``identity`` is scored as ``hswish(BN(x))`` while the derived model drops
-    the point: the reference code's mismatch, kept for faithfulness. ``alpha`` is a
-    non-trainable variable: the user's optimizer never updates it; the PMPL
+    the point: the reference code's mismatch, kept for faithfulness. ``search_logits`` is
+    a non-trainable variable: the user's optimizer never updates it; the PMPL
     search does (``keras_metapool.PMPLCallback``).
 
     A block can be *fixed*, for good, to one op or to a pair of ops:
@@ -81,14 +88,16 @@ class MetaPoolingBlock(keras.layers.Layer):
             saved before the option existed; ``MobileNetV2MP`` passes its
             spec's ``post_norm``.
         fixed: Initial fixed state: None (searching), an op name or a pair.
-        alpha_init_stddev: Standard deviation of the normal initialisation of
-            ``alpha`` (1e-3, docs/method.md §2).
+        search_logits_init_stddev: Standard deviation of the normal
+            initialisation of ``search_logits`` (1e-3, docs/method.md §2).
+            ``alpha_init_stddev``, its former name, still works with a
+            ``DeprecationWarning``.
         batch_norm_momentum: Momentum of the block's BatchNormalization and of
             the one inside SSP.
         batch_norm_epsilon: Epsilon of the block's BatchNormalization.
         ssp_kwargs: Extra keyword arguments for the ``SpatialEnhancer``
             candidate.
-        seed: Optional seed of the ``alpha`` initialiser.
+        seed: Optional seed of the ``search_logits`` initialiser.
         **kwargs: Standard layer arguments.
 
     Input shape:
@@ -96,6 +105,10 @@ class MetaPoolingBlock(keras.layers.Layer):
 
     Output shape:
         Same as the input.
+
+    Saved files: the search logits are stored as the weight ``alpha`` (the
+    paper's name, and the one every saved supernet and checkpoint holds), so
+    files saved before the rename load as they are.
     """
 
     def __init__(
@@ -103,13 +116,27 @@ class MetaPoolingBlock(keras.layers.Layer):
         candidates=DEFAULT_CANDIDATES,
         post_norm=True,
         fixed=None,
-        alpha_init_stddev=1e-3,
+        search_logits_init_stddev=DEFAULT_SEARCH_LOGITS_INIT_STDDEV,
         batch_norm_momentum=BATCH_NORM_MOMENTUM,
         batch_norm_epsilon=1e-3,
         ssp_kwargs=None,
         seed=None,
         **kwargs,
     ):
+        if "alpha_init_stddev" in kwargs:
+            if search_logits_init_stddev != DEFAULT_SEARCH_LOGITS_INIT_STDDEV:
+                raise ValueError(
+                    "Pass search_logits_init_stddev or its deprecated name alpha_init_stddev, "
+                    "not both."
+                )
+            warnings.warn(
+                "MetaPoolingBlock(alpha_init_stddev=...) is deprecated: the search logits are "
+                "`search_logits`, so pass search_logits_init_stddev=... (`alpha` names the "
+                "width multiplier).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            search_logits_init_stddev = kwargs.pop("alpha_init_stddev")
         super().__init__(**kwargs)
         candidates = tuple(candidates)
         for name in candidates:
@@ -123,7 +150,7 @@ class MetaPoolingBlock(keras.layers.Layer):
         self._initial_fixed = _normalize_fixed(fixed, candidates)
         # Fixed op(s) the next trace computes alone (``compute_only_fixed``).
         self._traced_ops = None
-        self.alpha_init_stddev = float(alpha_init_stddev)
+        self.search_logits_init_stddev = float(search_logits_init_stddev)
         self.batch_norm_momentum = float(batch_norm_momentum)
         self.batch_norm_epsilon = float(batch_norm_epsilon)
         self.ssp_kwargs = dict(ssp_kwargs or {})
@@ -151,16 +178,17 @@ class MetaPoolingBlock(keras.layers.Layer):
     def build(self, input_shape):
         input_shape = feature_map_shape(self, input_shape)
         count = len(self.candidates)
-        # alpha and the mask stay float32 under mixed precision: softmax over
-        # tiny logits (init N(0, 1e-3)) would lose them in float16. Under a
+        # The logits and the mask stay float32 under mixed precision: softmax
+        # over tiny logits (init N(0, 1e-3)) would lose them in float16. Under a
         # tf.distribute strategy, the search updates them inside the replicated
         # train step with the same value on every replica: ONLY_FIRST_REPLICA
-        # lets it assign there.
-        self.alpha = self.add_weight(
+        # lets it assign there. The weight keeps the name "alpha": saved
+        # supernets and checkpoints (keyed by it) load as they are.
+        self.search_logits = self.add_weight(
             name="alpha",
             shape=(count,),
             initializer=keras.initializers.RandomNormal(
-                stddev=self.alpha_init_stddev, seed=self.seed
+                stddev=self.search_logits_init_stddev, seed=self.seed
             ),
             trainable=False,
             dtype="float32",
@@ -218,7 +246,7 @@ class MetaPoolingBlock(keras.layers.Layer):
             self.fixed_mask.assign(self._mask_for(ops))
 
     def unfix(self):
-        """Returns the block to the searching state (its alpha is kept)."""
+        """Returns the block to the searching state (its search logits are kept)."""
         self._traced_ops = None
         if not self.built:
             self._initial_fixed = None
@@ -244,18 +272,29 @@ class MetaPoolingBlock(keras.layers.Layer):
         self._traced_ops = traced
         return changed
 
+    @property
+    def alpha(self):
+        """Deprecated name of ``search_logits`` (``alpha`` is the width multiplier)."""
+        warnings.warn(
+            "MetaPoolingBlock.alpha is deprecated: use MetaPoolingBlock.search_logits (the "
+            "same variable; `alpha` names the width multiplier).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.search_logits
+
     def probabilities(self):
-        """``softmax(alpha)`` as a dict ``{op name: probability}``."""
+        """``softmax(search_logits)`` as a dict ``{op name: probability}``."""
         if not self.built:
             raise ValueError(f"MetaPoolingBlock '{self.name}' is not built yet.")
-        probs = tf.nn.softmax(self.alpha).numpy()
+        probs = tf.nn.softmax(self.search_logits).numpy()
         return dict(zip(self.candidates, probs.tolist()))
 
     # -- computation -------------------------------------------------------
     def mixture_weights(self):
-        """The weight of each op: the fixed mask if fixed, else softmax(alpha)."""
+        """The weight of each op: the fixed mask if fixed, else softmax(search_logits)."""
         is_fixed = tf.reduce_max(self.fixed_mask) > 0.0
-        return tf.where(is_fixed, self.fixed_mask, tf.nn.softmax(self.alpha))
+        return tf.where(is_fixed, self.fixed_mask, tf.nn.softmax(self.search_logits))
 
     def _candidate_outputs(self, inputs, training):
         """Every candidate's output, max pooling chained.
@@ -329,10 +368,19 @@ class MetaPoolingBlock(keras.layers.Layer):
             candidates=list(self.candidates),
             post_norm=self.post_norm,
             fixed=list(self.fixed_ops) if self.fixed_ops else None,
-            alpha_init_stddev=self.alpha_init_stddev,
+            search_logits_init_stddev=self.search_logits_init_stddev,
             batch_norm_momentum=self.batch_norm_momentum,
             batch_norm_epsilon=self.batch_norm_epsilon,
             ssp_kwargs=self.ssp_kwargs,
             seed=self.seed,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # Configs saved before the rename name the argument alpha_init_stddev:
+        # a file format, read as it is, without a warning.
+        config = dict(config)
+        if "alpha_init_stddev" in config:
+            config["search_logits_init_stddev"] = config.pop("alpha_init_stddev")
+        return cls(**config)

@@ -79,7 +79,7 @@ def plot_search(history_or_callback, path, title=None):
     """Draws a PMPL search: probability trajectories and the choices made.
 
     One panel per search point shows every candidate's probability
-    (``softmax(alpha)``) over the epochs, with a dashed line where the point
+    (the softmax of the search logits) over the epochs, with a dashed line where the point
     was fixed (and to what). The probability axis spans the values drawn
     (with a margin), not [0, 1]: early in a search the probabilities sit
     within a few hundredths of uniform (the dotted line) and would be one

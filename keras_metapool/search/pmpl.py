@@ -37,7 +37,7 @@ END_RULES = ("identity", "top2", "argmax")
 #: ``learning_rate="auto"``: sized to the budget, within these bounds.
 AUTO = "auto"
 AUTO_RATE_RANGE = (3e-4, 5e-2)
-#: The automatic alpha learning rate when the steps per epoch are unknown.
+#: The automatic architecture learning rate when the steps per epoch are unknown.
 AUTO_RATE_UNKNOWN = 3e-3
 #: A warm-up that ends at an epoch boundary not reached yet.
 NEVER = np.iinfo(np.int64).max
@@ -119,9 +119,9 @@ class _SearchState(tf.Module):
 
     ``BackupAndRestore`` and ``tf.train.Checkpoint(model=...)`` save the
     model's dependencies; attached to the model as ``_pmpl_state``, the
-    alpha optimizer's moments, the evidence sums and the counters are saved
-    and restored with the weights (alpha and the fixed masks are the blocks'
-    own weights).
+    logits' optimizer moments, the evidence sums and the counters are saved
+    and restored with the weights (the search logits and the fixed masks are
+    the blocks' own weights).
     """
 
     def __init__(self, blocks):
@@ -140,26 +140,26 @@ class _SearchState(tf.Module):
             return [variable(tf.zeros(shape_of(b), tf.float32), tf.float32, name) for b in blocks]
 
         count = len(blocks)
-        self.adam_m = per_block(lambda b: b.alpha.shape, "adam_m")
-        self.adam_v = per_block(lambda b: b.alpha.shape, "adam_v")
-        # Evidence: per point, the number of alpha gradients seen, the sum of
+        self.adam_m = per_block(lambda b: b.search_logits.shape, "adam_m")
+        self.adam_v = per_block(lambda b: b.search_logits.shape, "adam_v")
+        # Evidence: per point, the number of logit gradients seen, the sum of
         # each op's loss slope and of the squared pairwise slope differences.
         self.evidence_count = variable(np.zeros(count, np.float32), tf.float32, "evidence_n")
-        self.evidence_sum = per_block(lambda b: b.alpha.shape, "evidence_sum")
+        self.evidence_sum = per_block(lambda b: b.search_logits.shape, "evidence_sum")
         self.evidence_squares = per_block(
-            lambda b: (b.alpha.shape[0], b.alpha.shape[0]), "evidence_squares"
+            lambda b: (b.search_logits.shape[0], b.search_logits.shape[0]), "evidence_squares"
         )
         self.evidence_at_fix = variable(np.zeros(count, np.float32), tf.float32, "evidence_at")
         self.adam_steps = variable(0, tf.int64, "adam_steps")
         self.train_steps = variable(0, tf.int64, "train_steps")
         self.arch_batches = variable(0, tf.int64, "arch_batches")
-        #: Steps before the first alpha step (set when fit starts, kept on resume).
+        #: Steps before the first architecture step (set when fit starts, kept on resume).
         self.warmup_steps = variable(-1, tf.int64, "warmup_steps")
         self.fixed_at_step = variable(-np.ones(count, np.int64), tf.int64, "fixed_at_step")
 
     def matches(self, blocks):
         return len(self.adam_m) == len(blocks) and all(
-            m.shape == b.alpha.shape for m, b in zip(self.adam_m, blocks)
+            m.shape == b.search_logits.shape for m, b in zip(self.adam_m, blocks)
         )
 
 
@@ -176,15 +176,15 @@ def _refuse_weight_restoring_callbacks(callback_list):
 
     ``EarlyStopping(restore_best_weights=True)`` sets every weight of its
     best epoch at the end of ``fit`` (tf_keras 2.21, stopped early or not):
-    alpha, the fixed points and the search's counters are weights too, so the
+    the search logits, the fixed points and the search's counters are weights too, so the
     searched model would go back to an earlier epoch's search.
     """
     for callback in getattr(callback_list, "callbacks", ()):
         if isinstance(callback, keras.callbacks.EarlyStopping) and callback.restore_best_weights:
             raise ValueError(
-                "PMPLCallback: EarlyStopping(restore_best_weights=True) would set alpha, the "
-                "fixed points and the search's counters back to its best epoch at the end of "
-                "fit, and the searched model would be searching again. Use "
+                "PMPLCallback: EarlyStopping(restore_best_weights=True) would set the search "
+                "logits, the fixed points and the search's counters back to its best epoch at the "
+                "end of fit, and the searched model would be searching again. Use "
                 "restore_best_weights=False (an early stop still ends the search, and the "
                 "points are fixed then); to keep the best epoch of training after the "
                 "search, use ModelCheckpoint(save_best_only=True) and load it after fit."
@@ -234,30 +234,31 @@ class PMPLCallback(keras.callbacks.Callback):
     1. **Warm-up.** For the first ``warmup`` share of the search's steps
        only the weights train, every candidate at equal weight, so that no
        op is judged before its weights have learned anything (as PC-DARTS).
-    2. **alpha steps.** Then every training step also takes one step on the
-       architecture logits ``alpha`` of every searching point, with the
-       callback's own Adam (``beta_1=0.5``, ``beta_2=0.999``, L2
-       ``weight_decay=1e-3`` added to the gradient, as the reference's
-       ``torch.optim.Adam``). The user's optimizer never touches alpha (it
-       is non-trainable). With ``arch_data`` the alpha step uses a held-out
-       batch: first-order bi-level optimisation, as first-order DARTS (a
-       second forward and backward pass per step). Without it (one-level),
-       alpha's gradient comes from the weight step's own backward pass, at
-       no extra pass. ``learning_rate="auto"`` sizes the step to the budget:
-       Adam moves a logit by at most about its learning rate per step, so
-       the rate is twice the logit lead a ``threshold`` margin needs,
-       divided by the number of alpha steps ``fit`` will take. A
-       mixed-precision step whose loss scale overflowed takes no alpha step,
-       as the loss-scale optimizer takes no weight step.
+    2. **Architecture steps.** Then every training step also takes one step
+       on the search logits (the paper's α, ``MetaPoolingBlock.search_logits``)
+       of every searching point, with the callback's own Adam
+       (``beta_1=0.5``, ``beta_2=0.999``, L2 ``weight_decay=1e-3`` added to
+       the gradient, as the reference's ``torch.optim.Adam``). The user's
+       optimizer never touches the logits (non-trainable). With ``arch_data``
+       the architecture step uses a held-out batch: first-order bi-level
+       optimisation, as first-order DARTS (a second forward and backward pass
+       per step). Without it (one-level), the logits' gradient comes from the
+       weight step's own backward pass, at no extra pass.
+       ``learning_rate="auto"`` sizes the step to the budget: Adam moves a
+       logit by at most about its learning rate per step, so the rate is
+       twice the logit lead a ``threshold`` margin needs, divided by the
+       number of architecture steps ``fit`` will take. A mixed-precision step
+       whose loss scale overflowed takes no architecture step, as the
+       loss-scale optimizer takes no weight step.
     3. **Decisions.** With ``decision="evidence"`` (the default), every
-       alpha gradient also measures, per point and op, the slope of the loss
-       along that op's mixture weight (``dL/dalpha_k / p_k``, the loss change
+       logit gradient also measures, per point and op, the slope of the loss
+       along that op's mixture weight (``dL/dα_k / p_k``, the loss change
        per unit of weight moved onto op ``k``). A point is fixed, for good,
        once the evidence is significant: to its best op (the lowest mean
        slope) when that op beats ``identity`` by ``evidence_z`` standard
        errors of the paired slope difference; to ``identity`` when
        ``identity`` beats every other op so. Noise alone rarely gets there,
-       while the margin of ``softmax(alpha)`` reacts to noise and to signal
+       while the margin of ``softmax(α)`` reacts to noise and to signal
        alike. ``decision="margin"`` is the paper's rule: a point whose two
        most probable ops differ by ``threshold`` is fixed to its most probable
        op. Checks run every ``fix_every`` steps; fixing sets a mask variable
@@ -272,14 +273,14 @@ class PMPLCallback(keras.callbacks.Callback):
        3,000 Fashion-MNIST images, 2 epochs at 64 px: test accuracy 0.68
        where fixing at the end of ``fit`` left 0.12-0.15, a network trained
        for a mixture it no longer computes). The search itself (warm-up,
-       alpha steps, the automatic learning rate) runs before it.
+       architecture steps, the automatic learning rate) runs before it.
        ``fit`` ending earlier (e.g. ``EarlyStopping``) fixes the undecided
        points at its end (``EarlyStopping(restore_best_weights=True)`` is
-       refused: it would set alpha and the fixed points back to its best
+       refused: it would set the logits and the fixed points back to its best
        epoch after the search), so after ``fit`` every point is fixed and
        ``pmpl.architecture`` (or ``keras_metapool.derive_architecture``) is
        the result. When fewer than half the points were decided by evidence
-       (or, with the margin rule, alpha's budget could not reach the
+       (or, with the margin rule, the logits' budget could not reach the
        threshold), or points were fixed at the very end (the weights never
        trained for them), ``fit`` ends with one ``SearchUndecidedWarning``
        saying what to change.
@@ -287,15 +288,15 @@ class PMPLCallback(keras.callbacks.Callback):
     ``PMPLCallback.paper()`` gives the paper's settings (margin rule, top-2
     late stage at 2/3 of the epochs, no warm-up, learning rate 3e-4).
 
-    Resuming: alpha and the fixed masks are model weights; the alpha
-    optimizer's moments, the evidence sums and the step counters live in a
+    Resuming: the search logits and the fixed masks are model weights; the
+    logits' optimizer moments, the evidence sums and the step counters live in a
     module attached to the model (``model._pmpl_state``).
     ``tf_keras.callbacks.BackupAndRestore`` and TF-format checkpoints
     (``model.save_weights("ckpt")``, ``tf.train.Checkpoint(model=model)``)
     carry all of it, so an interrupted search resumed from them continues as
     an uninterrupted one (with a deterministic ``arch_data``: the held-out
     batches resume where they stopped). ``.h5``/``.keras`` weights carry
-    alpha and the masks but not the rest: a search started past epoch 1
+    the logits and the masks but not the rest: a search started past epoch 1
     without that state warns.
 
     Logs: at each epoch end, for every point ``P`` (its layer name, e.g.
@@ -313,23 +314,23 @@ class PMPLCallback(keras.callbacks.Callback):
 
     Args:
         arch_data: Held-out ``tf.data.Dataset`` of batched ``(images,
-            labels)`` (or ``(images, labels, sample_weights)``) for the alpha
+            labels)`` (or ``(images, labels, sample_weights)``) for the logit
             steps, never the test set; repeated as needed. None: one-level
             search on the training batches (no extra pass).
         decision: ``"evidence"`` (default) or ``"margin"`` (the paper's).
         undecided: What points still searching at the late stage become:
             ``"identity"`` (default), ``"top2"`` (the paper's) or
             ``"argmax"``.
-        warmup: Share of the search's steps before the first alpha step, in
-            [0, 1).
-        learning_rate: Adam learning rate of alpha, or ``"auto"`` (default):
-            sized to the alpha steps ``fit`` will take (above), between 3e-4
-            (the paper's) and 0.05; 3e-3 when the steps per epoch are
-            unknown.
+        warmup: Share of the search's steps before the first architecture
+            step, in [0, 1).
+        learning_rate: Adam learning rate of the search logits, or ``"auto"``
+            (default): sized to the architecture steps ``fit`` will take
+            (above), between 3e-4 (the paper's) and 0.05; 3e-3 when the steps
+            per epoch are unknown.
         beta_1: Adam's first-moment decay.
         beta_2: Adam's second-moment decay.
         epsilon: Adam's epsilon.
-        weight_decay: L2 coefficient on alpha (added to its gradient).
+        weight_decay: L2 coefficient on the search logits (added to their gradient).
         threshold: The margin rule's tau: top-1 minus top-2 probability.
         evidence_z: The evidence rule's bar, in standard errors (default 4;
             checked at every step, so noise crosses it more often than a
@@ -337,7 +338,7 @@ class PMPLCallback(keras.callbacks.Callback):
             with a 192-step search, 0 of 12 with 128, docs/search.md). Raise
             it for fewer false decisions, at the cost of more steps per real
             one.
-        min_evidence_steps: Alpha gradients a point needs before the
+        min_evidence_steps: Logit gradients a point needs before the
             evidence rule may decide it.
         fix_every: Check for points to fix every this many training steps.
         late_stage: Fraction of the epochs after which undecided points get
@@ -354,8 +355,8 @@ class PMPLCallback(keras.callbacks.Callback):
             searching.
         arch_step: With ``arch_data``: ``"before"`` (default, as DARTS) or
             ``"after"`` the weight step.
-        latency_weight: Weight of an expected-latency term added to alpha's
-            loss (beyond the paper; FBNet, arXiv 1812.03443): per point,
+        latency_weight: Weight of an expected-latency term added to the
+            logits' loss (beyond the paper; FBNet, arXiv 1812.03443): per point,
             ``latency_weight * sum_k p_k * cost_k``. 0 (default) leaves the
             loss as it is. Its slope along op ``k``'s weight (``cost_k``
             times the weight) joins the evidence, so an op must beat
@@ -365,7 +366,7 @@ class PMPLCallback(keras.callbacks.Callback):
             are in the unit the weight is scaled to (e.g. milliseconds of
             int8 latency per point: ``benchmarks/latency_table.py`` measures
             them on this CPU, and predicts Edge TPU costs from op counts).
-        loss: Loss of a bi-level alpha step (default: the model's compiled
+        loss: Loss of a bi-level architecture step (default: the model's compiled
             loss), a loss name, function or ``tf_keras.losses.Loss``.
             One-level steps use the compiled loss.
         log_probabilities: Put every op's probability in ``logs`` (Keras'
@@ -408,7 +409,7 @@ class PMPLCallback(keras.callbacks.Callback):
         if arch_data is not None and tf.get_static_value(arch_data.cardinality()) == 0:
             # Its first draw would end fit's epoch like the end of the training data.
             raise ValueError(
-                "`arch_data` is empty: the alpha steps need at least one held-out batch. "
+                "`arch_data` is empty: the architecture steps need at least one held-out batch. "
                 "A .batch(n, drop_remainder=True) of fewer than n examples, or an empty "
                 "split, gives none; batch without drop_remainder or hold out more examples."
             )
@@ -474,22 +475,22 @@ class PMPLCallback(keras.callbacks.Callback):
         self.latency_table = dict(latency_table or {})
         #: One record per finished epoch: {"epoch", "probabilities", "fixed"}.
         self.history = []
-        #: The budget of the last ``fit``: total/warm-up/alpha steps and the
-        #: alpha learning rate used (``learning_rate`` resolved).
+        #: The budget of the last ``fit``: total/warm-up/architecture steps and the
+        #: architecture learning rate used (``learning_rate`` resolved).
         self.budget = {}
         self._blocks = {}
         self._state = None
         self._arch_iterator = None
         self._loss_fn = None
         self._late_epoch = None
-        self._alpha_lr = None
+        self._logits_lr = None
         self._claimed_fit = False
 
     @classmethod
     def paper(cls, **overrides):
         """A callback with the paper's settings (docs/method.md §4).
 
-        The margin rule (tau 0.2) with the alpha learning rate 3e-4, no
+        The margin rule (tau 0.2) with the architecture learning rate 3e-4, no
         warm-up, and the late stage at 2/3 of the epochs fixing undecided
         points to their top two ops. Keyword arguments override any of them.
         """
@@ -510,12 +511,12 @@ class PMPLCallback(keras.callbacks.Callback):
         loss = self.loss if self.loss is not None else getattr(self.model, "loss", None)
         if loss is None or (isinstance(loss, (dict, list, tuple)) and not loss):
             raise ValueError(
-                "PMPLCallback needs a loss for the alpha step: compile the model with a "
+                "PMPLCallback needs a loss for the architecture step: compile the model with a "
                 "loss, or pass PMPLCallback(loss=...)."
             )
         if isinstance(loss, (dict, list, tuple)):
             raise ValueError(
-                "The model has several losses; pass the alpha step's loss with "
+                "The model has several losses; pass the architecture step's loss with "
                 "PMPLCallback(loss=...)."
             )
         return _per_example_loss(keras.losses.get(loss))
@@ -536,7 +537,7 @@ class PMPLCallback(keras.callbacks.Callback):
             )
 
     def _plan_budget(self):
-        """Warm-up steps and the alpha learning rate, from the search's length."""
+        """Warm-up steps and the architecture learning rate, from the search's length."""
         steps_per_epoch = self.params.get("steps")
         # The search ends at the late stage; the epochs after it train the result.
         search_epochs = min(self._late_epoch, self._total_epochs)
@@ -550,20 +551,20 @@ class PMPLCallback(keras.callbacks.Callback):
             else:
                 state.warmup_steps.assign(0 if self._warmup_epoch == 0 else NEVER)
         warmup_steps = int(state.warmup_steps.numpy())
-        alpha_steps = None if total is None else max(total - min(warmup_steps, total), 0)
+        arch_steps = None if total is None else max(total - min(warmup_steps, total), 0)
         most = max(len(b.candidates) for b in self._blocks.values())
         lead = margin_logit_lead(most, self.threshold)
         if self.learning_rate != AUTO:
             rate = self.learning_rate
-        elif alpha_steps:
-            rate = float(np.clip(2.0 * lead / alpha_steps, AUTO_RATE_RANGE[0], AUTO_RATE_RANGE[1]))
+        elif arch_steps:
+            rate = float(np.clip(2.0 * lead / arch_steps, AUTO_RATE_RANGE[0], AUTO_RATE_RANGE[1]))
         else:
             rate = AUTO_RATE_UNKNOWN
-        self._alpha_lr = rate
+        self._logits_lr = rate
         self.budget = dict(
             total_steps=total,
             warmup_steps=None if total is None else min(warmup_steps, total),
-            alpha_steps=alpha_steps,
+            arch_steps=arch_steps,
             learning_rate=rate,
             margin_lead=lead,
         )
@@ -598,7 +599,7 @@ class PMPLCallback(keras.callbacks.Callback):
         self._arch_iterator = None
         self._warned = False
         self._plan_budget()
-        # The alpha step and the fixing rule join the model's compiled train
+        # The architecture step and the fixing rule join the model's compiled train
         # step, so they run without Python per step, with steps_per_execution
         # and under tf.distribute, and fit's own train function is rebuilt.
         self._digest = None
@@ -659,7 +660,7 @@ class PMPLCallback(keras.callbacks.Callback):
         search step in the model for good. The next ``fit`` asks for its
         train function before any callback runs: if this callback is not in
         it, the model gets its own train step back, so a plain ``fit`` after
-        an interrupted search does not touch alpha.
+        an interrupted search does not touch the search logits.
         """
         model = self.model
         if not self._claimed_fit:
@@ -676,7 +677,7 @@ class PMPLCallback(keras.callbacks.Callback):
         model.train_function = None
 
     # -- the compiled part -------------------------------------------------
-    def _alpha_phase(self):
+    def _logits_phase(self):
         """Whether this step searches: past the warm-up, with a point not fixed yet."""
         searching = tf.reduce_any(
             tf.stack([tf.reduce_max(b.fixed_mask) <= 0.0 for b in self._blocks.values()])
@@ -695,63 +696,63 @@ class PMPLCallback(keras.callbacks.Callback):
                 logs = self._one_level_step(data)
             else:
                 if self.arch_step == "before":
-                    self._bilevel_alpha_step()
+                    self._bilevel_logits_step()
                 logs = self._original_train_step(data)
                 if self.arch_step == "after":
-                    self._bilevel_alpha_step()
+                    self._bilevel_logits_step()
             self._state.train_steps.assign_add(1)
             self._fix_decided_points()
         return logs
 
     def _one_level_step(self, data):
-        """Keras' train step, with alpha's gradient from the same backward pass."""
+        """Keras' train step, with the logits' gradient from the same backward pass."""
         model = self.model
         optimizer = model.optimizer
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        alphas = [block.alpha for block in self._blocks.values()]
+        logits = [block.search_logits for block in self._blocks.values()]
         variables = model.trainable_variables
         scales_loss = hasattr(optimizer, "get_scaled_loss")  # mixed precision
         with tf.GradientTape() as tape:
-            tape.watch(alphas)
+            tape.watch(logits)
             y_pred = model(x, training=True)
             loss = model.compute_loss(x, y, y_pred, sample_weight)
             scaled = optimizer.get_scaled_loss(loss) if scales_loss else loss
         _internals.validate_target_and_loss(model, y, loss)
-        grads = tape.gradient(scaled, list(variables) + alphas)
+        grads = tape.gradient(scaled, list(variables) + logits)
         if scales_loss:
             grads = optimizer.get_unscaled_gradients(grads)
-        weight_grads, alpha_grads = grads[: len(variables)], grads[len(variables) :]
+        weight_grads, logit_grads = grads[: len(variables)], grads[len(variables) :]
         optimizer.apply_gradients(zip(weight_grads, variables))
         # compute_loss divides by the global batch: replicas' gradients add up.
-        self._alpha_update(alpha_grads, tf.distribute.ReduceOp.SUM)
+        self._logits_update(logit_grads, tf.distribute.ReduceOp.SUM)
         return model.compute_metrics(x, y, y_pred, sample_weight)
 
-    def _bilevel_alpha_step(self):
-        alphas = [block.alpha for block in self._blocks.values()]
+    def _bilevel_logits_step(self):
+        logits = [block.search_logits for block in self._blocks.values()]
 
         def held_out():
             grads = self._held_out_gradients(next(self._arch_iterator))
-            return [tf.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
+            return [tf.zeros_like(a) if g is None else g for a, g in zip(logits, grads)]
 
         # The held-out pass is skipped during the warm-up (and its batches
         # are not drawn), so warm-up steps cost what plain steps cost. The
         # cross-replica parts stay outside the cond (no merge_call in it).
-        active = self._alpha_phase()
-        grads = tf.cond(active, held_out, lambda: [tf.zeros_like(a) for a in alphas])
+        active = self._logits_phase()
+        grads = tf.cond(active, held_out, lambda: [tf.zeros_like(a) for a in logits])
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         self._state.arch_batches.assign_add(tf.cast(active, tf.int64) * replicas)
-        self._alpha_update(grads, tf.distribute.ReduceOp.MEAN)
+        self._logits_update(grads, tf.distribute.ReduceOp.MEAN)
 
     def _held_out_gradients(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        alphas = [block.alpha for block in self._blocks.values()]
+        logits = [block.search_logits for block in self._blocks.values()]
         optimizer = self.model.optimizer
         # Under mixed precision the backward pass runs in float16, where
         # small gradients underflow to 0: scaled like the weights' loss (an
-        # overflow then makes them non-finite, and _alpha_update skips them).
+        # overflow then makes them non-finite, and _logits_update skips them).
         scales_loss = hasattr(optimizer, "get_scaled_loss")
         with tf.GradientTape() as tape:
-            tape.watch(alphas)
+            tape.watch(logits)
             y_pred = self.model(x, training=True)
             per_example = tf.cast(self._loss_fn(y, y_pred), tf.float32)
             if sample_weight is not None:
@@ -761,15 +762,15 @@ class PMPLCallback(keras.callbacks.Callback):
                 )
             loss = tf.reduce_mean(per_example)
             scaled = optimizer.get_scaled_loss(loss) if scales_loss else loss
-        grads = tape.gradient(scaled, alphas)
+        grads = tape.gradient(scaled, logits)
         if scales_loss:
             grads = optimizer.get_unscaled_gradients(grads)
         return grads
 
-    def _alpha_update(self, grads, reduce_op):
+    def _logits_update(self, grads, reduce_op):
         blocks = list(self._blocks.values())
         grads = [
-            tf.zeros_like(b.alpha) if g is None else tf.cast(g, tf.float32)
+            tf.zeros_like(b.search_logits) if g is None else tf.cast(g, tf.float32)
             for b, g in zip(blocks, grads)
         ]
         context = tf.distribute.get_replica_context()
@@ -777,24 +778,24 @@ class PMPLCallback(keras.callbacks.Callback):
             grads = context.all_reduce(reduce_op, grads)
         state = self._state
         # A loss-scaled (mixed precision) step that overflowed: the optimizer
-        # skips the weights' update and lowers the scale; alpha skips its own
+        # skips the weights' update and lowers the scale; the logits skip their own
         # (the same on every replica: the gradients are reduced above).
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-        active = self._alpha_phase() & finite
+        active = self._logits_phase() & finite
         step = tf.cast(state.adam_steps + 1, tf.float32)
         correction_1 = 1.0 - tf.pow(self.beta_1, step)
         correction_2 = 1.0 - tf.pow(self.beta_2, step)
         counted = []
         for index, (block, grad) in enumerate(zip(blocks, grads)):
-            alpha, m, v = block.alpha, state.adam_m[index], state.adam_v[index]
-            # Fixed points keep their alpha (and its probabilities) as they were.
+            logits, m, v = block.search_logits, state.adam_m[index], state.adam_v[index]
+            # Fixed points keep their logits (and probabilities) as they were.
             update_point = active & (tf.reduce_max(block.fixed_mask) <= 0.0)
-            # The loss slope along each op's mixture weight: dL/dalpha_k =
+            # The loss slope along each op's mixture weight: dL/dlogit_k =
             # p_k (s_k - sum_j p_j s_j), so s_k - mean = grad_k / p_k.
-            probs = tf.nn.softmax(alpha)
+            probs = tf.nn.softmax(logits)
             slope = grad / tf.maximum(probs, 1e-30)
             if self.latency_weight:
-                # d/dalpha of weight * sum_k p_k c_k, and its slope c_k per op.
+                # d/dlogits of weight * sum_k p_k c_k, and its slope c_k per op.
                 cost = self.latency_weight * self._costs(block)
                 grad = grad + probs * (cost - tf.reduce_sum(probs * cost))
                 slope = slope + cost
@@ -810,11 +811,11 @@ class PMPLCallback(keras.callbacks.Callback):
                 )
             )
             counted.append(update_point)
-            grad = grad + self.weight_decay * alpha
+            grad = grad + self.weight_decay * logits
             new_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
             new_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
             update = (new_m / correction_1) / (tf.sqrt(new_v / correction_2) + self.epsilon)
-            alpha.assign(where(alpha - self._alpha_lr * update, alpha))
+            logits.assign(where(logits - self._logits_lr * update, logits))
             m.assign(where(new_m, m))
             v.assign(where(new_v, v))
         state.evidence_count.assign_add(tf.cast(tf.stack(counted), tf.float32))
@@ -833,7 +834,7 @@ class PMPLCallback(keras.callbacks.Callback):
     def _fix_decided_points(self):
         state = self._state
         step = state.train_steps
-        check = tf.equal(step % self.fix_every, 0) & self._alpha_phase()
+        check = tf.equal(step % self.fix_every, 0) & self._logits_phase()
         fixed_at, evidence = [], []
         for index, block in enumerate(self._blocks.values()):
             searching = tf.reduce_max(block.fixed_mask) <= 0.0
@@ -855,7 +856,7 @@ class PMPLCallback(keras.callbacks.Callback):
         return self._evidence_decision(block, index)
 
     def _margin_decision(self, block):
-        probs = tf.nn.softmax(block.alpha)
+        probs = tf.nn.softmax(block.search_logits)
         top = tf.math.top_k(probs, k=2)
         margin = top.values[0] - top.values[1]
         winner = tf.one_hot(top.indices[0], len(block.candidates), dtype=tf.float32)
@@ -911,12 +912,12 @@ class PMPLCallback(keras.callbacks.Callback):
             return
         warnings.warn(
             f"PMPL search starts at epoch {epoch + 1} with no search state: its step "
-            "counters, alpha's optimizer moments and the evidence start from zero, while the "
+            "counters, the logits' optimizer moments and the evidence start from zero, while the "
             f"warm-up, the automatic learning rate and the late stage (epoch "
             f"{self._late_epoch + 1}) count from epoch 1. Resuming an interrupted search "
-            "from a .keras/.h5 file (it carries alpha and the fixed points only)? Resume from "
-            "BackupAndRestore or a TF checkpoint instead, which continue exactly. A new "
-            "search? Start it at initial_epoch=0.",
+            "from a .keras/.h5 file (it carries the search logits and the fixed points "
+            "only)? Resume from BackupAndRestore or a TF checkpoint instead, which continue "
+            "exactly. A new search? Start it at initial_epoch=0.",
             UserWarning,
             stacklevel=3,
         )
@@ -1053,12 +1054,12 @@ class PMPLCallback(keras.callbacks.Callback):
                 f"only {decided} of {total} points were decided by evidence; the other "
                 f"{total - decided} became '{self.undecided}'"
             )
-        reach, lead = taken * self._alpha_lr, self.budget["margin_lead"]
+        reach, lead = taken * self._logits_lr, self.budget["margin_lead"]
         if self.decision == "margin" and reach < lead:
             reasons.append(
-                f"alpha could not reach the {self.threshold} margin: {taken} alpha steps at "
-                f"learning rate {self._alpha_lr:.2g} move a logit by at most {reach:.2f}, the "
-                f"margin needs a lead of {lead:.2f}"
+                f"the search logits could not reach the {self.threshold} margin: {taken} "
+                f"architecture steps at learning rate {self._logits_lr:.2g} move a logit by at "
+                f"most {reach:.2f}, the margin needs a lead of {lead:.2f}"
             )
         parts = []
         if reasons:
@@ -1067,8 +1068,8 @@ class PMPLCallback(keras.callbacks.Callback):
             )
             parts.append(
                 "; ".join(reasons) + ". "
-                f"It took {taken} alpha steps after {warmup_text}. The architecture is honest "
-                "about it (undecided points cost nothing with undecided='identity'), but it "
+                f"It took {taken} architecture steps after {warmup_text}. The architecture is "
+                "honest about it (undecided points cost nothing with undecided='identity'), but it "
                 "is not a search result: give the search more steps (more epochs or images), "
                 "fewer candidates (search_candidates=...), or a lower evidence_z."
             )
@@ -1169,7 +1170,7 @@ class PMPLCallback(keras.callbacks.Callback):
 
         Columns: ``state`` (decided by evidence, defaulted by the
         ``undecided`` rule, or still searching), ``op(s)``, ``cand.`` (the
-        point's candidates after pruning), ``p`` (softmax(alpha) of the
+        point's candidates after pruning), ``p`` (softmax(α) of the
         op(s)), ``evidence`` (z in standard errors for the evidence rule,
         the top-2 margin for the margin rule; at the decision, else now),
         the receptive field the op(s) add, and the step of the decision.
@@ -1231,7 +1232,7 @@ def evidence_scores(count, slope_sum, squares):
     """The evidence rule's statistics of one point.
 
     Args:
-        count: Number of alpha gradients seen.
+        count: Number of logit gradients seen.
         slope_sum: Per op, the sum of its loss slopes.
         squares: Per op pair ``(j, k)``, the sum of ``(slope_j - slope_k)**2``.
 

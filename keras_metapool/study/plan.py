@@ -104,12 +104,15 @@ flags.DEFINE_integer(
 )  # fmt: skip
 flags.DEFINE_string(
     "arch_learning_rate", "auto",
-    "Alpha learning rate of the search: 'auto' (PMPLCallback's default, sized to the "
-    "search's steps) or a number.",
+    "Learning rate of the search logits (the architecture steps): 'auto' (PMPLCallback's "
+    "default, sized to the search's steps) or a number.",
     flag_values=FLAGS,
 )  # fmt: skip
 flags.DEFINE_float(
-    "search_fraction", 0.5, "Share of the training images held out for alpha.", flag_values=FLAGS
+    "search_fraction",
+    0.5,
+    "Share of the training images held out for the architecture steps.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_list(
     "search_candidates",

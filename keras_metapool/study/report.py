@@ -231,9 +231,10 @@ def write_report(configs, seeds, variants, tasks, started_machine):
         f"augmentation `{FLAGS.augment}`, BN momentum {BN_MOMENTUM}, seeds "
         f"{', '.join(map(str, seeds))} (weight init and data order). Search: PMPL on the same "
         f"training images, {1 - FLAGS.search_fraction:.0%} for weights / "
-        f"{FLAGS.search_fraction:.0%} held out for alpha, {search_epochs()} epochs, "
-        f"PMPLCallback's defaults (evidence rule, undecided points -> no enhancer), alpha "
-        f"lr {FLAGS.arch_learning_rate}, "
+        f"{FLAGS.search_fraction:.0%} held out for the architecture steps, "
+        f"{search_epochs()} epochs, "
+        f"PMPLCallback's defaults (evidence rule, undecided points -> no enhancer), "
+        f"architecture lr {FLAGS.arch_learning_rate}, "
         + ("one search per (alpha, size)" if FLAGS.search_once else "one search per seed")
         + "; the searched model then trains from scratch like the others (`searched`) or from "
         "the supernet's weights (`searched_inherited`), and its time includes the search; "
