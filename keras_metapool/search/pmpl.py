@@ -314,9 +314,9 @@ class PMPLCallback(keras.callbacks.Callback):
 
     Args:
         arch_data: Held-out ``tf.data.Dataset`` of batched ``(images,
-            labels)`` (or ``(images, labels, sample_weights)``) for the logit
-            steps, never the test set; repeated as needed. None: one-level
-            search on the training batches (no extra pass).
+            labels)`` (or ``(images, labels, sample_weights)``) for the
+            architecture steps, never the test set; repeated as needed. None:
+            one-level search on the training batches (no extra pass).
         decision: ``"evidence"`` (default) or ``"margin"`` (the paper's).
         undecided: What points still searching at the late stage become:
             ``"identity"`` (default), ``"top2"`` (the paper's) or
