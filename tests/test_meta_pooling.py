@@ -257,8 +257,11 @@ def test_deprecated_alpha_init_stddev_warns_and_is_kept():
         block = MetaPoolingBlock(("identity", "avg3"), alpha_init_stddev=0.5)
     assert block.search_logits_init_stddev == 0.5
     assert "alpha_init_stddev" not in block.get_config()
-    with pytest.raises(ValueError, match="not both"):
-        MetaPoolingBlock(("identity", "avg3"), alpha_init_stddev=0.5, search_logits_init_stddev=0.1)
+    for new_value in (0.1, 1e-3):  # the default, passed explicitly, is not overridden either
+        with pytest.raises(ValueError, match="not both"):
+            MetaPoolingBlock(
+                ("identity", "avg3"), alpha_init_stddev=0.5, search_logits_init_stddev=new_value
+            )
 
 
 def test_a_config_saved_before_the_rename_loads_without_a_warning(rng):
@@ -269,6 +272,19 @@ def test_a_config_saved_before_the_rename_loads_without_a_warning(rng):
         warnings.simplefilter("error", DeprecationWarning)
         block = MetaPoolingBlock.from_config(config)
     assert block.search_logits_init_stddev == 0.25
+    config["search_logits_init_stddev"] = 0.5
+    with pytest.raises(ValueError, match="keep one"):
+        MetaPoolingBlock.from_config(config)
+
+
+def test_saving_and_loading_a_block_does_not_read_the_deprecated_name(tmp_path):
+    model, _ = _tiny_model()
+    path = str(tmp_path / "model.keras")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="MetaPoolingBlock.alpha")
+        model.save(path)
+        keras.models.load_model(path)
+    assert "alpha" not in dir(model.get_layer("mp"))
 
 
 def test_checkpoints_written_with_the_weight_name_alpha_restore_the_search_logits(tmp_path):

@@ -89,7 +89,8 @@ class MetaPoolingBlock(keras.layers.Layer):
             spec's ``post_norm``.
         fixed: Initial fixed state: None (searching), an op name or a pair.
         search_logits_init_stddev: Standard deviation of the normal
-            initialisation of ``search_logits`` (1e-3, docs/method.md §2).
+            initialisation of ``search_logits`` (None: 1e-3, docs/method.md
+            §2).
             ``alpha_init_stddev``, its former name, still works with a
             ``DeprecationWarning``.
         batch_norm_momentum: Momentum of the block's BatchNormalization and of
@@ -116,7 +117,7 @@ class MetaPoolingBlock(keras.layers.Layer):
         candidates=DEFAULT_CANDIDATES,
         post_norm=True,
         fixed=None,
-        search_logits_init_stddev=DEFAULT_SEARCH_LOGITS_INIT_STDDEV,
+        search_logits_init_stddev=None,
         batch_norm_momentum=BATCH_NORM_MOMENTUM,
         batch_norm_epsilon=1e-3,
         ssp_kwargs=None,
@@ -124,7 +125,7 @@ class MetaPoolingBlock(keras.layers.Layer):
         **kwargs,
     ):
         if "alpha_init_stddev" in kwargs:
-            if search_logits_init_stddev != DEFAULT_SEARCH_LOGITS_INIT_STDDEV:
+            if search_logits_init_stddev is not None:
                 raise ValueError(
                     "Pass search_logits_init_stddev or its deprecated name alpha_init_stddev, "
                     "not both."
@@ -150,6 +151,8 @@ class MetaPoolingBlock(keras.layers.Layer):
         self._initial_fixed = _normalize_fixed(fixed, candidates)
         # Fixed op(s) the next trace computes alone (``compute_only_fixed``).
         self._traced_ops = None
+        if search_logits_init_stddev is None:
+            search_logits_init_stddev = DEFAULT_SEARCH_LOGITS_INIT_STDDEV
         self.search_logits_init_stddev = float(search_logits_init_stddev)
         self.batch_norm_momentum = float(batch_norm_momentum)
         self.batch_norm_epsilon = float(batch_norm_epsilon)
@@ -272,16 +275,19 @@ class MetaPoolingBlock(keras.layers.Layer):
         self._traced_ops = traced
         return changed
 
-    @property
-    def alpha(self):
-        """Deprecated name of ``search_logits`` (``alpha`` is the width multiplier)."""
-        warnings.warn(
-            "MetaPoolingBlock.alpha is deprecated: use MetaPoolingBlock.search_logits (the "
-            "same variable; `alpha` names the width multiplier).",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.search_logits
+    def __getattr__(self, name):
+        # `alpha`, the deprecated name of `search_logits`, answers here rather
+        # than as a property: tf_keras' .keras saving reads every name dir()
+        # lists, and would warn on every save and load.
+        if name == "alpha":
+            warnings.warn(
+                "MetaPoolingBlock.alpha is deprecated: use MetaPoolingBlock.search_logits (the "
+                "same variable; `alpha` names the width multiplier).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return self.search_logits
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def probabilities(self):
         """``softmax(search_logits)`` as a dict ``{op name: probability}``."""
@@ -382,5 +388,10 @@ class MetaPoolingBlock(keras.layers.Layer):
         # a file format, read as it is, without a warning.
         config = dict(config)
         if "alpha_init_stddev" in config:
+            if config.get("search_logits_init_stddev") is not None:
+                raise ValueError(
+                    "MetaPoolingBlock config holds both search_logits_init_stddev and its "
+                    "former name alpha_init_stddev; keep one."
+                )
             config["search_logits_init_stddev"] = config.pop("alpha_init_stddev")
         return cls(**config)
