@@ -6,6 +6,13 @@ that imports neither Keras (so ``keras_metapool.keras3`` loads without
 tf_keras).
 """
 
+import math
+import numbers
+
+import numpy as np
+
+from keras_metapool._ranges import MOMENTUM, POSITIVE
+
 # Momentum of every BatchNormalization the package creates, in Keras terms
 # (PyTorch's 0.1, the paper's). keras.applications uses 0.999, which suits
 # long ImageNet runs but leaves the moving statistics of a few-epoch run
@@ -72,18 +79,42 @@ def ssp_arguments(
 ):
     """SSP's arguments checked and normalised: ``{name: value}`` in ``SSP_ARGUMENTS`` order.
 
+    Checked, not coerced: ``reduction=2.9`` or ``zero_gate_kernels="false"``
+    would otherwise become 2 and True without a word.
+
     Raises:
-        ValueError: if ``reduction`` or ``min_channels`` is below 1.
+        ValueError: for a ``reduction`` or ``min_channels`` that is not a
+            whole number >= 1, a momentum outside [0, 1), an epsilon <= 0, a
+            gate bias that is not a finite number, or a ``zero_gate_kernels``
+            that is not True or False.
     """
-    if int(reduction) < 1:
-        raise ValueError(f"`reduction` must be >= 1, got {reduction!r}.")
-    if int(min_channels) < 1:
-        raise ValueError(f"`min_channels` must be >= 1, got {min_channels!r}.")
     return dict(
-        reduction=int(reduction),
-        min_channels=int(min_channels),
-        batch_norm_momentum=float(batch_norm_momentum),
-        batch_norm_epsilon=float(batch_norm_epsilon),
-        gate_bias=float(gate_bias),
-        zero_gate_kernels=bool(zero_gate_kernels),
+        reduction=whole_number("reduction", reduction, minimum=1),
+        min_channels=whole_number("min_channels", min_channels, minimum=1),
+        batch_norm_momentum=float(MOMENTUM.check("batch_norm_momentum", batch_norm_momentum)),
+        batch_norm_epsilon=float(POSITIVE.check("batch_norm_epsilon", batch_norm_epsilon)),
+        gate_bias=finite_number("gate_bias", gate_bias),
+        zero_gate_kernels=true_or_false("zero_gate_kernels", zero_gate_kernels),
     )
+
+
+def whole_number(name, value, minimum):
+    """``value`` as an int if it is a whole number >= ``minimum`` (8 or 8.0), else ValueError."""
+    if not isinstance(value, bool) and isinstance(value, numbers.Real):
+        if float(value).is_integer() and value >= minimum:
+            return int(value)
+    raise ValueError(f"`{name}` must be a whole number >= {minimum}, got {value!r}.")
+
+
+def finite_number(name, value):
+    """``value`` as a float if it is a finite real number, else ValueError."""
+    if not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value):
+        return float(value)
+    raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+
+
+def true_or_false(name, value):
+    """``value`` as a bool if it is one (NumPy's too), else ValueError: bool("false") is True."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"`{name}` must be True or False, got {value!r}.")

@@ -59,3 +59,9 @@ class Interval:
 
 #: Shares of something (a fraction of the images, of the steps): in (0, 1).
 OPEN_UNIT = Interval(0.0, 1.0, "neither")
+#: A BatchNormalization momentum (Keras convention): in [0, 1).
+MOMENTUM = Interval(0.0, 1.0, "left")
+#: A strictly positive number (an epsilon, a learning rate).
+POSITIVE = Interval(0.0, None, "neither")
+#: A number >= 0 (a standard deviation).
+NON_NEGATIVE = Interval(0.0, None, "both")

@@ -1,5 +1,6 @@
 """Tests of MetaPoolingBlock (docs/method.md §2): mixture numerics, fixing, saving."""
 
+import re
 import warnings
 
 import numpy as np
@@ -448,6 +449,22 @@ def test_block_mixed_precision_tiny_search_logits_not_lost():
 
 
 # -- 8. errors --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"post_norm": "false"}, "`post_norm` must be True or False"),  # bool("false") is True
+        ({"batch_norm_momentum": 7}, "`batch_norm_momentum` must be in"),
+        ({"batch_norm_epsilon": 0.0}, "`batch_norm_epsilon` must be > 0"),
+        ({"search_logits_init_stddev": -1}, "`search_logits_init_stddev` must be >= 0"),
+        ({"ssp_kwargs": {"reduciton": 4}}, "'reduciton'; the ssp candidate takes reduction"),
+        ({"ssp_kwargs": {"batch_norm_momentum": 0.5}}, "its batch_norm_momentum is the block's"),
+    ],
+)
+def test_block_refuses_arguments_it_would_change_or_ignore(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MetaPoolingBlock(("identity", "ssp"), **kwargs)
+
+
 def test_unknown_candidate_lists_valid_names():
     with pytest.raises(ValueError) as info:
         MetaPoolingBlock(candidates=("ssp", "avg4"))

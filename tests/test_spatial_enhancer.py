@@ -245,6 +245,38 @@ def test_ssp_rejects_min_channels_below_one():
         SpatialEnhancer(min_channels=0)
 
 
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"reduction": 2.9}, "reduction"),  # would have become 2
+        ({"reduction": "8"}, "reduction"),
+        ({"reduction": None}, "reduction"),
+        ({"reduction": True}, "reduction"),
+        ({"min_channels": 4.5}, "min_channels"),
+        ({"batch_norm_momentum": 5}, "batch_norm_momentum"),
+        ({"batch_norm_momentum": 1.0}, "batch_norm_momentum"),
+        ({"batch_norm_epsilon": -1}, "batch_norm_epsilon"),
+        ({"batch_norm_epsilon": 0}, "batch_norm_epsilon"),
+        ({"gate_bias": float("nan")}, "gate_bias"),
+        ({"gate_bias": "2"}, "gate_bias"),
+        ({"zero_gate_kernels": "false"}, "zero_gate_kernels"),  # bool("false") is True
+        ({"zero_gate_kernels": 0}, "zero_gate_kernels"),
+    ],
+)
+def test_ssp_refuses_arguments_it_would_have_to_change(kwargs, argument):
+    with pytest.raises(ValueError, match=f"`{argument}` must be"):
+        SpatialEnhancer(**kwargs)
+
+
+def test_ssp_takes_whole_numbers_written_as_floats_and_numpy_scalars():
+    layer = SpatialEnhancer(
+        reduction=8.0, min_channels=np.int64(4), zero_gate_kernels=np.bool_(True), gate_bias=2
+    )
+    assert (layer.reduction, layer.min_channels) == (8, 4)
+    assert type(layer.reduction) is int and layer.zero_gate_kernels is True
+    assert layer.gate_bias == 2.0
+
+
 @pytest.mark.parametrize("shape", [(2, 4, 8), (2, 3, 4, 5, 8), (8,)])
 def test_ssp_rejects_non_4d_input(shape):
     with pytest.raises(ValueError, match="4D"):

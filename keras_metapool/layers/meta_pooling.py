@@ -6,7 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_metapool._keras import keras
-from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM
+from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM, SSP_ARGUMENTS, true_or_false
+from keras_metapool._ranges import MOMENTUM, NON_NEGATIVE, POSITIVE
 from keras_metapool.layers.activations import hard_swish
 from keras_metapool.layers.building import (
     build_in_own_scope,
@@ -20,8 +21,24 @@ from keras_metapool.layers.candidate_ops import (
     validate_op_name,
 )
 
+#: The SSP arguments a block passes to its ``ssp`` candidate itself.
+_SSP_ARGUMENTS_OF_THE_BLOCK = ("batch_norm_momentum",)
+
 #: Standard deviation of the search logits' normal initialisation (docs/method.md §2).
 DEFAULT_SEARCH_LOGITS_INIT_STDDEV = 1e-3
+
+
+def _checked_ssp_kwargs(ssp_kwargs):
+    """``ssp_kwargs`` as a dict, refused if it names anything SSP does not take from it."""
+    ssp_kwargs = dict(ssp_kwargs or {})
+    allowed = [name for name in SSP_ARGUMENTS if name not in _SSP_ARGUMENTS_OF_THE_BLOCK]
+    unknown = sorted(set(ssp_kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"`ssp_kwargs` has {', '.join(map(repr, unknown))}; the ssp candidate takes "
+            f"{', '.join(allowed)} from it (its batch_norm_momentum is the block's own)."
+        )
+    return ssp_kwargs
 
 
 def _normalize_fixed(fixed, candidates):
@@ -147,16 +164,18 @@ class MetaPoolingBlock(keras.layers.Layer):
                 f"`candidates` must list at least two distinct op names, got {list(candidates)}."
             )
         self.candidates = candidates
-        self.post_norm = bool(post_norm)
+        self.post_norm = true_or_false("post_norm", post_norm)
         self._initial_fixed = _normalize_fixed(fixed, candidates)
         # Fixed op(s) the next trace computes alone (``compute_only_fixed``).
         self._traced_ops = None
         if search_logits_init_stddev is None:
             search_logits_init_stddev = DEFAULT_SEARCH_LOGITS_INIT_STDDEV
-        self.search_logits_init_stddev = float(search_logits_init_stddev)
-        self.batch_norm_momentum = float(batch_norm_momentum)
-        self.batch_norm_epsilon = float(batch_norm_epsilon)
-        self.ssp_kwargs = dict(ssp_kwargs or {})
+        self.search_logits_init_stddev = float(
+            NON_NEGATIVE.check("search_logits_init_stddev", search_logits_init_stddev)
+        )
+        self.batch_norm_momentum = float(MOMENTUM.check("batch_norm_momentum", batch_norm_momentum))
+        self.batch_norm_epsilon = float(POSITIVE.check("batch_norm_epsilon", batch_norm_epsilon))
+        self.ssp_kwargs = _checked_ssp_kwargs(ssp_kwargs)
         self.seed = seed
         self.ops = [
             build_candidate_op(

@@ -6,6 +6,7 @@ from absl import logging
 
 from keras_metapool._keras import backend, functional_model, keras
 from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM
+from keras_metapool._ranges import MOMENTUM
 from keras_metapool.layers.activations import HardSwish
 from keras_metapool.layers.candidate_ops import IDENTITY, build_candidate_op
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
@@ -366,8 +367,7 @@ def MobileNetV2MP(
         raise ValueError(
             f"Unknown enhancer_init {enhancer_init!r}. Valid values: {', '.join(ENHANCER_INITS)}."
         )
-    if not 0.0 <= float(batch_norm_momentum) < 1.0:
-        raise ValueError(f"`batch_norm_momentum` must be in [0, 1), got {batch_norm_momentum!r}.")
+    MOMENTUM.check("batch_norm_momentum", batch_norm_momentum)
     spec = resolve_spec(meta_pooling, placement, search_candidates)
     if weights is not None and weights != "imagenet":
         weights_lib.check_weights_path(weights)  # fail before the costly build
