@@ -11,6 +11,7 @@ from helpers import calibrate_batch_norms
 from keras_metapool import MobileNetV2MP, SpatialEnhancer
 from keras_metapool._keras import keras
 from keras_metapool.models import weights as weights_lib
+from keras_metapool.models.weights import LayersKeptInitWarning
 
 SHAPE = (32, 32, 3)
 
@@ -109,7 +110,9 @@ def test_plain_weights_into_paper_model_keep_ssp_init(tmp_path):
     plain.save_weights(str(path))
     kwargs = dict(input_shape=SHAPE, alpha=0.35, meta_pooling="paper")
     keras.utils.set_random_seed(99)
-    model = MobileNetV2MP(weights=str(path), **kwargs)
+    with pytest.warns(LayersKeptInitWarning, match="11 layers of this model") as caught:
+        model = MobileNetV2MP(weights=str(path), **kwargs)
+    assert "block_16_mp_ssp" in str(caught[0].message)
     keras.utils.set_random_seed(99)
     fresh = MobileNetV2MP(weights=None, **kwargs)
     source = layer_weights(plain)

@@ -9,6 +9,7 @@ import collections
 import json
 import os
 import re
+import warnings
 import zipfile
 
 import h5py
@@ -270,8 +271,16 @@ def check_weights_path(path):
     )
 
 
+class LayersKeptInitWarning(UserWarning):
+    """A weights file had nothing for some layers of the model, which kept their init."""
+
+
 def load_weights_file(model, path, new_layers=()):
     """Loads ``path`` (a Keras .h5 file or a TF checkpoint) into ``model``.
+
+    Layers in ``new_layers`` (the Meta-Pooling additions) may be missing from
+    a Keras file; they keep their initial values, with a
+    ``LayersKeptInitWarning`` that names them.
 
     Raises:
         ValueError: if the file is missing, unreadable, or does not match.
@@ -279,7 +288,22 @@ def load_weights_file(model, path, new_layers=()):
     path = os.fspath(path)
     if not check_weights_path(path):
         if h5py.is_hdf5(path) or zipfile.is_zipfile(path):
-            return load_weights_by_name(model, path, new_layers)
+            kept = load_weights_by_name(model, path, new_layers)
+            if kept:
+                # Unlike weights="imagenet", where it is the point, a user's file
+                # without some layers may be the wrong file: say so.
+                warnings.warn(
+                    f"`weights`: {path} has no weights for {len(kept)} layers of this model, "
+                    f"which keep their initial values: {kept[:8]}"
+                    f"{' ...' if len(kept) > 8 else ''}. "
+                    "Expected when the file holds a plain MobileNetV2 and this model adds "
+                    "Meta-Pooling layers (they start untrained, as with weights='imagenet'; "
+                    "keras_metapool.from_mobilenet_v2 starts them as a no-op instead); if the "
+                    "file was saved from this architecture, it is not this model's file.",
+                    LayersKeptInitWarning,
+                    stacklevel=3,
+                )
+            return kept
         raise ValueError(
             f"`weights`: {path} is neither a Keras weights file (.h5, .weights.h5, "
             ".keras) nor a TensorFlow checkpoint (is it corrupt or truncated?)."
