@@ -81,7 +81,7 @@ def test_from_indices_with_custom_choices():
     assert spec.ops == ("max3", "identity") * 8 + ("avg5",)
 
 
-@pytest.mark.parametrize("indices", [[5] * 17, [-1] + [0] * 16, [0.0] * 17])
+@pytest.mark.parametrize("indices", [[5] * 17, [-1] + [0] * 16, [0.0] * 17, [True] * 17])
 def test_from_indices_rejects_bad_indices(indices):
     with pytest.raises(ValueError, match="index"):
         ArchitectureSpec.from_indices(indices)
@@ -342,8 +342,9 @@ def test_pruned_search_spec_lists_each_points_candidates_and_round_trips():
 
 def test_point_candidates_are_validated():
     ops = ["search"] * 17
-    with pytest.raises(ValueError, match="must list 17 entries"):
-        ArchitectureSpec(ops, point_candidates=[None])
+    for wrong in ([None], 5, "identity"):
+        with pytest.raises(ValueError, match="must list 17 entries"):
+            ArchitectureSpec(ops, point_candidates=wrong)
     bad = [None] * 17
     bad[3] = ["identity", "avg9"]
     with pytest.raises(ValueError, match=r"Unknown candidate op 'avg9' in `point_candidates\[3\]`"):
@@ -354,3 +355,10 @@ def test_point_candidates_are_validated():
     bad[3] = ["identity", "ssp"]
     with pytest.raises(ValueError, match="whose entry is 'ssp', not 'search'"):
         ArchitectureSpec(["ssp"] * 17, point_candidates=bad)
+
+
+@pytest.mark.parametrize("empty", [[], ()])
+def test_empty_search_candidates_are_refused_not_read_as_all(empty):
+    with pytest.raises(ValueError, match=">= 2 distinct op names"):
+        resolve_spec("search", None, empty)
+    assert resolve_spec("search", None, None).candidates == DEFAULT_CANDIDATES

@@ -19,6 +19,7 @@ BatchNormalization + hard swish, as in the search mixture and the ablations;
 the paper's final model has no such extra layers).
 """
 
+import collections.abc
 import json
 
 import numpy as np
@@ -161,7 +162,11 @@ class ArchitectureSpec:
     def _normalize_point_candidates(self, point_candidates):
         if point_candidates is None:
             return None
-        if isinstance(point_candidates, (str, bytes)) or len(point_candidates) != NUM_BLOCKS:
+        if (
+            isinstance(point_candidates, (str, bytes))
+            or not isinstance(point_candidates, collections.abc.Sequence)
+            or len(point_candidates) != NUM_BLOCKS
+        ):
             raise ValueError(
                 f"`point_candidates` must list {NUM_BLOCKS} entries (None or op names), "
                 f"got {point_candidates!r}."
@@ -279,7 +284,8 @@ class ArchitectureSpec:
         """A spec from per-block indices into ``choices`` (docs/method.md §3's form)."""
         indices = list(indices)
         for i in indices:
-            if not isinstance(i, int) or not 0 <= i < len(choices):
+            # bool is an int: [True] * 17 would be an architecture of index 1.
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(choices):
                 raise ValueError(
                     f"meta_pooling spec: index {i!r} is outside choices {list(choices)}."
                 )
@@ -438,9 +444,10 @@ def resolve_spec(meta_pooling, placement=None, search_candidates=None):
             )
         return meta_pooling
     if meta_pooling == "search":
-        return ArchitectureSpec.search(
-            placement or SEARCH_PLACEMENT, search_candidates or DEFAULT_CANDIDATES
-        )
+        if search_candidates is None:
+            search_candidates = DEFAULT_CANDIDATES
+        # An empty list is refused by the spec (>= 2 candidates), not read as "all".
+        return ArchitectureSpec.search(placement or SEARCH_PLACEMENT, search_candidates)
     if isinstance(meta_pooling, str) and meta_pooling in NAMED_ARCHITECTURES:
         if search_candidates is not None:
             raise ValueError("`search_candidates` is only used with meta_pooling='search'.")
