@@ -463,6 +463,7 @@ def test_new_layers_do_not_change_shared_layers(paper_model):
         ({"head": "fancy"}, "head"),
         ({"head": "paper", "include_top": False}, "head"),
         ({"pooling": "sum", "include_top": False}, "pooling"),
+        ({"pooling": "max", "include_top": True}, "pooling"),  # the head would average
         ({"classes": 0}, "classes"),
         ({"weights": "imagenet", "classes": 10}, "classes"),
         ({"weights": "imagenet", "alpha": 0.6}, "alpha"),

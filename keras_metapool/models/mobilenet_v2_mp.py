@@ -81,6 +81,13 @@ def _validate_arguments(alpha, include_top, weights, pooling, classes, classifie
         raise ValueError(f"`alpha` must be a number > 0, got {alpha!r}.")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"`pooling` must be None, 'avg' or 'max', got {pooling!r}.")
+    if pooling is not None and include_top:
+        # keras.applications ignores it here; the classifier head always averages.
+        raise ValueError(
+            f"`pooling`={pooling!r} applies to include_top=False (the features); the "
+            "classifier head always pools by average. Drop `pooling`, or pass "
+            "include_top=False and put your own head on the pooled features."
+        )
     if head not in HEADS:
         raise ValueError(f"Unknown head {head!r}. Valid values: {', '.join(HEADS)}.")
     if head == "paper" and not include_top:
