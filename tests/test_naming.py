@@ -23,7 +23,8 @@ def test_enhancer_names_invert_for_every_block_and_placement():
             assert block_of(op_layer_name(block_id, placement, "avg3")) == block_id
             names.add(name)
     assert len(names) == 2 * NUM_BLOCKS  # no two sites share a name
-    for not_an_enhancer in ("block_6_mp_ssp", "block_17_mp", "block_6_expand", "Conv1", "mp"):
+    for not_an_enhancer in ("block_6_mp_ssp", "block_17_mp", "block_6_expand", "Conv1", "mp",
+                            "block_0_mp", "block_06_mp"):  # fmt: skip
         assert point_of(not_an_enhancer) is None, not_an_enhancer
     assert block_of("Conv1") is None and block_of("expanded_conv_project") == 0
     # An enhancer's own layers lead back to its point; a block's other layers do not.

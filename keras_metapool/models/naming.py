@@ -62,6 +62,10 @@ def point_of(name):
     if block_id >= NUM_BLOCKS:
         return None
     placement = next(p for p, suffix in _ENHANCER_SUFFIX.items() if suffix == match.group(2))
+    # Only names the builder writes: not "block_0_mp" (block 0 is "expanded_conv")
+    # nor "block_06_mp".
+    if enhancer_layer_name(block_id, placement) != name:
+        return None
     return block_id, placement
 
 
