@@ -95,8 +95,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string(
     "model",
     None,
-    "Trained model: .keras or .h5 (float from `keras-metapool train`, QAT .h5 from "
-    "`keras-metapool qat`) or a SavedModel folder. Default: train a tiny 'paper' model here.",
+    "Trained model: .keras or .h5 (float, from `keras-metapool train`), a QAT .h5, or a "
+    "SavedModel folder (`keras-metapool qat` writes qat_model/). Default: train a tiny "
+    "'paper' model here.",
 )
 flags.DEFINE_string(
     "dataset",

@@ -108,7 +108,10 @@ flags.DEFINE_string(
     "~/tensorflow_datasets; gs:// for TPUs).",
 )
 flags.DEFINE_string(
-    "architecture", "paper", "'paper', 'none' (plain MobileNetV2) or an architecture JSON file."
+    "architecture",
+    "paper",
+    "A named architecture ('paper', 'none': plain MobileNetV2, or an ablation: 'global', "
+    "'local', 'random', 'exclude_local') or an architecture JSON file.",
 )
 flags.DEFINE_enum("head", "paper", ["paper", "classic"], "Classifier head (see the docstring).")
 flags.DEFINE_float("alpha", 1.0, "Width multiplier (the paper: 1.0, 0.75, 0.5).")
@@ -229,10 +232,13 @@ def main(argv):
     warmup_steps = min(round(FLAGS.warmup_epochs * steps_per_epoch), total_steps - 1)
     learning_rate = FLAGS.learning_rate * FLAGS.batch_size / REFERENCE_BATCH
 
-    if FLAGS.architecture in ("paper", "none"):
-        meta_pooling = FLAGS.architecture
-    else:
-        meta_pooling = km.ArchitectureSpec.load(FLAGS.architecture)
+    try:
+        if os.path.isfile(FLAGS.architecture):
+            meta_pooling = km.ArchitectureSpec.load(FLAGS.architecture)
+        else:  # a name; an unknown one gets the list of names
+            meta_pooling = km.ArchitectureSpec.named(FLAGS.architecture)
+    except ValueError as error:
+        sys.exit(f"error: --architecture: {error}")
 
     with strategy.scope():
         # -- Model ------------------------------------------------------------------
@@ -290,10 +296,8 @@ def main(argv):
     own = root if is_chief(strategy) else tempfile.mkdtemp(prefix="imagenet_recipe_worker_")
     temporaries = [folder for folder in {root, own} if folder != FLAGS.output_dir]
     os.makedirs(os.path.join(root, "checkpoints"), exist_ok=True)
-    if isinstance(meta_pooling, km.ArchitectureSpec):
+    if meta_pooling.points:
         meta_pooling.save(os.path.join(own, "architecture.json"))
-    elif meta_pooling == "paper":
-        km.ArchitectureSpec.paper().save(os.path.join(own, "architecture.json"))
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(root, "backup")),
         keras.callbacks.ModelCheckpoint(os.path.join(root, "checkpoints", "last.keras")),

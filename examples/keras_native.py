@@ -1,17 +1,22 @@
 """The Keras-native flow: search, fit, quantize, export for the Edge TPU.
 
     python examples/keras_native.py                    # ~10 minutes on 2 CPU cores
-    python examples/keras_native.py --image_size=32 --train_size=512 --epochs=1   # ~1 minute
+    python examples/keras_native.py --image_size=32 --train_size=4096   # ~1 minute, a flow check
 
 What it shows, on Fashion-MNIST read from local files (nothing downloads):
 
 1. ``MobileNetV2MP(weights=None, ...)`` is a searchable supernet by default
-   (a ``MetaPoolingBlock`` of 8 candidate ops after each of the 17 blocks);
+   (a ``MetaPoolingBlock`` at each of the 16 points inside blocks 1-16, with
+   the candidate ops that fit the point's feature map);
 2. ``compile`` and ``fit`` as for any Keras model; the search (PMPL) is one
    callback, ``PMPLCallback``, whose architecture steps use a held-out part
    of the training split (``load_dataset(..., search_part="arch")``);
-3. after ``fit`` every point is fixed (a point is fixed when its top op leads
-   the second by 0.2; those still undecided at the end keep their top two);
+3. after ``fit`` every point is fixed: a point is decided once the evidence
+   says its best op beats no enhancer (``identity``) or the reverse, and at
+   the late stage (2/3 of the epochs) the points still undecided become
+   ``identity``; the last third of ``fit`` trains that architecture. Few
+   points are decided in a short run, and ``fit`` warns when fewer than half
+   were;
 4. ``quantize_model`` makes the quantization-aware (QAT) twin of the fixed
    model (the unused candidate ops are dropped), trained briefly;
 5. ``keras_metapool.export.to_tflite(mode="edgetpu")`` writes a uint8,
@@ -24,9 +29,9 @@ fine-tune, short and convenient); the paper instead trains the derived
 architecture from scratch (``MobileNetV2MP(meta_pooling=pmpl.architecture)``,
 see examples/imagenet_recipe.py).
 
-The architecture learning rate defaults to 3e-3, ten times the paper's 3e-4:
-a CPU run of a few epochs is too short for the paper's rate to separate the
-candidates (see README, "What a search costs"). Artifacts in --output_dir:
+The architecture learning rate defaults to PMPLCallback's ``"auto"``: sized to
+the architecture steps the run takes (the paper's 3e-4 needs far more steps
+than a CPU run affords). Artifacts in --output_dir:
 the searched architecture (JSON) and the Edge TPU-ready model
 (``<name>_edgetpu.tflite``; compile it with examples/coral_export.py's
 instructions).
@@ -48,12 +53,19 @@ from keras_metapool.export import evaluate_tflite, to_tflite  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("image_size", 64, "Input size (Fashion-MNIST is upsampled).", lower_bound=32)
 flags.DEFINE_float("alpha", 0.35, "Width multiplier.", lower_bound=0.01)
-flags.DEFINE_integer("train_size", 10000, "Training images (half of them held out for α).")
+flags.DEFINE_integer(
+    "train_size", 10000, "Training images (half held out for the architecture steps)."
+)
 flags.DEFINE_integer("test_size", 2000, "Test images.", lower_bound=1)
 flags.DEFINE_integer("epochs", 3, "Search epochs.", lower_bound=1)
 flags.DEFINE_integer("qat_epochs", 1, "Quantization-aware training epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
-flags.DEFINE_float("arch_learning_rate", 3e-3, "Adam learning rate of α (paper: 3e-4).")
+flags.DEFINE_string(
+    "arch_learning_rate",
+    "auto",
+    "Adam learning rate of the search logits: 'auto' (sized to the run) or a number "
+    "(the paper: 3e-4).",
+)
 flags.DEFINE_integer("seed", 0, "Random seed (weights, shuffling, augmentation).")
 flags.DEFINE_string("output_dir", "runs/keras_native", "Where the spec and .tflite are written.")
 
@@ -86,6 +98,18 @@ class FailOnNaN(keras.callbacks.Callback):
             )
 
 
+def arch_learning_rate():
+    """--arch_learning_rate as PMPLCallback takes it: "auto" or a number."""
+    if FLAGS.arch_learning_rate == "auto":
+        return "auto"
+    try:
+        return float(FLAGS.arch_learning_rate)
+    except ValueError:
+        raise app.UsageError(
+            f"--arch_learning_rate must be 'auto' or a number, got {FLAGS.arch_learning_rate!r}."
+        ) from None
+
+
 def main(argv):
     del argv
     keras.utils.set_random_seed(FLAGS.seed)
@@ -108,7 +132,7 @@ def main(argv):
         batch_norm_momentum=0.9,  # short run: see MobileNetV2MP's docstring
     )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    pmpl = km.PMPLCallback(arch_data=held_out, learning_rate=FLAGS.arch_learning_rate)
+    pmpl = km.PMPLCallback(arch_data=held_out, learning_rate=arch_learning_rate())
     model.fit(train, epochs=FLAGS.epochs, callbacks=[pmpl, stop_on_nan], verbose=verbose)
     qat = km.quantize_model(model, representative_data=calibration)  # every point is fixed
     qat.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy", ["accuracy"])

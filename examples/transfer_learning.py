@@ -111,9 +111,18 @@ def build_base():
         )
     if FLAGS.weights == "imagenet":
         # ImageNet has 1000 classes: take the feature layers of the no-top model.
-        features = keras.applications.MobileNetV2(
-            weights="imagenet", include_top=False, input_shape=shape, alpha=FLAGS.alpha
-        )
+        # keras_metapool's builder reads keras.applications' file, and says where
+        # to put it when it is not cached and cannot be downloaded.
+        try:
+            features = km.MobileNetV2MP(
+                weights="imagenet",
+                meta_pooling="none",
+                include_top=False,
+                input_shape=shape,
+                alpha=FLAGS.alpha,
+            )
+        except ValueError as error:
+            sys.exit(f"error: --weights=imagenet: {error}")
         for layer in features.layers:
             if layer.weights:
                 base.get_layer(layer.name).set_weights(layer.get_weights())
