@@ -20,6 +20,12 @@ from keras_metapool._ranges import MOMENTUM, POSITIVE
 # searched model then evaluated at chance (0.095) where 0.9 gave 0.37-0.43
 # (0.59-0.68 with today's search defaults, tests/test_first_hour.py).
 BATCH_NORM_MOMENTUM = 0.9
+#: How the warnings that list likely causes name unsettled BN statistics.
+UNSETTLED_BATCH_NORM = (
+    "BatchNormalization statistics unsettled by a short run (a momentum near 1, such as "
+    f"keras.applications' 0.999; MobileNetV2MP's default {BATCH_NORM_MOMENTUM} settles them "
+    "within an epoch or two)"
+)
 
 #: SSP's bottleneck: channel reduction, lower bound of its width, BN epsilon.
 SSP_REDUCTION = 32

@@ -12,6 +12,7 @@ from absl import logging
 
 from keras_metapool import _internals, _quiet
 from keras_metapool._keras import require_float32_model
+from keras_metapool._layer_facts import UNSETTLED_BATCH_NORM
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.export import exportable
 from keras_metapool.export.edgetpu import edgetpu_report
@@ -252,10 +253,9 @@ def _warn_if_constant_outputs(path, samples, count=CONSTANT_CHECK_SAMPLES):
         warnings.warn(
             f"{os.path.basename(path)} gives the same output for all {len(images)} "
             "representative images: as a classifier it is useless. Likely causes: the Keras "
-            "model already predicts a constant (untrained; BatchNormalization statistics "
-            "unsettled by a short run with batch_norm_momentum=0.999), or collapsed "
-            "quantization ranges (a QAT model built without representative_data). Check the "
-            "Keras model's predictions on the same images first.",
+            f"model already predicts a constant (untrained; {UNSETTLED_BATCH_NORM}), or "
+            "collapsed quantization ranges (a QAT model built without representative_data). "
+            "Check the Keras model's predictions on the same images first.",
             ConstantOutputWarning,
             stacklevel=3,
         )

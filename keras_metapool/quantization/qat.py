@@ -14,6 +14,7 @@ from absl import logging
 from keras_metapool import _internals
 from keras_metapool._internals import import_tfmot as _tfmot
 from keras_metapool._keras import keras, require_float32_model, require_tf_keras_model
+from keras_metapool._layer_facts import UNSETTLED_BATCH_NORM
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.layers.building import weight_path
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
@@ -273,8 +274,7 @@ def calibrate_activation_ranges(
             f"collapsed on the {len(images)} calibration images (every value 0): "
             f"{', '.join(sorted(collapsed)[:5])}{', ...' if len(collapsed) > 5 else ''}. "
             "The int8 model passes nothing through them. Likely causes: an untrained float "
-            "model, BatchNormalization statistics unsettled by a short run "
-            "(batch_norm_momentum=0.999), or calibration images not preprocessed like the "
+            f"model, {UNSETTLED_BATCH_NORM}, or calibration images not preprocessed like the "
             "model's input ([-1, 1] for MobileNetV2MP).",
             CollapsedRangeWarning,
             stacklevel=2,

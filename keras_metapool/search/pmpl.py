@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from keras_metapool import _internals
 from keras_metapool._keras import keras, require_tf_keras_model
+from keras_metapool._layer_facts import UNSETTLED_BATCH_NORM
 from keras_metapool._ranges import OPEN_UNIT, Interval
 from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, DEFAULT_CANDIDATES, IDENTITY
 from keras_metapool.search.derive import (
@@ -1033,8 +1034,7 @@ class PMPLCallback(keras.callbacks.Callback):
             warnings.warn(
                 f"The searched model's training accuracy after fit is {accuracy:.3f}, about "
                 f"chance for {classes} classes ({chance:.3f}): it has not learned, and its "
-                "architecture says nothing. Likely causes: BatchNormalization statistics "
-                "unsettled by a short run (MobileNetV2MP's batch_norm_momentum=0.999), a "
+                f"architecture says nothing. Likely causes: {UNSETTLED_BATCH_NORM}, a "
                 "learning rate far off, labels that do not match the outputs, or too few "
                 "steps.",
                 ModelAtChanceWarning,
