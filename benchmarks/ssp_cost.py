@@ -9,32 +9,36 @@ script measures, for MobileNetV2 and the paper model (SSP after blocks 6-16)
 built with different *formulations* of the same SSP function:
 
 - ``separate`` (the layer as shipped): the shared bottleneck applied to the
-  row and the column descriptors one after the other;
+  row and the column descriptors (row and column means, MEAN) one after the
+  other;
+- ``depthwise``: ``separate`` with the means as depthwise convolutions with
+  constant ``1/W`` (``1 x W``) and ``1/H`` (``H x 1``) kernels;
 - ``stacked``: the descriptors reshaped and concatenated (``H + W``
   positions), one bottleneck pass, split back (the reference's layout; in
   training its BN sees both descriptors at once);
 - ``fused_gates``: ``x * (gate_h * gate_w)`` instead of ``x * gate_h * gate_w``;
 - ``pooled``: the descriptors by AVERAGE_POOL_2D (a ``1 x W`` and an
-  ``H x 1`` window) instead of MEAN;
+  ``H x 1`` window);
 - ``stacked_gates``: ``stacked``, and the two gate convolutions as one
   (their kernels side by side, ``2C`` outputs on all ``H + W`` positions,
   each half read where it belongs): one CONV_2D and one LOGISTIC fewer;
 
-and a *floor* that is not SSP: only the ops that every formulation of SSP's
-function needs, the two means and the two gating products
-(``x * mean_W(x) * mean_H(x)``). No formulation can cost less than the floor,
-so a goal below it cannot be met by any formulation of this function;
+and two *floors* that are not SSP: only the ops that every formulation of
+SSP's function needs, the two means and the two gating products
+(``x * mean_W(x) * mean_H(x)``), with the means by MEAN (``op_floor``) or
+by depthwise convolution (``op_floor_depthwise``). No formulation with those
+means can cost less than its floor;
 
 the op count of the int8 ``.tflite``, its latency (batch 1, one thread, the
 models' invokes interleaved) and the training step (batch ``--batch``,
 ``train_on_batch`` interleaved, CPU time of the process: the work of a step,
-steadier than wall time on a shared machine), each as a ratio to MobileNetV2. MobileNetV2
-is measured twice: the ratio of the second copy is the noise floor of every
+steadier than wall time on a shared machine), each as a ratio to
+MobileNetV2. MobileNetV2 is measured twice: the ratio of the second copy is the noise floor of every
 ratio in the same table.
 
 All formulations compute the same function at inference (checked: the float
 outputs of each model agree with the shipped layer's to 1e-5 before timing;
-the floor is exempt).
+the floors are exempt).
 """
 
 import contextlib
@@ -63,22 +67,43 @@ from keras_metapool.layers.activations import HARD_SWISH_SCALE  # noqa: E402
 from keras_metapool.layers.spatial_enhancer import SpatialEnhancer  # noqa: E402
 
 FLAGS = flags.FLAGS
-FLOOR = "op_floor"
+FLOOR, FLOOR_DEPTHWISE = "op_floor", "op_floor_depthwise"
 flags.DEFINE_float("alpha", 0.35, "Width multiplier.")
 flags.DEFINE_list("sizes", ["64", "96"], "Square input sizes.")
 flags.DEFINE_integer("runs", 300, "Interleaved int8 invokes per model (median).", lower_bound=1)
 flags.DEFINE_integer("train_rounds", 40, "Interleaved training steps per model.", lower_bound=1)
 flags.DEFINE_integer("batch", 64, "Training batch size.", lower_bound=1)
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+flags.DEFINE_list(
+    "formulations",
+    None,
+    "Measure only these formulations (and floors) beside MobileNetV2; default all. Fewer "
+    "models interleaved also thrash the caches less (ratios change with their number).",
+)
 
 
-def _rows_and_columns(inputs, pooled):
-    """The row and column descriptors, (B, H, 1, C) and (B, 1, W, C)."""
-    if pooled:
-        height, width = inputs.shape[1], inputs.shape[2]
+def _rows_and_columns(inputs, means="mean"):
+    """The row and column descriptors, (B, H, 1, C) and (B, 1, W, C).
+
+    ``means``: "mean" (the layer's), "depthwise" or "pooled".
+    """
+    height, width, channels = inputs.shape[1], inputs.shape[2], inputs.shape[3]
+    if means == "pooled":
         return (
             tf.nn.avg_pool2d(inputs, (1, width), (1, width), "VALID"),
             tf.nn.avg_pool2d(inputs, (height, 1), (height, 1), "VALID"),
+        )
+    if means == "depthwise":
+        return tuple(
+            tf.nn.depthwise_conv2d(
+                inputs,
+                tf.constant(
+                    np.full((*window, channels, 1), 1.0 / (window[0] * window[1])), tf.float32
+                ),
+                (1, 1, 1, 1),
+                "VALID",
+            )
+            for window in ((1, width), (height, 1))
         )
     return (
         tf.reduce_mean(inputs, axis=2, keepdims=True),
@@ -86,9 +111,9 @@ def _rows_and_columns(inputs, pooled):
     )
 
 
-def _separate(pooled=False, fused=False):
+def _separate(means="mean", fused=False):
     def call(self, inputs, training=None):
-        rows, columns = _rows_and_columns(inputs, pooled)
+        rows, columns = _rows_and_columns(inputs, means)
         gate_h = self._gate(self.gate_h, self._bottleneck(rows, training))
         gate_w = self._gate(self.gate_w, self._bottleneck(columns, training))
         return inputs * (gate_h * gate_w) if fused else inputs * gate_h * gate_w
@@ -98,7 +123,7 @@ def _separate(pooled=False, fused=False):
 
 def _stacked(self, inputs, training=None):
     height, width, channels = inputs.shape[1], inputs.shape[2], inputs.shape[3]
-    rows, columns = _rows_and_columns(inputs, False)
+    rows, columns = _rows_and_columns(inputs)
     columns = tf.reshape(columns, (-1, width, 1, channels))  # a reshape, not a transpose
     features = self._bottleneck(tf.concat([rows, columns], axis=1), training)
     rows_features, columns_features = tf.split(features, [height, width], axis=1)
@@ -109,7 +134,7 @@ def _stacked(self, inputs, training=None):
 
 def _stacked_gates(self, inputs, training=None):
     height, width, channels = inputs.shape[1], inputs.shape[2], inputs.shape[3]
-    rows, columns = _rows_and_columns(inputs, False)
+    rows, columns = _rows_and_columns(inputs)
     columns = tf.reshape(columns, (-1, width, 1, channels))
     features = self._bottleneck(tf.concat([rows, columns], axis=1), training)
     kernel = tf.concat([self.gate_h.kernel, self.gate_w.kernel], axis=-1) * HARD_SWISH_SCALE
@@ -120,19 +145,24 @@ def _stacked_gates(self, inputs, training=None):
     return inputs * gate_h * gate_w
 
 
-def _floor(self, inputs, training=None):
-    """Not SSP: the means and gating products that every formulation needs."""
-    rows, columns = _rows_and_columns(inputs, False)
-    return inputs * rows * columns
+def _floor(means):
+    def call(self, inputs, training=None):
+        """Not SSP: the means and gating products that every formulation needs."""
+        rows, columns = _rows_and_columns(inputs, means)
+        return inputs * rows * columns
+
+    return call
 
 
 FORMULATIONS = {
     "separate": None,  # the shipped layer
+    "depthwise": _separate(means="depthwise"),
     "stacked": _stacked,
     "fused_gates": _separate(fused=True),
-    "pooled": _separate(pooled=True),
+    "pooled": _separate(means="pooled"),
     "stacked_gates": _stacked_gates,
-    FLOOR: _floor,
+    FLOOR: _floor("mean"),
+    FLOOR_DEPTHWISE: _floor("depthwise"),
 }
 
 
@@ -165,15 +195,25 @@ def measure(size, folder):
     pixels, labels = load_fashion_mnist("train", limit=max(128, FLAGS.batch))
     images = to_model_input(pixels, size)
     entries = [("MobileNetV2", "none", "separate")]
-    entries += [(f"paper, SSP {name}", "paper", name) for name in FORMULATIONS if name != FLOOR]
-    entries += [("op floor: means and gating products only (not SSP)", "paper", FLOOR)]
+    floors = {FLOOR: "MEAN", FLOOR_DEPTHWISE: "depthwise means"}
+    # The shipped layer always: the others are checked against it and compared with it.
+    chosen = ["separate", *(n for n in FLAGS.formulations or FORMULATIONS if n != "separate")]
+    unknown = sorted(set(chosen) - set(FORMULATIONS))
+    if unknown:
+        raise app.UsageError(f"--formulations: unknown {unknown}; known: {list(FORMULATIONS)}")
+    entries += [(f"paper, SSP {name}", "paper", name) for name in chosen if name not in floors]
+    entries += [
+        (f"op floor: {means} and gating products only (not SSP)", "paper", name)
+        for name, means in floors.items()
+        if name in chosen
+    ]
     entries += [("MobileNetV2 (noise floor)", "none", "separate")]
     models, paths, ops, reference = {}, {}, {}, None
     for label, meta_pooling, formulation in entries:
         with ssp_formulation(formulation):
             model = build(meta_pooling, size)
             settle_batch_norms(model, images[:32])
-            if meta_pooling == "paper" and formulation != FLOOR:
+            if meta_pooling == "paper" and formulation not in floors:
                 if reference is None:
                     reference = model.get_weights()
                 model.set_weights(reference)  # the same weights and statistics for all
