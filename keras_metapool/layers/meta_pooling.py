@@ -77,9 +77,9 @@ class MetaPoolingBlock(keras.layers.Layer):
     scored as exactly what the derived model computes at that point:
     ``identity`` as no layer at all, ``ssp`` as the lone SSP layer. With it,
     ``identity`` is scored as ``hswish(BN(x))`` while the derived model drops
-    the point: the reference code's mismatch, kept for faithfulness. ``search_logits`` is
-    a non-trainable variable: the user's optimizer never updates it; the PMPL
-    search does (``keras_metapool.PMPLCallback``).
+    the point: the reference code's mismatch, kept for faithfulness.
+    ``search_logits`` is a non-trainable variable: the user's optimizer never
+    updates it; the PMPL search does (``keras_metapool.PMPLCallback``).
 
     A block can be *fixed*, for good, to one op or to a pair of ops:
     - to one op: the output is ``op(x)`` (``hswish(BN(op(x)))`` with the
@@ -107,8 +107,7 @@ class MetaPoolingBlock(keras.layers.Layer):
         fixed: Initial fixed state: None (searching), an op name or a pair.
         search_logits_init_stddev: Standard deviation of the normal
             initialisation of ``search_logits`` (None: 1e-3, docs/method.md
-            §2).
-            ``alpha_init_stddev``, its former name, still works with a
+            §2). ``alpha_init_stddev``, its former name, still works with a
             ``DeprecationWarning``.
         batch_norm_momentum: Momentum of the block's BatchNormalization and of
             the one inside SSP.

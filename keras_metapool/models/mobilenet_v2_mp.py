@@ -304,7 +304,9 @@ def MobileNetV2MP(
         weights: None (random init), ``"imagenet"`` (the keras.applications
             ImageNet MobileNetV2 weights for the shared layers; the new
             Meta-Pooling layers keep their init), or a path to a weights file
-            (a Keras ``.h5``, matched by layer name, or a TF checkpoint).
+            (a Keras ``.h5``, matched by layer name, or a TF checkpoint; the
+            Meta-Pooling layers a plain model's file lacks keep their init,
+            named in a ``keras_metapool.models.weights.LayersKeptInitWarning``).
             ``"imagenet"`` reads ``$KERAS_HOME/models/<file>`` (default
             ``~/.keras/models``), downloading it when a network allows; the
             error names the file to place there otherwise.
