@@ -123,4 +123,4 @@ def true_or_false(name, value):
     """``value`` as a bool if it is one (NumPy's too), else ValueError: bool("false") is True."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+    raise ValueError(f"`{name}` must be true or false, got {value!r}.")

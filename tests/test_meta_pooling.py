@@ -452,7 +452,7 @@ def test_block_mixed_precision_tiny_search_logits_not_lost():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"post_norm": "false"}, "`post_norm` must be True or False"),  # bool("false") is True
+        ({"post_norm": "false"}, "`post_norm` must be true or false"),  # bool("false") is True
         ({"batch_norm_momentum": 7}, "`batch_norm_momentum` must be in"),
         ({"batch_norm_epsilon": 0.0}, "`batch_norm_epsilon` must be > 0"),
         ({"search_logits_init_stddev": -1}, "`search_logits_init_stddev` must be >= 0"),

@@ -22,8 +22,7 @@ the paper's final model has no such extra layers).
 import collections.abc
 import json
 
-import numpy as np
-
+from keras_metapool._layer_facts import true_or_false
 from keras_metapool.layers.candidate_ops import (
     CANDIDATE_OPS,
     DEFAULT_CANDIDATES,
@@ -142,10 +141,8 @@ class ArchitectureSpec:
         check_placement(placement)
         self.ops = tuple(_normalize_entry(entry, i) for i, entry in enumerate(ops))
         self.placement = placement
-        if not isinstance(post_norm, (bool, np.bool_)):
-            # bool("false") is True: a hand-edited JSON would gain BN + hard swish.
-            raise ValueError(f"`post_norm` must be true or false, got {post_norm!r}.")
-        self.post_norm = bool(post_norm)
+        # bool("false") is True: a hand-edited JSON would gain BN + hard swish.
+        self.post_norm = true_or_false("post_norm", post_norm)
         self.candidates = tuple(validate_op_name(c, "candidates") for c in candidates)
         if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
             raise ValueError(f"`candidates` must be >= 2 distinct op names, got {candidates!r}.")
