@@ -22,9 +22,9 @@ from keras_metapool._ranges import MOMENTUM, POSITIVE
 BATCH_NORM_MOMENTUM = 0.9
 #: How the warnings that list likely causes name unsettled BN statistics.
 UNSETTLED_BATCH_NORM = (
-    "BatchNormalization statistics unsettled by a short run (a momentum near 1, such as "
-    f"keras.applications' 0.999; MobileNetV2MP's default {BATCH_NORM_MOMENTUM} settles them "
-    "within an epoch or two)"
+    "BatchNormalization statistics unsettled by a short run (a batch_norm_momentum near 1, "
+    f"such as keras.applications' 0.999; MobileNetV2MP's default {BATCH_NORM_MOMENTUM} "
+    "settles them within an epoch or two)"
 )
 
 #: SSP's bottleneck: channel reduction, lower bound of its width, BN epsilon.
