@@ -2,6 +2,11 @@
 
     python benchmarks/ssp_cost.py                         # alpha 0.35 at 64 and 96 px
     python benchmarks/ssp_cost.py --sizes=64 --runs=500 --json=results/ssp_cost.json
+    python benchmarks/ssp_cost.py --formulations=depthwise,op_floor,op_floor_depthwise
+
+All 10 models at once (the default) raised every SSP ratio by 0.2-0.3 in one run on
+2 cores (each interleaved model evicts the others from the caches): compare ratios
+within one run, and pick a few formulations for numbers to quote.
 
 SSP adds +0.2-0.4% MACs to MobileNetV2, but each SSP is 14 small graph ops, and
 on small maps a small op costs its fixed overhead, not its arithmetic. This
