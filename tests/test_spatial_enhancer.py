@@ -177,6 +177,90 @@ def test_ssp_training_uses_batch_stats_and_updates_moving_stats(rng):
     )
 
 
+def _training_step_of(layer, formulation, x):
+    """Output, gradients (input, then trainable weights) and moving stats after one step."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = formulation(layer, x)
+        loss = tf.reduce_sum(out * tf.cos(out))  # a loss that weighs pixels unequally
+    grads = tape.gradient(loss, [x, *layer.trainable_weights])
+    stats = [layer.reduce_bn.moving_mean, layer.reduce_bn.moving_variance]
+    return [np.asarray(v, np.float64) for v in (out, *grads, *stats)]
+
+
+@pytest.mark.parametrize("channels", [16, 320])
+@pytest.mark.parametrize("batch,height,width", [*SHAPES, (1, 1, 1)])
+def test_ssp_training_formulations_agree(rng, batch, height, width, channels):
+    """A training step as matrix products == with the convolutions Keras' BN sees.
+
+    Output, every gradient and both moving statistics (the fused kernel feeds
+    the moving variance the unbiased batch variance); a batch of one row
+    included, where that correction would divide by zero.
+    """
+    with_convolutions = make_ssp(channels, rng, batch_norm_momentum=0.5)
+    as_products = make_ssp(channels, rng, batch_norm_momentum=0.5)
+    as_products.set_weights(with_convolutions.get_weights())
+    mean_before = as_products.reduce_bn.moving_mean.numpy().copy()
+    x = tf.constant(rng.normal(0.0, 1.0, (batch, height, width, channels)).astype(np.float32))
+    expected = _training_step_of(
+        with_convolutions, lambda layer, x: layer._call_with_convolutions(x, True), x
+    )
+    got = _training_step_of(as_products, lambda layer, x: layer._call_as_matrix_products(x), x)
+    names = ["output", "d input", *(w.name for w in as_products.trainable_weights)]
+    for name, value, reference in zip([*names, "moving mean", "moving variance"], got, expected):
+        scale = max(1.0, float(np.max(np.abs(reference))))
+        np.testing.assert_allclose(value, reference, rtol=1e-5, atol=1e-5 * scale, err_msg=name)
+    # The step moved the moving mean (momentum 0.5), or its check would be vacuous.
+    assert np.max(np.abs(got[-2] - mean_before)) > 1e-2
+
+
+def _ssp_op_types(model_call, channels):
+    """The op types a traced call of ``model_call`` runs inside the SSP named "ssp"."""
+    graph = (
+        tf.function(model_call)
+        .get_concrete_function(tf.TensorSpec((None, 4, 5, channels), tf.float32))
+        .graph
+    )
+    return {op.type for op in graph.get_operations() if "/ssp/" in f"/{op.name}"}
+
+
+def test_ssp_training_step_runs_matrix_products_and_inference_convolutions(rng):
+    """What ``fit`` traces (``model(x, training=True)``) has no convolution in SSP.
+
+    The convolutions stay in inference, which export and conversion trace.
+    """
+    inputs = keras.Input((4, 5, 16))
+    model = keras.Model(inputs, SpatialEnhancer(name="ssp")(inputs))
+    training = _ssp_op_types(lambda x: model(x, training=True), 16)
+    assert "MatMul" in training
+    assert not training & {"Conv2D", "FusedBatchNormV3"}
+    inference = _ssp_op_types(lambda x: model(x, training=False), 16)
+    assert {"Conv2D", "FusedBatchNormV3"} <= inference and "MatMul" not in inference
+
+
+def test_ssp_frozen_normalizes_with_moving_stats_in_training(rng):
+    """A frozen SSP keeps Keras' rule: its BN uses (and keeps) the moving statistics."""
+    layer = make_ssp(16, rng)
+    layer.trainable = False
+    stats = [w.numpy().copy() for w in layer.reduce_bn.non_trainable_weights]
+    x = rng.normal(0.0, 1.0, (2, 3, 4, 16)).astype(np.float32)
+    np.testing.assert_allclose(
+        layer(x, training=True).numpy(), np_ssp(x, ssp_params(layer)), rtol=1e-5, atol=1e-5
+    )
+    for before, after in zip(stats, layer.reduce_bn.non_trainable_weights):
+        np.testing.assert_array_equal(after.numpy(), before)
+
+
+def test_ssp_keeps_keras_batch_norm_under_a_strategy_or_symbolic_flag(rng):
+    """Keras' BN handles partial batches of a strategy and a tensor flag; SSP leaves them to it."""
+    layer = make_ssp(16, rng)
+    assert layer._trains_batch_norm_eagerly(True)
+    assert not layer._trains_batch_norm_eagerly(False)
+    assert not layer._trains_batch_norm_eagerly(tf.constant(True))
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        assert not layer._trains_batch_norm_eagerly(True)
+
+
 # -- 3. dynamic spatial dims ---------------------------------------------------
 def test_ssp_dynamic_spatial_dims_in_model(rng):
     channels = 24
@@ -227,10 +311,21 @@ def test_ssp_mixed_precision(rng, policy, compute_dtype, tol):
     out = tf.cast(out, tf.float32).numpy()
     assert np.all(np.isfinite(out))
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
-    # Training mode also runs in the compute dtype and stays finite.
+    # Training mode also runs in the compute dtype, stays finite, and agrees
+    # with the convolutions that Keras' BN would see.
+    with_convolutions = SpatialEnhancer()
+    with_convolutions.build((None, None, None, channels))
+    with_convolutions.set_weights(reference.get_weights())
     out_train = layer(x, training=True)
     assert out_train.dtype == compute_dtype
-    assert np.all(np.isfinite(tf.cast(out_train, tf.float32).numpy()))
+    out_train = tf.cast(out_train, tf.float32).numpy()
+    assert np.all(np.isfinite(out_train))
+    expected_train = with_convolutions._call_with_convolutions(tf.cast(x, compute_dtype), True)
+    np.testing.assert_allclose(
+        out_train, tf.cast(expected_train, tf.float32).numpy(), rtol=tol, atol=tol
+    )
+    for got, want in zip(layer.non_trainable_weights, with_convolutions.non_trainable_weights):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=tol, atol=tol)
 
 
 # -- 8. errors -------------------------------------------------------------------

@@ -45,6 +45,23 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
     This way the int8 model of SSP is MEAN, CONV_2D, ADD (ReLU6 fused), MUL,
     CONV_2D, LOGISTIC and MUL, all Edge TPU ops.
 
+    A training step computes the same function in another formulation: the
+    1x1 convolutions as matrix products on the ``(batch * H, C)`` and
+    ``(batch * W, C)`` descriptors, and the BatchNormalization's batch
+    statistics and moving-average updates written out (the fused kernel's
+    semantics: normalized with the biased batch variance, the moving variance
+    fed the unbiased one). The descriptors are tiny, and TensorFlow's oneDNN
+    CPU kernels for convolutions and fused batch norm cost a fixed 0.1-0.2 ms
+    each on them, more than all their arithmetic; the matrix products and
+    element-wise ops do not. That took the paper model's training step from
+    1.14-1.22x MobileNetV2's to 1.07-1.10x (``benchmarks/ssp_cost.py``,
+    README "What SSP costs beyond its MACs"). Inference, export and
+    conversion keep the convolutions (the graph the Edge TPU maps), and so
+    does training under a ``tf.distribute`` strategy (whose partial batches
+    Keras' BatchNormalization handles) or with a symbolic ``training`` flag.
+    Both formulations agree to float rounding, gradients and moving
+    statistics included (tested).
+
     The layer works for any spatial size >= 1, static or dynamic, and under
     mixed precision (``mixed_float16`` / ``mixed_bfloat16``).
 
@@ -121,14 +138,76 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
         return tf.sigmoid(logits)
 
     def call(self, inputs, training=None):
+        if self._trains_batch_norm_eagerly(training):
+            return self._call_as_matrix_products(inputs)
+        return self._call_with_convolutions(inputs, training)
+
+    def _call_with_convolutions(self, inputs, training):
+        """The formulation that inference, export and conversion see."""
         pooled_h = tf.reduce_mean(inputs, axis=2, keepdims=True)  # (B, H, 1, C)
         pooled_w = tf.reduce_mean(inputs, axis=1, keepdims=True)  # (B, 1, W, C)
         gate_h = self._gate(self.gate_h, self._bottleneck(pooled_h, training))
         gate_w = self._gate(self.gate_w, self._bottleneck(pooled_w, training))
         return inputs * gate_h * gate_w
 
+    def _trains_batch_norm_eagerly(self, training):
+        """Whether this call is a training step that may take the fast formulation.
+
+        Only for a Python ``training`` flag (Keras' ``fit`` passes one), a
+        trainable BatchNormalization (a frozen one normalizes with its moving
+        statistics, as in Keras) and no distribution strategy.
+        """
+        if training is None:
+            training = keras.backend.learning_phase()
+        if isinstance(training, (bool, np.bool_)) or type(training) is int:
+            return bool(training) and self.reduce_bn.trainable and not tf.distribute.has_strategy()
+        return False
+
+    def _call_as_matrix_products(self, inputs):
+        """A training step: the same function as matrix products (class docstring)."""
+        pooled_h = tf.reduce_mean(inputs, axis=2, keepdims=True)  # (B, H, 1, C)
+        pooled_w = tf.reduce_mean(inputs, axis=1, keepdims=True)  # (B, 1, W, C)
+        gate_h = self._gate_as_matrix_products(self.gate_h, pooled_h)
+        gate_w = self._gate_as_matrix_products(self.gate_w, pooled_w)
+        return inputs * gate_h * gate_w
+
+    def _gate_as_matrix_products(self, gate_conv, pooled):
+        """``_gate(gate_conv, _bottleneck(pooled, True))``, on rows of descriptors."""
+        descriptors = tf.reshape(pooled, (-1, pooled.shape[-1]))
+        reduced = _matrix_product(descriptors, self.reduce.kernel, self.reduce.bias)
+        features = hard_swish_times_six(self._batch_norm_training(reduced))
+        scaled_kernel = tf.cast(gate_conv.kernel, features.dtype) * HARD_SWISH_SCALE
+        logits = _matrix_product(features, scaled_kernel, gate_conv.bias)
+        return tf.reshape(tf.sigmoid(logits), tf.shape(pooled))
+
+    def _batch_norm_training(self, rows):
+        """``reduce_bn(rows, training=True)`` for a 2D batch, moving statistics included.
+
+        As Keras' fused batch norm: computed in float32, normalized with the
+        biased batch variance, the moving variance updated with the unbiased
+        one, ``moving = momentum * moving + (1 - momentum) * batch``.
+        """
+        norm = self.reduce_bn
+        values = tf.cast(rows, tf.float32)
+        mean, variance = tf.nn.moments(values, axes=[0])
+        count = tf.cast(tf.shape(values)[0], tf.float32)
+        unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
+        decay = 1.0 - norm.momentum
+        norm.moving_mean.assign_sub((norm.moving_mean - mean) * decay)
+        norm.moving_variance.assign_sub((norm.moving_variance - unbiased) * decay)
+        normalized = tf.nn.batch_normalization(
+            values, mean, variance, norm.beta, norm.gamma, norm.epsilon
+        )
+        return tf.cast(normalized, rows.dtype)
+
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)
+
+
+def _matrix_product(rows, kernel, bias):
+    """A 1x1 convolution's kernel ``(1, 1, C, D)`` and bias applied to ``(N, C)`` rows."""
+    product = tf.matmul(rows, tf.cast(kernel[0, 0], rows.dtype))
+    return tf.nn.bias_add(product, tf.cast(bias, rows.dtype))
 
 
 def open_gate_bias(scale):
