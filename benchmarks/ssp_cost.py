@@ -4,9 +4,9 @@
     python benchmarks/ssp_cost.py --sizes=64 --runs=500 --json=results/ssp_cost.json
     python benchmarks/ssp_cost.py --formulations=depthwise,op_floor,op_floor_depthwise
 
-All 10 models at once (the default) raised every SSP ratio by 0.2-0.3 in one run on
-2 cores (each interleaved model evicts the others from the caches): compare ratios
-within one run, and pick a few formulations for numbers to quote.
+All 10 models at once (the default then; 11 today) raised every SSP ratio by 0.2-0.3
+in one run on 2 cores (each interleaved model evicts the others from the caches):
+compare ratios within one run, and pick a few formulations for numbers to quote.
 
 SSP adds +0.2-0.4% MACs to MobileNetV2, but each SSP is 14 small graph ops, and
 on small maps a small op costs its fixed overhead, not its arithmetic. This
@@ -15,7 +15,10 @@ built with different *formulations* of the same SSP function:
 
 - ``separate`` (the layer as shipped): the shared bottleneck applied to the
   row and the column descriptors (row and column means, MEAN) one after the
-  other;
+  other; a training step runs it as matrix products with the batch norm
+  written out (``SpatialEnhancer``'s docstring says why);
+- ``convolutions``: ``separate`` with its convolutions and Keras' fused batch
+  norm in training too (the shipped layer before 2026-12-05);
 - ``depthwise``: ``separate`` with the means as depthwise convolutions with
   constant ``1/W`` (``1 x W``) and ``1/H`` (``H x 1``) kernels;
 - ``stacked``: the descriptors reshaped and concatenated (``H + W``
@@ -28,7 +31,8 @@ built with different *formulations* of the same SSP function:
   (their kernels side by side, ``2C`` outputs on all ``H + W`` positions,
   each half read where it belongs): one CONV_2D and one LOGISTIC fewer;
 
-and two *floors* that are not SSP: only the ops that every formulation of
+(all but ``separate`` train with convolutions and Keras' batch norm), and
+two *floors* that are not SSP: only the ops that every formulation of
 SSP's function needs, the two means and the two gating products
 (``x * mean_W(x) * mean_H(x)``), with the means by MEAN (``op_floor``) or
 by depthwise convolution (``op_floor_depthwise``). No formulation with those
@@ -159,8 +163,13 @@ def _floor(means):
     return call
 
 
+def _with_convolutions(self, inputs, training=None):
+    return self._call_with_convolutions(inputs, training)
+
+
 FORMULATIONS = {
     "separate": None,  # the shipped layer
+    "convolutions": _with_convolutions,
     "depthwise": _separate(means="depthwise"),
     "stacked": _stacked,
     "fused_gates": _separate(fused=True),
