@@ -39,7 +39,7 @@ by depthwise convolution (``op_floor_depthwise``). No formulation with those
 means can cost less than its floor;
 
 the op count of the int8 ``.tflite``, its latency (batch 1, one thread, the
-models' invokes interleaved) and the training step (batch ``--batch``,
+models' invokes interleaved) and the training step (batch ``--batch``, ``--optimizer``,
 ``train_on_batch`` interleaved, CPU time of the process: the work of a step,
 steadier than wall time on a shared machine), each as a ratio to
 MobileNetV2. MobileNetV2 is measured twice: the ratio of the second copy is the noise floor of every
@@ -82,6 +82,9 @@ flags.DEFINE_list("sizes", ["64", "96"], "Square input sizes.")
 flags.DEFINE_integer("runs", 300, "Interleaved int8 invokes per model (median).", lower_bound=1)
 flags.DEFINE_integer("train_rounds", 40, "Interleaved training steps per model.", lower_bound=1)
 flags.DEFINE_integer("batch", 64, "Training batch size.", lower_bound=1)
+flags.DEFINE_enum(
+    "optimizer", "sgd", ["sgd", "adam"], "Training step's optimizer (SGD 0.01 or Adam 2e-3)."
+)
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.DEFINE_list(
     "formulations",
@@ -239,7 +242,12 @@ def measure(size, folder):
                     raise AssertionError(f"{formulation} computes another function ({gap:.2e})")
             path = os.path.join(folder, f"{len(paths)}.tflite")
             to_tflite(model, path, "int8", images, strict=False)
-            model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+            optimizer = (
+                keras.optimizers.SGD(0.01)
+                if FLAGS.optimizer == "sgd"
+                else keras.optimizers.Adam(2e-3)
+            )
+            model.compile(optimizer, "sparse_categorical_crossentropy")
             batch = (images[: FLAGS.batch], labels[: FLAGS.batch])
             for _ in range(3):  # tracing
                 model.train_on_batch(*batch)
@@ -285,7 +293,7 @@ def main(argv):
     print(f"\nCommand: python {' '.join(sys.argv)}")
     print(
         "\n| input | model | int8 ops | int8 latency | ratio | training step "
-        f"(batch {FLAGS.batch}, CPU time) | ratio |"
+        f"(batch {FLAGS.batch}, {FLAGS.optimizer}, CPU time) | ratio |"
     )
     print("|---:|---|---:|---:|---:|---:|---:|")
     for row in rows:
@@ -295,7 +303,7 @@ def main(argv):
             f"| {row['train_ratio']:.2f} |"
         )
     if FLAGS.json:
-        write_results(FLAGS.json, dict(alpha=FLAGS.alpha), rows)
+        write_results(FLAGS.json, dict(alpha=FLAGS.alpha, optimizer=FLAGS.optimizer), rows)
 
 
 if __name__ == "__main__":
