@@ -52,7 +52,7 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
     semantics: normalized with the biased batch variance, the moving variance
     fed the unbiased one). The descriptors are tiny, and TensorFlow's oneDNN
     CPU kernels for convolutions and fused batch norm cost 0.08-0.23 ms each
-    on them, far more than their arithmetic (a matrix product: 0.02 ms;
+    on them, far more than their arithmetic (a matrix product: 0.01-0.02 ms;
     ``benchmarks/ssp_step_profile.py``). That took the paper model's training
     step from 1.15-1.23x MobileNetV2's to 1.05-1.08x (``benchmarks/ssp_cost.py``,
     README "What SSP costs beyond its MACs"). Inference, export and
