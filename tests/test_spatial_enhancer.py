@@ -254,11 +254,11 @@ def test_ssp_frozen_normalizes_with_moving_stats_in_training(rng):
 def test_ssp_keeps_keras_batch_norm_under_a_strategy_or_symbolic_flag(rng):
     """Keras' BN handles partial batches of a strategy and a tensor flag; SSP leaves them to it."""
     layer = make_ssp(16, rng)
-    assert layer._trains_batch_norm_eagerly(True)
-    assert not layer._trains_batch_norm_eagerly(False)
-    assert not layer._trains_batch_norm_eagerly(tf.constant(True))
+    assert layer._trains_as_matrix_products(True)
+    assert not layer._trains_as_matrix_products(False)
+    assert not layer._trains_as_matrix_products(tf.constant(True))
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
-        assert not layer._trains_batch_norm_eagerly(True)
+        assert not layer._trains_as_matrix_products(True)
 
 
 # -- 3. dynamic spatial dims ---------------------------------------------------

@@ -51,17 +51,19 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
     statistics and moving-average updates written out (the fused kernel's
     semantics: normalized with the biased batch variance, the moving variance
     fed the unbiased one). The descriptors are tiny, and TensorFlow's oneDNN
-    CPU kernels for convolutions and fused batch norm cost 0.08-0.23 ms each
+    CPU kernels for convolutions and fused batch norm cost 0.08-0.22 ms each
     on them, far more than their arithmetic (a matrix product: 0.01-0.02 ms;
     ``benchmarks/ssp_step_profile.py``). That took the paper model's training
-    step from 1.15-1.23x MobileNetV2's to 1.05-1.08x (``benchmarks/ssp_cost.py``,
-    README "What SSP costs beyond its MACs"). Inference, export and
-    conversion keep the convolutions (the graph the Edge TPU maps), and so
-    does training under a ``tf.distribute`` strategy (whose partial batches
-    Keras' BatchNormalization handles) or with a symbolic ``training`` flag;
-    a frozen layer (``trainable=False``) normalizes with its moving
-    statistics, as Keras' does. Both formulations agree to float rounding, gradients and moving
-    statistics included (tested).
+    step from 1.13-1.23x MobileNetV2's to 1.05-1.09x
+    (``benchmarks/ssp_cost.py``, README "What SSP costs beyond its MACs").
+
+    Inference, export and conversion keep the convolutions (the graph the
+    Edge TPU maps), and so does training under a ``tf.distribute`` strategy
+    (whose partial batches Keras' BatchNormalization handles) or with a
+    symbolic ``training`` flag; a frozen layer (``trainable=False``)
+    normalizes with its moving statistics, as Keras' does. Both formulations
+    agree to float rounding, gradients and moving statistics included
+    (tested).
 
     The layer works for any spatial size >= 1, static or dynamic, and under
     mixed precision (``mixed_float16`` / ``mixed_bfloat16``).
@@ -139,7 +141,7 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
         return tf.sigmoid(logits)
 
     def call(self, inputs, training=None):
-        if self._trains_batch_norm_eagerly(training):
+        if self._trains_as_matrix_products(training):
             return self._call_as_matrix_products(inputs)
         return self._call_with_convolutions(inputs, training)
 
@@ -151,7 +153,7 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
         gate_w = self._gate(self.gate_w, self._bottleneck(pooled_w, training))
         return inputs * gate_h * gate_w
 
-    def _trains_batch_norm_eagerly(self, training):
+    def _trains_as_matrix_products(self, training):
         """Whether this call is a training step that may take the fast formulation.
 
         Only for a Python ``training`` flag (Keras' ``fit`` passes one), a
@@ -217,8 +219,9 @@ def _normalize_by_batch(values, gamma, beta, epsilon):
     the statistics carry no gradient. The gradient is written out (the
     standard batch-norm backward pass): an SSP's backward graph is then 100
     nodes instead of the 220 that autodiff builds through ``tf.nn.moments``,
-    and a training step traces and is optimized sooner (a paper model's first
-    step: 0.45 s over the convolutions' 4.5 s, against 0.6-1.0 s).
+    so a training step is traced and optimized sooner (in a scratch
+    measurement the paper model's first step took 0.45 s longer than with
+    convolutions, against 0.6-1.0 s longer with autodiff's gradient).
     """
 
     @tf.custom_gradient
