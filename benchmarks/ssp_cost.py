@@ -211,6 +211,13 @@ def build(meta_pooling, size):
     )
 
 
+def make_optimizer():
+    """A fresh optimizer of the kind ``--optimizer`` names."""
+    if FLAGS.optimizer == "sgd":
+        return keras.optimizers.SGD(0.01)
+    return keras.optimizers.Adam(2e-3)
+
+
 def measure(size, folder):
     pixels, labels = load_fashion_mnist("train", limit=max(128, FLAGS.batch))
     images = to_model_input(pixels, size)
@@ -233,7 +240,7 @@ def measure(size, folder):
     for _, meta_pooling, formulation in entries:
         with ssp_formulation(formulation):
             model = build(meta_pooling, size)
-            model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+            model.compile(make_optimizer(), "sparse_categorical_crossentropy")
             model.train_on_batch(images[:8], labels[:8])
     models, paths, ops, first_step, reference = {}, {}, {}, {}, None
     for label, meta_pooling, formulation in entries:
@@ -252,12 +259,7 @@ def measure(size, folder):
                     raise AssertionError(f"{formulation} computes another function ({gap:.2e})")
             path = os.path.join(folder, f"{len(paths)}.tflite")
             to_tflite(model, path, "int8", images, strict=False)
-            optimizer = (
-                keras.optimizers.SGD(0.01)
-                if FLAGS.optimizer == "sgd"
-                else keras.optimizers.Adam(2e-3)
-            )
-            model.compile(optimizer, "sparse_categorical_crossentropy")
+            model.compile(make_optimizer(), "sparse_categorical_crossentropy")
             batch = (images[: FLAGS.batch], labels[: FLAGS.batch])
             start = time.process_time()
             model.train_on_batch(*batch)  # traces the step; TF optimizes the graph
