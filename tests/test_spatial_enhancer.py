@@ -224,7 +224,7 @@ def _ssp_op_types(model_call, channels):
     return {op.type for op in graph.get_operations() if "/ssp/" in f"/{op.name}"}
 
 
-def test_ssp_training_step_runs_matrix_products_and_inference_convolutions(rng):
+def test_ssp_training_step_runs_matrix_products_and_inference_convolutions():
     """What ``fit`` traces (``model(x, training=True)``) has no convolution in SSP.
 
     The convolutions stay in inference, which export and conversion trace.
