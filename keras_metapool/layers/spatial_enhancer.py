@@ -129,14 +129,8 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
         return hard_swish_times_six(self.reduce_bn(self.reduce(z), training=training))
 
     def _gate(self, gate_conv, features):
-        """``sigmoid(gate_conv(features / 6))``, the 1/6 folded into the kernel.
-
-        Scaling the (constant) kernel rather than the features is what keeps
-        the converter from fusing a HARD_SWISH op; for the float function it is
-        the same convolution up to rounding.
-        """
-        kernel = tf.cast(gate_conv.kernel, features.dtype) * HARD_SWISH_SCALE
-        logits = gate_conv.convolution_op(features, kernel)
+        """``sigmoid(gate_conv(features / 6))``, the 1/6 folded into the kernel."""
+        logits = gate_conv.convolution_op(features, _folded_gate_kernel(gate_conv, features.dtype))
         logits = tf.nn.bias_add(logits, tf.cast(gate_conv.bias, features.dtype))
         return tf.sigmoid(logits)
 
@@ -145,13 +139,23 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
             return self._call_as_matrix_products(inputs)
         return self._call_with_convolutions(inputs, training)
 
-    def _call_with_convolutions(self, inputs, training):
-        """The formulation that inference, export and conversion see."""
+    def _gated(self, inputs, gate):
+        """``inputs * gate(gate_h, row means) * gate(gate_w, column means)``."""
         pooled_h = tf.reduce_mean(inputs, axis=2, keepdims=True)  # (B, H, 1, C)
         pooled_w = tf.reduce_mean(inputs, axis=1, keepdims=True)  # (B, 1, W, C)
-        gate_h = self._gate(self.gate_h, self._bottleneck(pooled_h, training))
-        gate_w = self._gate(self.gate_w, self._bottleneck(pooled_w, training))
-        return inputs * gate_h * gate_w
+        return inputs * gate(self.gate_h, pooled_h) * gate(self.gate_w, pooled_w)
+
+    def _call_with_convolutions(self, inputs, training):
+        """The formulation that inference, export and conversion see."""
+
+        def gate(gate_conv, pooled):
+            return self._gate(gate_conv, self._bottleneck(pooled, training))
+
+        return self._gated(inputs, gate)
+
+    def _call_as_matrix_products(self, inputs):
+        """A training step: the same function as matrix products (class docstring)."""
+        return self._gated(inputs, self._gate_as_matrix_products)
 
     def _trains_as_matrix_products(self, training):
         """Whether this call is a training step that may take the fast formulation.
@@ -166,21 +170,13 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
             return bool(training) and self.reduce_bn.trainable and not tf.distribute.has_strategy()
         return False
 
-    def _call_as_matrix_products(self, inputs):
-        """A training step: the same function as matrix products (class docstring)."""
-        pooled_h = tf.reduce_mean(inputs, axis=2, keepdims=True)  # (B, H, 1, C)
-        pooled_w = tf.reduce_mean(inputs, axis=1, keepdims=True)  # (B, 1, W, C)
-        gate_h = self._gate_as_matrix_products(self.gate_h, pooled_h)
-        gate_w = self._gate_as_matrix_products(self.gate_w, pooled_w)
-        return inputs * gate_h * gate_w
-
     def _gate_as_matrix_products(self, gate_conv, pooled):
         """``_gate(gate_conv, _bottleneck(pooled, True))``, on rows of descriptors."""
         descriptors = tf.reshape(pooled, (-1, pooled.shape[-1]))
         reduced = _matrix_product(descriptors, self.reduce.kernel, self.reduce.bias)
         features = hard_swish_times_six(self._batch_norm_training(reduced))
-        scaled_kernel = tf.cast(gate_conv.kernel, features.dtype) * HARD_SWISH_SCALE
-        logits = _matrix_product(features, scaled_kernel, gate_conv.bias)
+        kernel = _folded_gate_kernel(gate_conv, features.dtype)
+        logits = _matrix_product(features, kernel, gate_conv.bias)
         return tf.reshape(tf.sigmoid(logits), tf.shape(pooled))
 
     def _batch_norm_training(self, rows):
@@ -204,6 +200,16 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)
+
+
+def _folded_gate_kernel(gate_conv, dtype):
+    """``gate_conv``'s kernel times hard swish's 1/6, in ``dtype``.
+
+    Scaling the (constant) kernel rather than the features is what keeps the
+    converter from fusing a HARD_SWISH op; for the float function it is the
+    same product up to rounding.
+    """
+    return tf.cast(gate_conv.kernel, dtype) * HARD_SWISH_SCALE
 
 
 def _matrix_product(rows, kernel, bias):
