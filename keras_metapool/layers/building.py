@@ -1,9 +1,13 @@
-"""How the Meta-Pooling layers build: input-shape checks, variable name scopes, weight paths."""
+"""How the Meta-Pooling layers build and run: input-shape checks, variable name scopes,
+weight paths, the ``training`` flag."""
 
 import contextlib
 import functools
 
+import numpy as np
 import tensorflow as tf
+
+from keras_metapool._keras import keras
 
 
 def feature_map_shape(layer, input_shape):
@@ -79,3 +83,18 @@ def weight_values_in_order_of(source, target):
         return values
     by_path = dict(zip(source_paths, values))
     return [by_path[path] for path in target_paths]
+
+
+def resolve_training(training):
+    """A layer's ``training`` argument as a Python bool where it is known.
+
+    ``None`` means Keras' learning phase; Python and NumPy booleans and
+    integers, and tensors with a static value, become a bool; any other
+    tensor is returned as is, for the layer to branch on in the graph.
+    """
+    if training is None:
+        training = keras.backend.learning_phase()
+    if isinstance(training, (bool, int, np.bool_, np.integer)):
+        return bool(training)
+    static = tf.get_static_value(training)
+    return bool(static) if static is not None else training

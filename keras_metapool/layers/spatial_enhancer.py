@@ -10,6 +10,7 @@ from keras_metapool.layers.building import (
     build_in_own_scope,
     build_sublayer,
     feature_map_shape,
+    resolve_training,
 )
 
 
@@ -160,15 +161,18 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
     def _trains_as_matrix_products(self, training):
         """Whether this call is a training step that may take the fast formulation.
 
-        Only for a Python ``training`` flag (Keras' ``fit`` passes one), a
-        trainable BatchNormalization (a frozen one normalizes with its moving
-        statistics, as in Keras) and no distribution strategy.
+        Only for a flag known in Python (Keras' ``fit`` passes a bool; a
+        tensor is left to Keras' BN), a trainable BatchNormalization (a frozen
+        one normalizes with its moving statistics, as in Keras) and no
+        distribution strategy.
         """
-        if training is None:
-            training = keras.backend.learning_phase()
-        if isinstance(training, (bool, np.bool_)) or type(training) is int:
-            return bool(training) and self.reduce_bn.trainable and not tf.distribute.has_strategy()
-        return False
+        if tf.is_tensor(training):
+            return False  # Keras' BN decides in the graph
+        return (
+            resolve_training(training) is True
+            and self.reduce_bn.trainable
+            and not tf.distribute.has_strategy()
+        )
 
     def _gate_as_matrix_products(self, gate_conv, pooled):
         """``_gate(gate_conv, _bottleneck(pooled, True))``, on rows of descriptors."""

@@ -27,7 +27,6 @@ Keras 2 at import time): the quantizers are created when a twin is built.
 
 import collections.abc
 
-import numpy as np
 import tensorflow as tf
 
 from keras_metapool._internals import import_tfmot
@@ -37,7 +36,7 @@ from keras_metapool.layers.activations import (
     HardSwish,
     per_channel_one_sixth,
 )
-from keras_metapool.layers.building import build_in_own_scope
+from keras_metapool.layers.building import build_in_own_scope, resolve_training
 from keras_metapool.layers.spatial_enhancer import SpatialEnhancer
 
 #: int8 LOGISTIC output: scale 1/256 and zero point -128, i.e. [0, 255/256].
@@ -49,15 +48,6 @@ RELU6_OUTPUT_RANGE = (0.0, 6.0)
 def _quantizers():
     """TF-MOT's quantizers module, imported on first use (see module docstring)."""
     return import_tfmot().quantization.keras.quantizers
-
-
-def _resolve_training(training):
-    if training is None:
-        training = keras.backend.learning_phase()
-    if isinstance(training, (bool, int, np.bool_, np.integer)):
-        return bool(training)
-    static = tf.get_static_value(training)
-    return bool(static) if static is not None else training
 
 
 def fake_quant_weight_per_channel(kernel):
@@ -114,7 +104,7 @@ class FakeQuantPoint:
         self.variables = self.quantizer.build(tf.TensorShape(None), name, layer)
 
     def __call__(self, tensor, training):
-        training = _resolve_training(training)
+        training = resolve_training(training)
         if isinstance(training, bool):
             return self.quantizer(tensor, training, weights=self.variables)
         return tf.cond(
@@ -270,7 +260,7 @@ class QuantizedBatchNormalization(keras.layers.BatchNormalization):
         return scale, offset
 
     def call(self, inputs, training=None):
-        training = _resolve_training(training)
+        training = resolve_training(training)
         axes = list(range(len(inputs.shape) - 1))
 
         def batch_statistics():
