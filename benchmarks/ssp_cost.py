@@ -237,7 +237,7 @@ def measure(size, folder):
     entries += [("MobileNetV2 (noise floor)", "none", "separate")]
     # One throwaway step per model kind first: the timed first steps then exclude what
     # a process pays once (AutoGraph converting the layers' code), whichever runs first.
-    for _, meta_pooling, formulation in entries:
+    for meta_pooling, formulation in dict.fromkeys((m, f) for _, m, f in entries):
         with ssp_formulation(formulation):
             model = build(meta_pooling, size)
             model.compile(make_optimizer(), "sparse_categorical_crossentropy")
