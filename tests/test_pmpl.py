@@ -27,6 +27,7 @@ from keras_metapool.search import (
     late_stage_epoch,
     plot_search,
 )
+from keras_metapool.search.pmpl import DECISION_TOLERANCE, evidence_verdict
 
 CANDIDATES = ("identity", "max3", "avg3", "avg5")
 
@@ -75,7 +76,8 @@ def test_fixing_rule_fixes_the_argmax_only_past_the_threshold_then_top2_late():
     # block 2: margin 0.15 < 0.2: stays searching until the late stage,
     # which fixes its top two (avg5 and identity), in candidate order.
     blocks[1].search_logits.assign(_logits_for([0.3, 0.1, 0.15, 0.45]))
-    # block 3: the top-1 is candidate #0 with margin exactly 0.2.
+    # block 3: the top-1 is candidate #0 with margin exactly 0.2 (0.19999999
+    # on some CPUs: within DECISION_TOLERANCE, so decided everywhere).
     blocks[2].search_logits.assign(_logits_for([0.45, 0.25, 0.15, 0.15]))
     x, y = _data(16)
     probe = _Probe()
@@ -90,6 +92,29 @@ def test_fixing_rule_fixes_the_argmax_only_past_the_threshold_then_top2_late():
     rows = {row["point"]: row for row in pmpl.summary_rows()}
     assert rows["block_1_mp"]["fixed_at_step"] == 1
     assert rows["block_2_mp"]["fixed_at_step"] is None  # the late stage fixed it
+
+
+@pytest.mark.parametrize("rule", ["evidence", "margin"])
+def test_a_score_within_the_tolerance_of_its_bar_decides_and_one_clearly_below_does_not(rule):
+    # Scores a few float32 steps below the bar (what another CPU computes for
+    # the same inputs) decide; 1e-4 below does not.
+    bar = 4.0 if rule == "evidence" else 0.2
+    candidates = ("identity", "ssp")
+    for gap, expected in ((4 * DECISION_TOLERANCE / 10, True), (1e-4, False)):
+        score = np.float32(bar - gap)
+        if rule == "evidence":
+            # The best op (ssp) beats identity by z = score.
+            decided, _ = evidence_verdict(1, tf.constant([score, 0.0]), candidates, bar)
+        else:
+            top = np.float32(0.5 + score / 2)
+            logits = _logits_for([1 - top, top])
+            model = _compiled(tiny_search_model(candidates, points=(1,)))
+            block = model.get_layer("block_1_mp")
+            block.search_logits.assign(logits)
+            pmpl = PMPLCallback.paper(threshold=bar, verbose=0)
+            _, decided, margin = pmpl._margin_decision(block)
+            assert abs(float(margin) - (bar - gap)) < 1e-5
+        assert bool(decided) is expected, (rule, gap)
 
 
 def test_threshold_and_fix_every_are_respected():

@@ -33,6 +33,10 @@ ARGUMENT_RANGES = {
     "evidence_z": Interval(0.0, None, "neither"),
     "late_stage": Interval(0.0, 1.0, "right"),
 }
+#: A score within this of its bar counts as reaching it. The same logits give a
+#: softmax that differs in its last bits across CPUs (a margin of exactly 0.2
+#: computes as 0.19999999 on some), so a bare ``>=`` would decide differently.
+DECISION_TOLERANCE = 1e-6
 #: What points still undecided at the late stage become (``undecided``).
 END_RULES = ("identity", "top2", "argmax")
 #: ``learning_rate="auto"``: sized to the budget, within these bounds.
@@ -333,6 +337,9 @@ class PMPLCallback(keras.callbacks.Callback):
         epsilon: Adam's epsilon.
         weight_decay: L2 coefficient on the search logits (added to their gradient).
         threshold: The margin rule's tau: top-1 minus top-2 probability.
+            Both rules count a score within ``DECISION_TOLERANCE`` (1e-6) of
+            its bar as reaching it, so a margin of exactly tau decides on
+            every CPU.
         evidence_z: The evidence rule's bar, in standard errors (default 4;
             checked at every step, so noise crosses it more often than a
             one-shot test would: on random labels 2 of 12 points were decided
@@ -861,7 +868,7 @@ class PMPLCallback(keras.callbacks.Callback):
         top = tf.math.top_k(probs, k=2)
         margin = top.values[0] - top.values[1]
         winner = tf.one_hot(top.indices[0], len(block.candidates), dtype=tf.float32)
-        return winner, margin >= self.threshold, margin
+        return winner, margin >= self.threshold - DECISION_TOLERANCE, margin
 
     def _evidence_decision(self, block, index):
         winner, z_scores, count = evidence_scores(
@@ -1266,10 +1273,10 @@ def evidence_verdict(best, z, candidates, bar):
     others = tf.not_equal(tf.range(len(candidates)), best)
     against_all = tf.reduce_min(tf.where(others, z, tf.fill(tf.shape(z), np.inf)))
     if IDENTITY not in candidates:
-        return against_all >= bar, against_all
+        return against_all >= bar - DECISION_TOLERANCE, against_all
     identity = candidates.index(IDENTITY)
     score = tf.where(tf.equal(best, identity), against_all, z[identity])
-    return score >= bar, score
+    return score >= bar - DECISION_TOLERANCE, score
 
 
 def late_stage_epoch(epochs, late_stage=2.0 / 3.0):
