@@ -81,7 +81,8 @@ def test_demo_quick_runs_every_stage_to_an_edgetpu_clean_int8_model(chain):
     # Training happened: above chance, and the int8 model keeps it.
     assert summary["float_accuracy"] > 2 * CHANCE
     assert summary["int8_accuracy"] > 2 * CHANCE
-    assert abs(summary["int8_accuracy"] - summary["qat_accuracy"]) <= 0.05
+    # 15 images (+ half an image of slack: k/N differences are not exact in floats).
+    assert abs(summary["int8_accuracy"] - summary["qat_accuracy"]) <= (15.5 / TEST_IMAGES)
     # Edge TPU-clean: uint8 in/out, batch 1, every tensor 8-bit, every op mapped.
     tflite = artifacts["Edge TPU int8 TFLite"]
     graph = read_tflite_graph(tflite)
@@ -201,9 +202,10 @@ def test_export_saved_model_predicts_like_the_qat_model(chain):
     images = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
     outputs = signature(images=tf.constant(images))
     assert "probabilities" in outputs
-    np.testing.assert_allclose(
-        outputs["probabilities"].numpy(), qat_model(images, training=False).numpy(), atol=1e-5
-    )
+    # Eager and graph kernels may differ in the last bits, which can move a
+    # fake-quantized output by one step of the int8 softmax grid (1/256).
+    eager = qat_model(images, training=False).numpy()
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), eager, atol=1 / 256 + 1e-6)
 
 
 @pytest.mark.slow
@@ -220,9 +222,11 @@ def test_evaluate_tflite_and_keras_report_accuracy_and_confusion_matrix(chain):
         assert len(metrics["class_names"]) == 10
     # The Keras model evaluates as train measured it; the int8 model
     # predicts what its QAT model does, within a few images.
-    assert keras_metrics["accuracy"] == pytest.approx(train["test_accuracy"], abs=1e-6)
+    # (evaluate calls the model eagerly, train compiled: other kernels, so a
+    # near-tie may flip; two images at most.)
+    assert keras_metrics["accuracy"] == pytest.approx(train["test_accuracy"], abs=2.5 / TEST_IMAGES)
     assert tflite["accuracy"] > 2 * CHANCE
-    assert abs(tflite["accuracy"] - qat["qat_accuracy"]) <= 0.03
+    assert abs(tflite["accuracy"] - qat["qat_accuracy"]) <= 9.5 / TEST_IMAGES  # 9 images
     assert tflite["latency"]["median_ms"] > 0 and keras_metrics["latency"] is None
     for name in ("model_edgetpu", "model"):
         folder = out["evaluate_keras" if name == "model" else "evaluate"]

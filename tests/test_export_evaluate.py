@@ -94,7 +94,9 @@ def test_evaluate_tflite_accuracy_and_latency(mode, exports, keras_predictions, 
     keras_accuracy = np.mean(keras_predictions.argmax(-1) == test_y)
     expected = np.mean(tflite_predict(exports[mode].path, test_x).argmax(-1) == test_y)
     assert result.accuracy == pytest.approx(expected)
-    assert abs(result.accuracy - keras_accuracy) <= (0.002 if mode == "float" else 0.02)
+    # In images, with half an image of slack: k/N - (k-1)/N is not exactly 1/N in floats.
+    images_apart = abs(result.accuracy - keras_accuracy) * NUM_TEST
+    assert images_apart <= (1 if mode == "float" else 10) + 0.5
     assert result.num_examples == NUM_TEST
     assert result.latency.batch_size == 1 and result.latency.runs == NUM_TEST
     assert 0 < result.latency.median_ms <= result.latency.p90_ms

@@ -134,7 +134,7 @@ def test_the_margin_rule_warns_when_search_logits_cannot_reach_the_threshold():
 
 
 @pytest.mark.slow
-def test_random_labels_leave_the_points_undecided():
+def test_random_labels_leave_at_least_one_of_two_points_undecided():
     # Random labels: no op can help, every slope difference is noise; the
     # evidence bar keeps the points undecided (they end as identity). Not a
     # guarantee: over 3 seeds benchmarks/planted_search.py saw 1 of 6 points
@@ -148,7 +148,10 @@ def test_random_labels_leave_the_points_undecided():
     pmpl = PMPLCallback(verbose=0)
     with pytest.warns(SearchUndecidedWarning):
         model.fit(x, y, batch_size=BATCH_SIZE, epochs=EPOCHS, callbacks=[pmpl], verbose=0)
-    assert [row["state"] for row in pmpl.summary_rows()] == ["defaulted", "defaulted"]
+    # Whether noise crosses the bar is a draw that differs between CPUs (their
+    # float paths differ from the first step): at most one of the two points.
+    states = [row["state"] for row in pmpl.summary_rows()]
+    assert states.count("defaulted") >= 1, states
 
 
 def test_an_interrupted_search_leaves_the_normal_train_step():
