@@ -49,7 +49,8 @@ QAT_FORMATS = ("h5", "saved_model")
 #: ``--formats``: the SavedModel and every TFLite mode.
 EXPORT_FORMATS = ("saved_model", *TFLITE_MODES)
 _DATASET_PATTERN = re.compile(
-    r"^(fashion_mnist|tfds:[A-Za-z0-9_]+(/[\w.-]+)?(:[\w.*]+)?|folder:.+)$"
+    r"^(fashion_mnist|cluttered_fashion_mnist(:\S*)?"
+    r"|tfds:[A-Za-z0-9_]+(/[\w.-]+)?(:[\w.*]+)?|folder:.+)$"
 )
 
 
@@ -152,6 +153,8 @@ class Options:
     dataset: str = _option(
         _DATA, "fashion_mnist",
         "Image classification data: 'fashion_mnist' (offline, Debian's dataset-fashion-mnist), "
+        "'cluttered_fashion_mnist[:KEY=VALUE,...]' (the spatial benchmark made from it: an item "
+        "among clutter on a 128x128 canvas; use --image_size=128), "
         "'tfds:NAME[/CONFIG][:VERSION]' (a TensorFlow Datasets dataset already prepared in "
         "--data_dir) or 'folder:PATH' (PATH/train/<class>/*.png|jpg and PATH/test/...).",
         check=(lambda value: bool(_DATASET_PATTERN.match(value or "")),

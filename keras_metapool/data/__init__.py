@@ -3,6 +3,9 @@
 - :func:`load_dataset`: ``tf.data`` pipelines of MobileNetV2 inputs from
   Fashion-MNIST, tensorflow-datasets or an image folder (batched, shuffled,
   augmented, shardable across replicas), with a :class:`DatasetInfo`;
+- :func:`make_cluttered_fashion_mnist`: the spatial benchmark (an item
+  scaled and placed among clutter on a 128x128 canvas), numpy arrays made
+  from the same files (``load_dataset("cluttered_fashion_mnist")``);
 - :func:`load_fashion_mnist`: the offline Fashion-MNIST reader, numpy arrays
   from local IDX files (no download; that module does not import TensorFlow);
 - :func:`to_model_input`: resize and scale numpy images for MobileNetV2;
@@ -11,6 +14,11 @@
   export) as single images checked against the model's input.
 """
 
+from keras_metapool.data.cluttered import (
+    CLUTTERED_FASHION_MNIST,
+    ClutteredParams,
+    make_cluttered_fashion_mnist,
+)
 from keras_metapool.data.fashion_mnist import (
     FASHION_MNIST_CLASS_NAMES,
     fashion_mnist_search_path,
@@ -33,6 +41,8 @@ from keras_metapool.data.splits import split_for_search
 
 __all__ = [
     "AUGMENTATIONS",
+    "CLUTTERED_FASHION_MNIST",
+    "ClutteredParams",
     "DEFAULT_CALIBRATION_SAMPLES",
     "INPUT_NAME",
     "DATASET_SOURCES",
@@ -43,6 +53,7 @@ __all__ = [
     "load_dataset",
     "calibration_samples",
     "load_fashion_mnist",
+    "make_cluttered_fashion_mnist",
     "split_for_search",
     "to_model_input",
 ]

@@ -12,6 +12,12 @@ images float32 ``[B, S, S, 3]`` in ``[-1, 1]`` (MobileNetV2's
   then the Keras cache ``~/.keras/datasets/fashion-mnist``; last, a
   ``fashion_mnist`` already prepared by tensorflow-datasets in the tfds data
   folder. 60,000 / 10,000 28x28 grey images, held in memory.
+- ``"cluttered_fashion_mnist[:KEY=VALUE,...]"``: the spatial benchmark made
+  from those files (``keras_metapool.data.cluttered``): each item scaled and
+  placed on a 128x128 canvas among crops of other items; the keys change
+  its parameters (``canvas``, ``min_scale``, ``max_scale``, ``clutter``,
+  ``clutter_size``, ``seed``). Pass ``image_size`` equal to the canvas to
+  train at its own resolution.
 - ``"tfds:NAME[/CONFIG][:VERSION]"``: any image-classification dataset of
   tensorflow-datasets that is **already prepared** in ``data_dir`` (or the
   tfds default folder, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
@@ -43,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_metapool._ranges import OPEN_UNIT
+from keras_metapool.data.cluttered import make_cluttered_fashion_mnist, parse_cluttered_name
 from keras_metapool.data.fashion_mnist import (
     ENV_VAR as FASHION_MNIST_ENV_VAR,
 )
@@ -66,7 +73,12 @@ __all__ = [
 ]
 
 #: The accepted forms of ``load_dataset``'s ``name``.
-DATASET_SOURCES = ("fashion_mnist", "tfds:NAME[/CONFIG][:VERSION]", "folder:PATH")
+DATASET_SOURCES = (
+    "fashion_mnist",
+    "cluttered_fashion_mnist[:KEY=VALUE,...]",
+    "tfds:NAME[/CONFIG][:VERSION]",
+    "folder:PATH",
+)
 #: Training augmentations: see :func:`load_dataset`.
 AUGMENTATIONS = ("basic", "randaugment", "none")
 #: The two parts of ``keras_metapool.data.split_for_search``.
@@ -180,10 +192,11 @@ def load_dataset(
     - ``"none"``: plain resize, as for evaluation (only the shuffle remains).
 
     Args:
-        name: ``"fashion_mnist"``, ``"tfds:NAME[/CONFIG][:VERSION]"`` (e.g.
+        name: ``"fashion_mnist"``, ``"cluttered_fashion_mnist"`` (optionally
+            with ``:KEY=VALUE,...``), ``"tfds:NAME[/CONFIG][:VERSION]"`` (e.g.
             ``"tfds:imagenette/320px"``) or ``"folder:PATH"``; see the module
             docstring.
-        split: ``"train"`` or ``"test"`` for Fashion-MNIST; any split string
+        split: ``"train"`` or ``"test"`` for (cluttered) Fashion-MNIST; any split string
             of the tfds dataset (``"validation"``, ``"train[:10%]"``); the
             split subfolder for ``folder:``.
         image_size: Height and width of the images yielded (>= 32).
@@ -323,6 +336,9 @@ def _open_source(name, split, data_dir, limit, download):
         raise ValueError(f"Dataset name must be a string, one of {DATASET_SOURCES}; got {name!r}.")
     if name == "fashion_mnist":
         return _fashion_mnist_source(split, data_dir, limit, download)
+    cluttered = parse_cluttered_name(name)
+    if cluttered is not None:
+        return _cluttered_source(cluttered, split, data_dir, limit)
     if name.startswith("tfds:") and len(name) > len("tfds:"):
         return _tfds_source(name[len("tfds:") :], split, data_dir, download)
     if name.startswith("folder:") and len(name) > len("folder:"):
@@ -354,6 +370,26 @@ def _fashion_mnist_source(split, data_dir, limit, download):
     labels = np.asarray(labels).astype(np.int32)
     return _Source(
         examples=tf.data.Dataset.from_tensor_slices((images, labels)),
+        class_names=FASHION_MNIST_CLASS_NAMES,
+        num_examples=len(labels),
+        decode=None,
+        shuffle_buffer=len(labels),
+    )
+
+
+def _cluttered_source(params, split, data_dir, limit):
+    if split not in ("train", "test"):
+        raise ValueError(f"Cluttered Fashion-MNIST has splits 'train' and 'test', got {split!r}.")
+    try:
+        images, labels = make_cluttered_fashion_mnist(split, params, limit, data_dir)
+    except FileNotFoundError as e:
+        raise DatasetNotFoundError(
+            f"Cluttered Fashion-MNIST is made from the Fashion-MNIST files, which are missing: {e}"
+        ) from None
+    return _Source(
+        examples=tf.data.Dataset.from_tensor_slices(
+            (images[..., np.newaxis], labels.astype(np.int32))
+        ),
         class_names=FASHION_MNIST_CLASS_NAMES,
         num_examples=len(labels),
         decode=None,
