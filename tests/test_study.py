@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from keras_metapool import study
-from keras_metapool.study import plan
+from keras_metapool.study import plan, report
 from keras_metapool.study import stats as study_stats
 
 # The module: the package's name `main` is its function.
@@ -242,9 +242,18 @@ def test_each_run_starts_from_the_flag_defaults():
 
 
 @pytest.mark.slow
-def test_rerun_with_other_settings_is_refused(quick_study):
-    with pytest.raises(SystemExit, match="other settings .*epochs"):
-        run_study(quick_study, "--epochs=2")
+def test_rerun_with_other_settings_is_refused_before_any_run(quick_study, capsys):
+    def files():
+        return {name: os.path.getmtime(quick_study / name) for name in os.listdir(quick_study)}
+
+    before = files()
+    assert study.run(["study", "--quick", f"--output_dir={quick_study}", "--epochs=2"]) == 1
+    error = capsys.readouterr().err
+    assert "error:" in error and "other settings" in error and "epochs 1 there, 2 now" in error
+    assert "--output_dir" in error and "delete" not in error
+    assert files() == before  # nothing written, nothing removed
+    study.FLAGS.unparse_flags()  # the quick study's flags again, for the tests after this one
+    study.FLAGS(["study.py", "--quick", f"--output_dir={quick_study}"])
 
 
 @pytest.mark.slow
@@ -255,8 +264,8 @@ def test_conclusions_follow_the_numbers(quick_study):
     def runs(accuracies, params=1000, macs=10):
         return [
             dict(test_accuracy=a, params=params, macs=macs, model_alpha=0.35,
-                 time_to_model_seconds=1.0, search_seconds=0.0)
-            for a in accuracies
+                 time_to_model_seconds=1.0, search_seconds=0.0, seed=seed)
+            for seed, a in enumerate(accuracies)
         ]  # fmt: skip
 
     groups = {
@@ -279,6 +288,87 @@ def test_conclusions_follow_the_numbers(quick_study):
     text = " ".join(study.conclusions(groups, {}, {})[0][0][1])
     assert "within seed noise" in text and "larger than seed noise" not in text
     assert "cannot tell the gain from the effect of the extra parameters" in text
+
+
+def test_the_report_pairs_by_seed_corrects_with_holm_and_states_power():
+    config = study.Config(32, 0.35)
+
+    def runs(accuracies):
+        return [{"test_accuracy": a, "seed": seed} for seed, a in enumerate(accuracies)]
+
+    group = {
+        "mobilenet_v2": runs([0.800, 0.805, 0.795, 0.790]),
+        "mp_paper": runs([0.850, 0.853, 0.848, 0.842]),  # +0.05 every seed
+        "param_matched": runs([0.801, 0.806, 0.797, 0.788]),
+        "local": runs([0.802, 0.799, 0.806, 0.792]),
+    }
+    rows = report.paired_comparisons(group)
+    pairs = [(row["variant"], row["against"]) for row in rows]
+    assert pairs == [
+        ("mp_paper", "mobilenet_v2"), ("param_matched", "mobilenet_v2"),
+        ("local", "mobilenet_v2"), ("mp_paper", "param_matched"),
+    ]  # fmt: skip
+    assert [row["holm_p"] for row in rows] == pytest.approx(study.holm([r["p"] for r in rows]))
+    paper = rows[0]
+    assert paper["diff"] == pytest.approx(0.05075) and paper["holm_p"] < 0.05
+    assert paper["low"] < paper["diff"] < paper["high"]
+    assert rows[2]["holm_p"] > 0.05  # local: noise
+    text = "\n".join(report.comparison_lines(rows))
+    assert "Holm's correction over the 4 comparisons" in text and "(beyond noise)" in text
+    assert "with 80% power after Holm's correction" in text
+    assert report.paired_comparisons({"mobilenet_v2": runs([0.8])}) == []
+    # Models at chance are named at the top: 2 classes, 400 test images: chance 50%,
+    # 3 binomial standard errors 7.5 points.
+    group = {
+        "mobilenet_v2": [{"test_accuracy": 0.5, "seed": 0, "test_examples": 400}],
+        "mp_paper": [{"test_accuracy": 0.6, "seed": 0, "test_examples": 400}],
+    }
+    (_, line) = report.chance_warnings({config: group}, classes=2)
+    assert "MobileNetV2 at alpha 0.35, 32x32: 50.00% on 400 test images" in line
+    assert "MobileNetV2MP paper" not in line
+    assert report.chance_warnings({config: {"mp_paper": group["mp_paper"]}}, classes=2) == []
+
+
+def test_paired_test_matches_a_hand_computed_example():
+    from scipy import stats
+
+    a = {0: 0.80, 1: 0.82, 2: 0.78, 3: 0.81, 7: 0.5}  # seed 7 has no partner: left out
+    b = {0: 0.79, 1: 0.80, 2: 0.78, 3: 0.79}
+    # Differences 0.01, 0.02, 0.00, 0.02: mean 0.0125, std sqrt(275e-6 / 3) = 0.0095743,
+    # t = 0.0125 / (0.0095743 / 2) = 2.6112 on 3 degrees of freedom.
+    result = study.paired(a, b)
+    assert result["seeds"] == [0, 1, 2, 3] and result["n"] == 4 and result["df"] == 3
+    assert result["diff"] == pytest.approx(0.0125)
+    assert result["std"] == pytest.approx(0.0095743, rel=1e-4)
+    assert result["t"] == pytest.approx(2.6112, rel=1e-4)
+    reference = stats.ttest_rel([0.80, 0.82, 0.78, 0.81], [0.79, 0.80, 0.78, 0.79])
+    assert result["p"] == pytest.approx(reference.pvalue)
+    # 95% interval: 0.0125 +- t(0.975, 3) * 0.0095743 / 2 = 0.0125 +- 3.1824 * 0.0047871.
+    assert result["low"] == pytest.approx(0.0125 - 0.015235, abs=1e-5)
+    assert result["high"] == pytest.approx(0.0125 + 0.015235, abs=1e-5)
+    assert study.paired({0: 0.8}, {0: 0.7}) is None
+    # Identical differences (exact in binary: 0.25 each): no spread, p 0.
+    same = study.paired({0: 0.75, 1: 0.5}, {0: 0.5, 1: 0.25})
+    assert same["p"] == 0.0 and same["low"] == same["high"] == 0.25
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    # Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 -> 0.06 (monotone).
+    adjusted = study.holm([0.01, 0.04, 0.03, 0.005])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert study.holm([None, 0.5, 0.9]) == [None, pytest.approx(1.0), pytest.approx(1.0)]
+    assert study.holm([]) == []
+
+
+def test_paired_power_and_the_detectable_difference_agree():
+    # A paired t-test with effect = std (Cohen's d 1) and 10 pairs at 0.05 has 80.3% power
+    # (the noncentral t; G*Power gives the same).
+    assert study.paired_power(1.0, 1.0, 10) == pytest.approx(0.803, abs=0.002)
+    assert study.paired_power(0.0, 1.0, 10) == pytest.approx(0.05, abs=1e-6)
+    detectable = study.paired_detectable(0.012, 10, alpha=0.05 / 6)
+    assert study.paired_power(detectable, 0.012, 10, alpha=0.05 / 6) == pytest.approx(0.8, abs=1e-3)
+    assert detectable > study.paired_detectable(0.012, 10)  # a stricter level needs more
+    assert study.paired_detectable(0.012, 1) is None
 
 
 def test_welch_matches_scipy():

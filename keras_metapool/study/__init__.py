@@ -9,6 +9,10 @@ and budget, then evaluated on the same test images:
   final model), classic head;
 - ``mp_paper_head``: the same with ``head="paper"`` (1x1 conv 1280->1280 +
   hard swish + dropout before the classifier);
+- ``mp_paper_open``: ``mp_paper`` built with ``enhancer_init="open_gates"``
+  (each SSP starts as a constant scale near 1 instead of the paper's random
+  gates around 0.5: does the init decide how fast it trains?);
+- ``ssp_all``: SSP after every block, without BN + hard swish after it;
 - ``global``, ``local``, ``random``, ``exclude_local``: docs/method.md §3's
   ablations, ``ArchitectureSpec.ablation(name)``;
 - ``searched``: the architecture a PMPL search finds (``PMPLCallback``'s
@@ -26,7 +30,9 @@ and budget, then evaluated on the same test images:
   ``--match_tolerance`` (so a gain is not just more parameters).
 
 Reported per variant and (alpha, input size): test accuracy mean ± std over
-seeds, with the difference to MobileNetV2 and Welch's t-test; parameters and
+seeds, with the difference to MobileNetV2 and its paired test (runs of one
+seed share their data order), and a table of paired comparisons with 95%
+intervals and Holm-corrected p-values, with the power they had; parameters and
 MACs (``keras_metapool.models.count_params`` / ``count_macs``); float and
 int8 TFLite latency as a ratio to MobileNetV2 (batch 1, one thread, the
 models' invokes interleaved in one run, as ``benchmarks/deploy.py`` does:
@@ -99,7 +105,7 @@ from keras_metapool.study.main import PROGRAM, main, run
 from keras_metapool.study.plan import FLAGS, VARIANT_BY_KEY, VARIANTS, Config
 from keras_metapool.study.report import conclusions
 from keras_metapool.study.runs import random_architecture
-from keras_metapool.study.stats import welch
+from keras_metapool.study.stats import holm, paired, paired_detectable, paired_power, welch
 
 __all__ = [
     "FLAGS",
@@ -112,5 +118,9 @@ __all__ = [
     "main",
     "random_architecture",
     "run",
+    "holm",
+    "paired",
+    "paired_detectable",
+    "paired_power",
     "welch",
 ]

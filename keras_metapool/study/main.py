@@ -17,6 +17,7 @@ from keras_metapool.study.plan import (
     PER_SEED_VARIANTS,
     Task,
     apply_quick_defaults,
+    check_output_dir,
     parse_plan_flags,
     plan_tasks,
     read_result,
@@ -51,6 +52,7 @@ def main(argv):
     tasks = plan_tasks(configs, seeds, variants)
     machine = machine_description()
     info = dataset_info()  # a dataset that is not there fails here, before any folder
+    check_output_dir()  # another study's folder fails here, before any run
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     print(
         f"Study: {len(variants)} variants x {len(configs)} config(s) x {len(seeds)} seed(s) on "

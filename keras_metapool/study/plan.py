@@ -23,6 +23,8 @@ VARIANTS = (
     Variant("mobilenet_v2", "MobileNetV2"),
     Variant("mp_paper", "MobileNetV2MP paper"),
     Variant("mp_paper_head", "MobileNetV2MP paper, paper head"),
+    Variant("mp_paper_open", "MobileNetV2MP paper, SSP starting open (enhancer_init)"),
+    Variant("ssp_all", "SSP after every block, no post-norm"),
     Variant("global", "ablation: global (SSP everywhere)"),
     Variant("local", "ablation: local (avg3 everywhere)"),
     Variant("random", "ablation: random"),
@@ -135,8 +137,13 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "threads", 1, "Interpreter threads for latency.", lower_bound=1, flag_values=FLAGS
 )
+#: Where a study writes unless told: under runs/, like every subcommand.
+DEFAULT_OUTPUT_DIR = os.path.join("runs", "study")
 flags.DEFINE_string(
-    "output_dir", "results", "Where run JSONs, study.md and plots go.", flag_values=FLAGS
+    "output_dir",
+    DEFAULT_OUTPUT_DIR,
+    "Where run JSONs, study.md and plots go (a study resumes from what is there).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_bool(
     "quick", False,
@@ -323,6 +330,10 @@ def write_json(path, data):
     os.replace(f.name, path)
 
 
+class OtherSettingsError(ValueError):
+    """A run file in the output folder was made with other settings."""
+
+
 def read_result(run_id):
     """The stored result of ``run_id``, or None; raises if it has other settings."""
     path = result_path(run_id)
@@ -330,18 +341,38 @@ def read_result(run_id):
         return None
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
-    if data.get("settings") != json.loads(json.dumps(settings())):
-        differing = sorted(
-            k
-            for k in set(settings()) | set(data.get("settings", {}))
-            if data.get("settings", {}).get(k) != settings().get(k)
-        )
-        raise SystemExit(
-            f"{path} was made with other settings (differing: {', '.join(differing)}). "
-            "A study's runs must share their settings: use another --output_dir, or delete "
-            "that folder's JSON files to start over."
-        )
+    _check_settings(path, data)
     return data
+
+
+def _check_settings(path, data):
+    current = json.loads(json.dumps(settings()))
+    stored = data.get("settings", {})
+    if stored != current:
+        differing = sorted(k for k in set(current) | set(stored) if stored.get(k) != current.get(k))
+        shown = ", ".join(f"{k} {stored.get(k)!r} there, {current.get(k)!r} now" for k in differing)
+        raise OtherSettingsError(
+            f"{FLAGS.output_dir} holds a study made with other settings ({os.path.basename(path)}: "
+            f"{shown}). A study's runs must share their settings: pass another --output_dir, "
+            "or the settings of that study to resume it."
+        )
+
+
+def check_output_dir():
+    """Fails before any run if a run file in ``--output_dir`` has other settings."""
+    if not os.path.isdir(FLAGS.output_dir):
+        return
+    for name in sorted(os.listdir(FLAGS.output_dir)):
+        if not name.endswith(".json") or name.startswith(".") or name == "timing.json":
+            continue
+        path = os.path.join(FLAGS.output_dir, name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue  # not a run file of ours
+        if isinstance(data, dict) and "settings" in data:
+            _check_settings(path, data)
 
 
 def search_seed(seed, seeds):

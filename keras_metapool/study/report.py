@@ -24,13 +24,23 @@ from keras_metapool.study.plan import (
 from keras_metapool.study.plots import plot
 from keras_metapool.study.runs import dataset_info, param_match
 from keras_metapool.study.stats import (
+    at_chance,
+    by_seed,
     detectable_difference,
+    holm,
     int8_problems,
     latency_ratio,
+    paired,
+    paired_detectable,
+    paired_power,
     pooled_std,
     variant_stats,
-    welch,
 )
+
+#: The effect the paired comparisons' power is stated for (accuracy, 1.5 points).
+TARGET_EFFECT = 0.015
+#: The variants also compared with the parameter-matched MobileNetV2.
+ENHANCED_VARIANTS = ("mp_paper", "mp_paper_open", "ssp_all", "exclude_local", "searched")
 
 # -------------------------------------------------------------------- report
 
@@ -83,16 +93,16 @@ def describe_architecture(architecture):
 
 def verdict(test):
     if test is None:
-        return "cannot be judged (fewer than 2 seeds)"
+        return "cannot be judged (fewer than 2 seeds in common)"
     if test["p"] < 0.05:
-        return f"larger than seed noise (Welch p = {test['p']:.3f})"
-    return f"within seed noise (Welch p = {test['p']:.2f})"
+        return f"larger than seed noise (paired p = {test['p']:.3f}, uncorrected)"
+    return f"within seed noise (paired p = {test['p']:.2f})"
 
 
 def comparison_sentence(name, other_name, stats, other_stats):
     diff = 100 * (stats["mean"] - other_stats["mean"])
     std = pooled_std(stats["accuracies"], other_stats["accuracies"])
-    test = welch(stats["accuracies"], other_stats["accuracies"])
+    test = paired(stats["by_seed"], other_stats["by_seed"])
     text = (
         f"{name} {100 * stats['mean']:.2f}% vs {other_name} {100 * other_stats['mean']:.2f}% "
         f"({stats['n']} and {other_stats['n']} seeds): {diff:+.2f} points"
@@ -146,7 +156,7 @@ def conclusions(groups, searches, latency):
         for variant, s in stats.items():
             if variant in (BASELINE, "mp_paper", "param_matched"):
                 continue
-            test = welch(s["accuracies"], base["accuracies"])
+            test = paired(s["by_seed"], base["by_seed"])
             tests += 1
             mark = " (beyond noise)" if test is not None and test["p"] < 0.05 else ""
             others.append(f"{variant} {100 * (s['mean'] - base['mean']):+.2f}{mark}")
@@ -202,6 +212,93 @@ def conclusions(groups, searches, latency):
     return shows, caveats
 
 
+def paired_comparisons(groups_of_config):
+    """The report's family of paired comparisons at one config, Holm-corrected.
+
+    Every variant against MobileNetV2, and each variant with enhancers in
+    ``ENHANCED_VARIANTS`` against the parameter-matched MobileNetV2 too.
+
+    Returns:
+        A list of dicts: ``variant``, ``against``, and :func:`paired`'s
+        fields (``diff``, ``low``, ``high``, ``p``, ``n``, ``std``) plus
+        ``holm_p`` and ``power`` (to detect ``TARGET_EFFECT`` at the level
+        Holm gives the family's smallest p-value, 0.05 / comparisons).
+    """
+    pairs = [(v, BASELINE) for v in groups_of_config if v != BASELINE]
+    if "param_matched" in groups_of_config:
+        pairs += [(v, "param_matched") for v in ENHANCED_VARIANTS if v in groups_of_config]
+    rows = []
+    for variant, against in pairs:
+        test = paired(by_seed(groups_of_config[variant]), by_seed(groups_of_config[against]))
+        if test is not None:
+            rows.append({"variant": variant, "against": against, **test})
+    for row, adjusted in zip(rows, holm([row["p"] for row in rows])):
+        row["holm_p"] = adjusted
+        row["power"] = paired_power(TARGET_EFFECT, row["std"], row["n"], 0.05 / len(rows))
+    return rows
+
+
+def comparison_lines(rows):
+    """The paired comparisons as a markdown table, and a sentence on their power."""
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Paired comparisons (per-seed differences, runs of a seed share their data order): "
+        f"mean difference with its 95% interval, paired t-test, Holm's correction over the "
+        f"{len(rows)} comparisons of this table; power: the chance this design detects a "
+        f"true {100 * TARGET_EFFECT:g}-point difference at the level Holm gives its first "
+        f"test (0.05/{len(rows)}), with the spread of the differences measured here.",
+        "",
+        "| variant | against | seeds | Δ (points) | 95% interval | p | Holm p | power at "
+        f"{100 * TARGET_EFFECT:g} points |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        power = "—" if row["power"] is None else f"{row['power']:.0%}"
+        mark = " **(beyond noise)**" if row["holm_p"] < 0.05 else ""
+        lines.append(
+            f"| {VARIANT_BY_KEY[row['variant']].label} | {VARIANT_BY_KEY[row['against']].label} "
+            f"| {row['n']} | {100 * row['diff']:+.2f}{mark} "
+            f"| [{100 * row['low']:+.2f}, {100 * row['high']:+.2f}] | {row['p']:.3f} "
+            f"| {row['holm_p']:.3f} | {power} |"
+        )
+    stds = [row["std"] for row in rows if row["std"]]
+    if stds:
+        typical, n = float(np.median(stds)), min(row["n"] for row in rows)
+        detectable = paired_detectable(typical, n, 0.05 / len(rows))
+        lines += [
+            "",
+            f"With {n} seeds and a typical std of the paired differences of "
+            f"{100 * typical:.2f} points, this table detects a difference of "
+            f"{100 * detectable:.2f} points with 80% power after Holm's correction; smaller "
+            "ones can be there unseen ('not beyond noise' means not shown, not shown absent).",
+        ]
+    return lines
+
+
+def chance_warnings(groups, classes):
+    """Sentences for the variants whose accuracy is what guessing among ``classes`` gives."""
+    found = []
+    for config, by_variant in sorted(groups.items()):
+        for variant, runs in by_variant.items():
+            mean = float(np.mean([run["test_accuracy"] for run in runs]))
+            examples = runs[0].get("test_examples", 0)
+            if at_chance(mean, classes, examples):
+                found.append(
+                    f"{VARIANT_BY_KEY[variant].label} at {config.title}: {100 * mean:.2f}% on "
+                    f"{examples} test images, what guessing among {classes} classes "
+                    f"gives ({100 / classes:.1f}%)"
+                )
+    if not found:
+        return []
+    return [
+        "",
+        "**Models at chance: they learned nothing, so no comparison with them means "
+        "anything** (train longer, on more images, or check the data): " + "; ".join(found) + ".",
+    ]
+
+
 def write_report(configs, seeds, variants, tasks, started_machine):
     groups, searches, latency = collect(tasks)
     for config, by_variant in groups.items():
@@ -217,6 +314,7 @@ def write_report(configs, seeds, variants, tasks, started_machine):
         "# Does Meta-Pooling help? Study results",
         "",
         f"Command: `{command_line()}`",
+        *chance_warnings(groups, info.num_classes),
         "",
         f"Machine: {started_machine['cpu_count']} CPUs (`os.cpu_count()`), "
         f"{started_machine['cpu_model']}; load average (1/5/15 min) at the start "
@@ -240,8 +338,9 @@ def write_report(configs, seeds, variants, tasks, started_machine):
         "the supernet's weights (`searched_inherited`), and its time includes the search; "
         "`random_arch` draws each point's op uniformly from the same space.",
         "",
-        "Accuracy: mean ± std over seeds (n); Δ and Welch p against MobileNetV2 of the same "
-        "alpha and size. Latency: float / int8 TFLite, batch 1, "
+        "Accuracy: mean ± std over seeds (n); Δ and the paired p against MobileNetV2 of the "
+        "same alpha and size (uncorrected; the paired table below corrects). Latency: float / "
+        "int8 TFLite, batch 1, "
         f"{FLAGS.threads} thread(s), median of {FLAGS.latency_runs} invokes interleaved with "
         "MobileNetV2's, as a ratio to it. Time: wall time of training (+ search) per model, "
         "mean over seeds; CPU: process CPU time of training and test evaluation (+ the "
@@ -255,7 +354,7 @@ def write_report(configs, seeds, variants, tasks, started_machine):
             f"## {config.title}",
             "",
             "| variant | alpha | params | vs MNv2 | MACs | vs MNv2 | test accuracy % | Δ (points) "
-            "| Welch p | float latency | int8 latency | time | CPU |",
+            "| paired p | float latency | int8 latency | time | CPU |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         not_integer = []
@@ -265,7 +364,7 @@ def write_report(configs, seeds, variants, tasks, started_machine):
             s = stats[variant]
             std = f" ± {100 * s['std']:.2f}" if s["std"] is not None else ""
             if base is not None:
-                test = welch(s["accuracies"], base["accuracies"])
+                test = paired(by_seed(groups[config][variant]), by_seed(groups[config][BASELINE]))
                 delta = f"{100 * (s['mean'] - base['mean']):+.2f}"
                 p = "—" if variant == BASELINE or test is None else f"{test['p']:.3f}"
                 vs_params = f"{100 * (s['params'] / base['params'] - 1):+.1f}%"
@@ -319,6 +418,7 @@ def write_report(configs, seeds, variants, tasks, started_machine):
                 f"paper's {match['target_params']:,}."
             )
         lines += [""] + [f"- {n}" for n in notes] if notes else []
+        lines += comparison_lines(paired_comparisons(groups[config]))
     shows, caveats = conclusions(groups, searches, latency)
     lines += ["", "## What this shows", ""]
     for config, config_lines in shows:

@@ -14,7 +14,7 @@ import keras_metapool as km
 from keras_metapool import keras
 from keras_metapool.data import load_dataset
 from keras_metapool.models import count_macs, count_params
-from keras_metapool.models.architecture import ABLATIONS
+from keras_metapool.models.architecture import ABLATIONS, NUM_BLOCKS
 from keras_metapool.study.machine import (
     interleaved_latency,
     settle_batch_norms,
@@ -94,7 +94,11 @@ def calibration_images(size):
 # -------------------------------------------------------------------- models
 
 
-def build_model(config, classes, meta_pooling, alpha=None, head="classic"):
+#: Variants built with MobileNetV2MP's other SSP initialisation.
+OPEN_GATE_VARIANTS = ("mp_paper_open",)
+
+
+def build_model(config, classes, meta_pooling, alpha=None, head="classic", enhancer_init="paper"):
     extra = {}
     if meta_pooling == "search" and FLAGS.search_candidates:
         extra["search_candidates"] = FLAGS.search_candidates
@@ -107,6 +111,7 @@ def build_model(config, classes, meta_pooling, alpha=None, head="classic"):
         meta_pooling=meta_pooling,
         head=head,
         batch_norm_momentum=BN_MOMENTUM,
+        enhancer_init=enhancer_init,
     )
 
 
@@ -153,6 +158,11 @@ def variant_arguments(variant, config, classes, architecture=None):
         return "paper", config.alpha, "classic"
     if variant == "mp_paper_head":
         return "paper", config.alpha, "paper"
+    if variant == "mp_paper_open":  # the same model, another init (OPEN_GATE_VARIANTS)
+        return "paper", config.alpha, "classic"
+    if variant == "ssp_all":
+        spec = km.ArchitectureSpec(["ssp"] * NUM_BLOCKS, post_norm=False, name="ssp_all")
+        return spec, config.alpha, "classic"
     if variant in ABLATIONS:
         return variant, config.alpha, "classic"  # MobileNetV2MP resolves the name
     if variant in PER_SEED_VARIANTS:
@@ -314,7 +324,10 @@ def run_train(task, architecture=None, search_seconds=0.0, model=None):
     keras.utils.set_random_seed(seed)
     if model is None:
         keras.backend.clear_session()
-        model = build_model(config, info.num_classes, meta_pooling, alpha=alpha, head=head)
+        init = "open_gates" if task.variant in OPEN_GATE_VARIANTS else "paper"
+        model = build_model(
+            config, info.num_classes, meta_pooling, alpha=alpha, head=head, enhancer_init=init
+        )
     steps = math.ceil(train_info.num_examples / FLAGS.batch_size) * FLAGS.epochs
     compile_for(model, steps)
     start = time.perf_counter()
@@ -332,6 +345,9 @@ def run_train(task, architecture=None, search_seconds=0.0, model=None):
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "train_accuracy": float(history.history["accuracy"][-1]),
+        # Per epoch: where the learning curve stands at the end.
+        "train_accuracy_per_epoch": [float(a) for a in history.history["accuracy"]],
+        "train_loss_per_epoch": [float(a) for a in history.history["loss"]],
         "train_examples": train_info.num_examples,
         "test_examples": test_info.num_examples,
         "steps": steps,

@@ -1,4 +1,12 @@
-"""The study's statistics: Welch's test, the detectable difference, per-variant summaries."""
+"""The study's statistics: paired and Welch tests, Holm's correction, power, summaries.
+
+Runs with the same seed share their data order (and, for equal architectures,
+their initial weights), so two variants are compared **paired by seed**:
+:func:`paired` tests the mean of the per-seed differences. The family of
+comparisons of a report is corrected with :func:`holm`, and
+:func:`paired_power` / :func:`paired_detectable` say what the study could
+have seen.
+"""
 
 import math
 
@@ -21,6 +29,94 @@ def welch(a, b):
     t = diff / math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     return {"diff": diff, "t": t, "df": df, "p": float(2 * stats.t.sf(abs(t), df))}
+
+
+def paired(a, b, confidence=0.95):
+    """Paired t-test of ``a - b`` over the keys (seeds) both dicts hold.
+
+    Args:
+        a, b: ``{seed: value}``.
+        confidence: Level of the interval of the mean difference.
+
+    Returns:
+        dict(diff (mean of the differences), std (of the differences), n,
+        t, df, p (two-sided), low, high (the interval), seeds), or None with
+        fewer than 2 common seeds. Identical differences give std 0, an
+        infinite t (p 0) unless they are all 0 (p 1), and a zero-width
+        interval.
+    """
+    from scipy import stats  # installed with tensorflow-model-optimization
+
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    d = np.array([a[seed] - b[seed] for seed in seeds], float)
+    n, diff, std = len(d), float(d.mean()), float(d.std(ddof=1))
+    result = {"diff": diff, "std": std, "n": n, "df": n - 1, "seeds": seeds}
+    if std == 0:
+        return {**result, "t": math.copysign(math.inf, diff) if diff else 0.0,
+                "p": float(diff == 0), "low": diff, "high": diff}  # fmt: skip
+    t = diff / (std / math.sqrt(n))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
+    p = float(2 * stats.t.sf(abs(t), n - 1))
+    return {**result, "t": t, "p": p, "low": diff - half, "high": diff + half}
+
+
+def holm(p_values):
+    """Holm's step-down adjusted p-values, in the order given (None stays None).
+
+    The smallest of m p-values is multiplied by m, the next by m - 1, and so
+    on, each kept at least as large as the one before and at most 1; a
+    hypothesis is rejected at family-wise level alpha when its adjusted
+    p-value is below alpha.
+    """
+    indexed = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m, running = len(indexed), 0.0
+    adjusted = [None] * len(p_values)
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def paired_power(effect, std, n, alpha=0.05):
+    """Power of a two-sided paired t-test at level ``alpha`` for a true mean difference
+    ``effect``, differences of standard deviation ``std``, ``n`` pairs (noncentral t)."""
+    from scipy import stats
+
+    if n < 2 or not std:
+        return None
+    critical = stats.t.ppf(1 - alpha / 2, n - 1)
+    shift = effect / (std / math.sqrt(n))
+    return float(stats.nct.sf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift))
+
+
+def paired_detectable(std, n, alpha=0.05, power=0.8):
+    """Smallest mean difference a paired t-test detects with ``power`` (None below 2 pairs)."""
+    if n < 2 or std is None:
+        return None
+    if std == 0:
+        return 0.0
+    low, high = 0.0, 1.0
+    while paired_power(high * std, std, n, alpha) < power:
+        high *= 2
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if paired_power(middle * std, std, n, alpha) < power else (
+            low, middle)  # fmt: skip
+    return high * std
+
+
+def at_chance(accuracy, classes, examples, z=3.0):
+    """Whether ``accuracy`` on ``examples`` test images is within ``z`` binomial standard
+    errors of guessing among ``classes`` (a model that learned nothing)."""
+    chance = 1.0 / classes
+    return accuracy <= chance + z * math.sqrt(chance * (1 - chance) / max(1, examples))
+
+
+def by_seed(runs, key="test_accuracy"):
+    """``{seed: run[key]}`` of a variant's runs."""
+    return {int(run["seed"]): run[key] for run in runs}
 
 
 def pooled_std(a, b):
@@ -49,6 +145,7 @@ def variant_stats(runs):
     accuracies = [r["test_accuracy"] for r in runs]
     return {
         "accuracies": accuracies,
+        "by_seed": by_seed(runs),
         "mean": float(np.mean(accuracies)),
         "std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None,
         "n": len(accuracies),
