@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from cli_helpers import (
     ROOT,
     SMALL,
@@ -49,6 +51,11 @@ def folder(tmp_path_factory):
     (folder / "architecture.json").write_text(json.dumps({"ops": ["ssp"] * 3}), encoding="utf-8")
     (folder / "flags.txt").write_text("--image_size=8\n", encoding="utf-8")
     (folder / "corrupt.keras").write_bytes(b"PK\x03\x04 not a whole zip file")
+    for split in ("train", "test"):  # an image folder with one class
+        (folder / "oneclass" / split / "cat").mkdir(parents=True)
+        png = tf.io.encode_png(np.zeros((32, 32, 3), np.uint8)).numpy()
+        for index in range(8):
+            (folder / "oneclass" / split / "cat" / f"{index}.png").write_bytes(png)
     return folder
 
 
@@ -91,6 +98,11 @@ BAD_COMMAND_LINES = [
      ["mnist", "tfds build"]),
     (["search", *SMALL, "--dataset=folder:{tmp}/none", "--output_dir={tmp}/o"], 1,
      ["{tmp}/none", "does not exist"]),
+    # One class: nothing to learn, refused instead of "test accuracy 1.0000".
+    (["train", *SMALL, "--dataset=folder:{tmp}/oneclass", "--output_dir={tmp}/o1"], 1,
+     ["has 1 class ('cat')", "at least 2", "PATH/<split>/<class>/"]),
+    (["train", *SMALL, "--dataset=cluttered_fashion_mnist:clutter=-1", "--output_dir={tmp}/o"], 1,
+     ["cluttered Fashion-MNIST", "`clutter`", "expected >= 0, got -1"]),
 ]  # fmt: skip
 
 
@@ -120,7 +132,7 @@ def test_bad_command_lines_exit_with_one_clear_line(bad_results, folder, index):
 def test_a_run_that_fails_before_writing_leaves_no_output_folder(bad_results, folder):
     assert [r["status"] for r in bad_results if "--output_dir={}/corrupt".format(folder)
             in r["argv"]] == [1]  # fmt: skip
-    for name in ("no_model", "corrupt", "study"):
+    for name in ("no_model", "corrupt", "study", "o1"):
         assert not (folder / name).exists(), name
 
 

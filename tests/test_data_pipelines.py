@@ -470,6 +470,17 @@ def test_folder_errors_say_what_layout_was_expected(tmp_path, image_folder):
         load_dataset(f"folder:{tmp_path / 'empty'}")
 
 
+def test_a_folder_with_one_class_is_refused(tmp_path, image_folder):
+    _, written = image_folder
+    for split in ("train", "test"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        (tmp_path / split / "cat" / "0.png").write_bytes(
+            tf.io.encode_png(written["train"][0][0]).numpy()
+        )
+    with pytest.raises(ValueError, match=r"has 1 class \('cat'\): classification needs at least 2"):
+        load_dataset(f"folder:{tmp_path}")
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

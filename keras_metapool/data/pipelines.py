@@ -236,7 +236,8 @@ def load_dataset(
             dataset unknown or not prepared in ``data_dir``, a ``folder:``
             path, split folder, class folder or images missing. The message
             says what was searched and how to get the data.
-        ValueError: for an unknown source prefix, split or argument value.
+        ValueError: for an unknown source prefix, split or argument value, or
+            data with fewer than 2 classes.
     """
     image_size = _positive_int("image_size", image_size, minimum=MIN_IMAGE_SIZE)
     batch_size = _positive_int("batch_size", batch_size)
@@ -250,6 +251,13 @@ def load_dataset(
     OPEN_UNIT.check("search_fraction", search_fraction)
 
     source = _open_source(name, split, data_dir, limit, download)
+    if len(source.class_names) < 2:
+        found = ", ".join(repr(c) for c in source.class_names) or "none"
+        raise ValueError(
+            f"{name!r} has {len(source.class_names)} class ({found}): classification needs at "
+            "least 2 (a model with one class is always right and learns nothing). For a "
+            "folder: dataset, put each class's images in its own folder, PATH/<split>/<class>/."
+        )
     examples, num_examples = source.examples, source.num_examples
     if limit is not None and limit < num_examples:
         examples, num_examples = examples.take(limit), limit
