@@ -1,6 +1,8 @@
 """What the subcommands print: progress lines, sizes, Markdown tables."""
 
+import contextlib
 import sys
+import warnings
 
 
 def keras_verbosity():
@@ -11,6 +13,23 @@ def keras_verbosity():
 def say(text=""):
     """Prints a line now (progress lines must not wait for a buffer)."""
     print(text, flush=True)
+
+
+@contextlib.contextmanager
+def package_warnings_as_lines(stage, skip=()):
+    """Prints keras_metapool's own warnings raised inside as ``STAGE: warning: MESSAGE``
+    lines (no source path or code line), leaving out the categories in ``skip``; other
+    libraries' warnings go on as they would."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        if not warning.category.__module__.startswith("keras_metapool"):
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+        elif not issubclass(warning.category, tuple(skip)):
+            print(f"{stage}: warning: {warning.message}", file=sys.stderr, flush=True)
 
 
 def size_text(num_bytes):

@@ -6,7 +6,7 @@ import dataclasses
 import os
 
 from keras_metapool.cli import console, files, training
-from keras_metapool.search import PMPLCallback, plot_search
+from keras_metapool.search import FixedAtEndWarning, PMPLCallback, plot_search
 
 #: What search_summary.txt's columns mean (written under the table).
 SUMMARY_COLUMNS = (
@@ -128,11 +128,14 @@ def search(options, strategy):
             options.epochs,
             extra=[pmpl],  # first: its logs reach the CSV and TensorBoard
         )
-        history, seconds = training.fit_timed(
-            supernet, weights_data, num_classes=info.num_classes, epochs=options.epochs,
-            steps=steps, repeat=repeat, callbacks=callbacks,
-            backup_dir=options.output_path("backup"), strategy=strategy,
-        )  # fmt: skip
+        # NOTE: the search writes an architecture, which `train` trains from scratch:
+        # the supernet's weights (what FixedAtEndWarning is about) are not an output.
+        with console.package_warnings_as_lines("search", skip=(FixedAtEndWarning,)):
+            history, seconds = training.fit_timed(
+                supernet, weights_data, num_classes=info.num_classes, epochs=options.epochs,
+                steps=steps, repeat=repeat, callbacks=callbacks,
+                backup_dir=options.output_path("backup"), strategy=strategy,
+            )  # fmt: skip
 
         spec = pmpl.architecture
         architecture_path = os.path.join(folder, "architecture.json")

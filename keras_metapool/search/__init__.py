@@ -14,6 +14,7 @@ from keras_metapool.search.derive import (
 )
 from keras_metapool.search.plot import plot_search
 from keras_metapool.search.pmpl import (
+    FixedAtEndWarning,
     ModelAtChanceWarning,
     PMPLCallback,
     SearchUndecidedWarning,
@@ -24,6 +25,7 @@ from keras_metapool.search.pmpl import (
 )
 
 __all__ = [
+    "FixedAtEndWarning",
     "ModelAtChanceWarning",
     "PMPLCallback",
     "SearchUndecidedWarning",

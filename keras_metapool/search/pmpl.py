@@ -210,6 +210,12 @@ class SearchUndecidedWarning(UserWarning):
     """A PMPL search ended with most points undecided, or fixed with no training after."""
 
 
+class FixedAtEndWarning(SearchUndecidedWarning):
+    """Points were fixed at the very end of fit: the searched model's weights were trained
+    for the mixture there, so it needs training before use (an architecture retrained from
+    scratch, as ``keras-metapool train`` does, is not affected)."""
+
+
 class ModelAtChanceWarning(UserWarning):
     """The model trained with PMPLCallback ended fit at chance training accuracy."""
 
@@ -1068,29 +1074,27 @@ class PMPLCallback(keras.callbacks.Callback):
                 f"architecture steps at learning rate {self._logits_lr:.2g} move a logit by at "
                 f"most {reach:.2f}, the margin needs a lead of {lead:.2f}"
             )
-        parts = []
         if reasons:
             warmup_text = (
                 "a warm-up of the whole run" if warmup == NEVER else f"{warmup} warm-up steps"
             )
-            parts.append(
-                "; ".join(reasons) + ". "
+            message = (
+                "PMPL search: " + "; ".join(reasons) + ". "
                 f"It took {taken} architecture steps after {warmup_text}. The architecture is "
                 "honest about it (undecided points cost nothing with undecided='identity'), but it "
                 "is not a search result: give the search more steps (more epochs or images), "
                 "fewer candidates (search_candidates=...), or a lower evidence_z."
             )
-        if fixed_at_end:
-            parts.append(
-                f"{fixed_at_end} point(s) fixed only at the end of fit (late_stage="
-                f"{self.late_stage:.2g} of {self._total_epochs} epochs): the weights were "
-                "trained for the search mixture there, not for the op they now compute, so "
-                "the model is not ready to use: train it first (fit again, or retrain the "
-                "architecture from scratch), or search with late_stage < 1 and more epochs."
-            )
-        if parts:
-            message = "PMPL search: " + " ".join(parts)
             warnings.warn(message, SearchUndecidedWarning, stacklevel=2)
+        if fixed_at_end:
+            message = (
+                f"PMPL search: {fixed_at_end} point(s) fixed only at the end of fit (late_stage="
+                f"{self.late_stage:.2g} of {self._total_epochs} epochs): the supernet's weights "
+                "were trained for the search mixture there, not for the op they now compute, so "
+                "this model (and to_fixed_model of it) needs training before use: fit again, or "
+                "retrain the architecture from scratch, or search with late_stage < 1."
+            )
+            warnings.warn(message, FixedAtEndWarning, stacklevel=2)
 
     # -- evidence ----------------------------------------------------------
     @property
@@ -1285,6 +1289,7 @@ def late_stage_epoch(epochs, late_stage=2.0 / 3.0):
 
 
 __all__ = [
+    "FixedAtEndWarning",
     "PMPLCallback",
     "SearchUndecidedWarning",
     "evidence_scores",
