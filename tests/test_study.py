@@ -14,12 +14,14 @@ import re
 import numpy as np
 import pytest
 
+import keras_metapool as km
 from keras_metapool import study
 from keras_metapool.study import plan, report
 from keras_metapool.study import stats as study_stats
 
 # The module: the package's name `main` is its function.
 study_main = importlib.import_module("keras_metapool.study.main")
+study_runs = importlib.import_module("keras_metapool.study.runs")
 
 QUICK_VARIANTS = [
     "mobilenet_v2", "mp_paper", "searched", "searched_inherited", "random_arch", "param_matched",
@@ -111,6 +113,20 @@ def test_training_runs_are_consistent(quick_study):
     assert all(isinstance(op, str) for op in random_ops)
     assert set(random_ops[10:]) <= {"identity", "ssp"}  # 1x1 maps at 32x32: avg3 pruned
     assert random_ops == study.random_architecture(study.Config(32, 0.35), 0)["ops"]
+    # The matched random baseline: as many enhancers as the searched child, at random points.
+    config = study.Config(64, 0.35)
+    for enhancers in (0, 1, 3):
+        ops = study.random_architecture(config, 0, enhancers=enhancers)["ops"]
+        placed = [i for i, op in enumerate(ops) if op != "identity"]
+        assert len(placed) == enhancers and 0 not in placed
+        assert {ops[i] for i in placed} <= {"ssp", "avg3"}  # the quick study's candidates
+    drawn = {
+        tuple(study.random_architecture(config, seed, enhancers=2)["ops"]) for seed in range(6)
+    }
+    assert len(drawn) > 1  # the points differ from seed to seed
+    matched = study_runs.variant_architecture("random_matched", study.Config(32, 0.35), 0, [0])
+    searched_points = km.ArchitectureSpec.from_dict(search["architecture"]).points
+    assert len(km.ArchitectureSpec.from_dict(matched).points) == len(searched_points)
 
 
 @pytest.mark.slow

@@ -25,6 +25,10 @@ and budget, then evaluated on the same test images:
 - ``random_arch``: an architecture drawn uniformly from the same search space
   (each point: one of its pruned candidates, seeded per run), trained from
   scratch: the baseline a search must beat (Li & Talwalkar, arXiv 1902.07638);
+- ``random_matched``: as ``random_arch``, but with as many enhancers as
+  the searched architecture of its seed, at points drawn uniformly (an
+  op other than ``identity`` each): whether the search chose *where* well,
+  not only *how many*;
 - ``param_matched``: ``meta_pooling="none"`` at a larger alpha, found by
   bisection, whose parameter count matches ``mp_paper``'s within
   ``--match_tolerance`` (so a gain is not just more parameters).

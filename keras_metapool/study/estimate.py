@@ -18,6 +18,7 @@ from keras_metapool.study.plan import (
     BN_MOMENTUM,
     EVAL_BATCH_SIZE,
     FLAGS,
+    SEARCH_VARIANTS,
     Config,
     Task,
     search_epochs,
@@ -235,7 +236,7 @@ def run_estimate(configs, seeds, variants, tasks):
     costs = {}
     for config in configs:
         costs[config.key] = {}
-        searching = {"searched", "searched_inherited"} & set(variants)
+        searching = set(SEARCH_VARIANTS) & set(variants)
         needed = list(variants) + (["search"] if searching else [])
         for variant in needed:
             convert = variant in ("mobilenet_v2", "mp_paper")

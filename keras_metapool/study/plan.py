@@ -32,6 +32,7 @@ VARIANTS = (
     Variant("searched", "PMPL searched"),
     Variant("searched_inherited", "PMPL searched, supernet weights inherited"),
     Variant("random_arch", "random architecture from the search space"),
+    Variant("random_matched", "random architecture, as many enhancers as the searched one"),
     Variant("param_matched", "MobileNetV2, params matched to MP paper"),
 )
 VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
@@ -183,7 +184,9 @@ QUICK_DEFAULTS = {
 EVAL_BATCH_SIZE = 256
 CALIBRATION_IMAGES = 128  # int8 conversion's representative data
 BN_MOMENTUM = 0.9  # short runs: see MobileNetV2MP's docstring
-PER_SEED_VARIANTS = ("searched", "searched_inherited", "random_arch")
+PER_SEED_VARIANTS = ("searched", "searched_inherited", "random_arch", "random_matched")
+#: The variants that need their seed's search first.
+SEARCH_VARIANTS = ("searched", "searched_inherited", "random_matched")
 BASELINE = "mobilenet_v2"
 
 
@@ -385,7 +388,7 @@ def plan_tasks(configs, seeds, variants):
     tasks = []
     for seed in seeds:
         for config in configs:
-            searching = {"searched", "searched_inherited"} & set(variants)
+            searching = set(SEARCH_VARIANTS) & set(variants)
             if searching and search_seed(seed, seeds) == seed:
                 tasks.append(Task("search", config, seed=seed))
             tasks += [Task("train", config, variant, seed) for variant in variants]

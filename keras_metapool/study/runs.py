@@ -13,6 +13,7 @@ from absl import logging
 import keras_metapool as km
 from keras_metapool import keras
 from keras_metapool.data import load_dataset
+from keras_metapool.layers.candidate_ops import IDENTITY
 from keras_metapool.models import count_macs, count_params
 from keras_metapool.models.architecture import ABLATIONS, NUM_BLOCKS
 from keras_metapool.study.machine import (
@@ -118,12 +119,15 @@ def build_model(config, classes, meta_pooling, alpha=None, head="classic", enhan
 #: Variants whose architecture differs per seed (a search's, or a random draw).
 
 
-def random_architecture(config, seed):
+def random_architecture(config, seed, enhancers=None):
     """An architecture drawn from the search space: per point, one of its candidates.
 
     The space is the supernet's (``build_model(..., "search")``): the same
     placement and candidates, pooling windows larger than a point's map
-    pruned; every candidate of a point equally likely.
+    pruned; every candidate of a point equally likely. With ``enhancers``,
+    that many points, drawn uniformly, get an op other than ``identity``
+    (uniform among theirs) and the others none: the baseline for a searched
+    architecture with as many enhancers.
     """
     from keras_metapool.models.mobilenet_v2_mp import block_map_sizes
 
@@ -131,6 +135,20 @@ def random_architecture(config, seed):
     space = km.ArchitectureSpec.search(candidates=tuple(candidates))
     space = space.pruned_for_input(block_map_sizes(config.size, config.size))
     rng = np.random.default_rng(10_000 + seed)
+    if enhancers is not None:
+        points = [i for i, entry in enumerate(space.ops) if entry == "search"]
+        chosen = set(rng.choice(points, size=min(enhancers, len(points)), replace=False).tolist())
+        ops = []
+        for i, entry in enumerate(space.ops):
+            others = [op for op in space.candidates_at(i) if op != IDENTITY]
+            if entry == "search" and i in chosen and others:
+                ops.append(others[rng.integers(len(others))])
+            else:
+                ops.append(IDENTITY if entry == "search" else entry)
+        name = f"random{seed}_{enhancers}enhancers"
+        return km.ArchitectureSpec(
+            ops, placement=space.placement, post_norm=space.post_norm, name=name
+        ).to_dict()
     ops = [
         space.candidates_at(i)[rng.integers(len(space.candidates_at(i)))]
         if entry == "search"
@@ -147,6 +165,9 @@ def variant_architecture(variant, config, seed, seeds):
     if variant == "random_arch":
         return random_architecture(config, seed)
     search = read_result(Task("search", config, seed=search_seed(seed, seeds)).run_id)
+    if variant == "random_matched":
+        found = km.ArchitectureSpec.from_dict(search["architecture"])
+        return random_architecture(config, seed, enhancers=len(found.points))
     return search["architecture"]
 
 
