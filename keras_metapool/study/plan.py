@@ -353,7 +353,10 @@ def _check_settings(path, data):
     stored = data.get("settings", {})
     if stored != current:
         differing = sorted(k for k in set(current) | set(stored) if stored.get(k) != current.get(k))
-        shown = ", ".join(f"{k} {stored.get(k)!r} there, {current.get(k)!r} now" for k in differing)
+        shown = ", ".join(
+            f"{k} {stored.get(k)!r} there, {current.get(k)!r} now" for k in differing[:4]
+        )
+        shown += f" and {len(differing) - 4} more" if len(differing) > 4 else ""
         raise OtherSettingsError(
             f"{FLAGS.output_dir} holds a study made with other settings ({os.path.basename(path)}: "
             f"{shown}). A study's runs must share their settings: pass another --output_dir, "
@@ -374,7 +377,12 @@ def check_output_dir():
                 data = json.load(f)
         except (OSError, ValueError):
             continue  # not a run file of ours
-        if isinstance(data, dict) and "settings" in data:
+        # Run files (and the parameter match): other JSON files are not the study's.
+        if (
+            isinstance(data, dict)
+            and "settings" in data
+            and ("run_id" in data or name.startswith("param_match_"))
+        ):
             _check_settings(path, data)
 
 
