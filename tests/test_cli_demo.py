@@ -146,6 +146,38 @@ def test_help_documents_every_flag(bad_results):
             assert f"--{name}:" in result["stdout"] or f"--[no]{name}:" in result["stdout"], name
 
 
+@pytest.mark.parametrize(
+    "subcommand, listed, not_listed",
+    [
+        ("export", ["--formats", "--model", "--dataset"], ["--threshold", "--epochs"]),
+        ("search", ["--threshold", "--epochs", "--candidates"], ["--formats"]),
+        ("train", ["--architecture", "--epochs"], ["--threshold", "--formats"]),
+    ],
+)
+def test_subcommand_help_lists_its_own_flags(subcommand, listed, not_listed, capsys):
+    from keras_metapool.cli import _parse_flags
+    from keras_metapool.cli.options import define_flags
+
+    define_flags()
+    with pytest.raises(SystemExit) as exit_info:
+        _parse_flags(["keras-metapool", subcommand, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: keras-metapool {subcommand} ")
+    for flag in listed:
+        assert f"  {flag}:" in text, flag
+    for flag in not_listed:
+        assert f"  {flag}:" not in text, flag
+
+
+def test_global_help_names_the_subcommands_and_what_resumes():
+    from keras_metapool.cli.options import USAGE
+
+    for name in ("search", "train", "qat", "export", "evaluate", "demo", "study"):
+        assert f"\n  {name} " in USAGE
+    assert "search, train and qat resume" in USAGE
+
+
 def test_main_called_from_python_runs_the_study_with_its_own_flags(capsys):
     # `study` is listed among the subcommands, so cli.main must run it too (not
     # only the console script), with the study's flags and one-line errors.

@@ -3,7 +3,8 @@
     keras-metapool SUBCOMMAND [--flag=value ...] [--flagfile=FILE]
     python -m keras_metapool.cli SUBCOMMAND ...
 
-``keras-metapool --help`` documents every flag. Each subcommand is also a
+``keras-metapool --help`` documents every flag, ``keras-metapool SUBCOMMAND
+--help`` those the subcommand reads. Each subcommand is also a
 Python function taking an ``Options`` and a ``tf.distribute.Strategy``::
 
     from keras_metapool.cli import Options, make_strategy, train
@@ -65,7 +66,8 @@ def _parse_flags(argv):
     if "--" in arguments:
         arguments = arguments[: arguments.index("--")]
     if any(argument in _HELP_ARGS for argument in arguments):
-        sys.stdout.write(format_help() + "\n")
+        named = [a for a in arguments if a in SUBCOMMANDS]
+        sys.stdout.write(format_help(subcommand=named[0] if named else None) + "\n")
         sys.exit(0)
     try:
         return flags.FLAGS(argv)

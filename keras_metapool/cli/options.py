@@ -19,6 +19,7 @@ import textwrap
 
 from absl import flags
 
+from keras_metapool._command_line import PROGRAM
 from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM
 from keras_metapool._ranges import OPEN_UNIT, Interval
 from keras_metapool.data.pipelines import AUGMENTATIONS, DATASET_SOURCES
@@ -78,8 +79,9 @@ subcommands:
 Every artifact is written under --output_dir (default runs/SUBCOMMAND) by
 writing a temporary file and renaming it, so no file is ever half-written.
 --batch_size is the global batch (split over the replicas of --strategy).
-`train` resumes after an interruption from OUTPUT_DIR/backup: rerun the same
-command. --helpfull lists absl's own flags as well.
+search, train and qat resume after an interruption from OUTPUT_DIR/backup:
+rerun the same command. `keras-metapool SUBCOMMAND --help` lists that
+subcommand's flags; --helpfull lists absl's own flags as well.
 
 examples:
   keras-metapool demo
@@ -218,7 +220,8 @@ class Options:
         _TRAINING, 1.0,
         "[search, train] Epochs of linear warm-up from 0 to --learning_rate (may be "
         "fractional); cosine decay to 0 follows.", bounds=_NON_NEGATIVE)
-    momentum: float = _option(_TRAINING, 0.9, "[sgd] Nesterov momentum.", bounds=_UNIT)
+    momentum: float = _option(
+        _TRAINING, 0.9, "Nesterov momentum of --optimizer=sgd.", bounds=_UNIT)
     weight_decay: float = _option(
         _TRAINING, 0.0, "Decoupled weight decay of the optimizer (0: none).",
         bounds=_NON_NEGATIVE)
@@ -460,10 +463,49 @@ def _help_sections():
 HELP_SECTIONS = _help_sections()
 
 
-def format_help(flag_values=flags.FLAGS, width=100):
-    """``--help``: the usage text and every flag, grouped by subcommand."""
-    lines = [USAGE]
-    for title, names in HELP_SECTIONS:
+#: The ``--help`` sections each subcommand reads (``demo`` passes its flags to every stage).
+SUBCOMMAND_SECTIONS = {
+    "search": (_DATA, _DEVICES, _TRAINING, "search", "Errors"),
+    "train": (_DATA, _DEVICES, _TRAINING, "train", "Errors"),
+    "qat": (_DATA, _DEVICES, _TRAINING, "qat", "Errors"),
+    "export": (_DATA, "export", "Errors"),
+    "evaluate": (_DATA, "evaluate", "Errors"),
+    "demo": tuple(title for title, _ in HELP_SECTIONS),
+}
+
+
+def _reads(subcommand, section, help_text):
+    """Whether ``subcommand`` reads a flag: its help's ``[a, b]`` tag, else its section."""
+    tag = re.match(r"\[([a-z, ]+)\]", help_text)
+    if subcommand == "demo":
+        return True
+    if tag:
+        return subcommand in [name.strip() for name in tag.group(1).split(",")]
+    return section in SUBCOMMAND_SECTIONS[subcommand]
+
+
+def format_help(flag_values=flags.FLAGS, width=100, subcommand=None):
+    """``--help``: the usage text and every flag, grouped by subcommand; with
+    ``subcommand``, its usage line and the flags it reads."""
+    if subcommand is None:
+        lines, sections = [USAGE], HELP_SECTIONS
+    else:
+        summary = next(
+            line.strip()[len(subcommand) :].strip()
+            for line in USAGE.splitlines()
+            if line.startswith(f"  {subcommand} ")
+        )
+        lines = [
+            f"usage: {PROGRAM} {subcommand} [--flag=value ...] [--flagfile=FILE]\n\n"
+            f"{subcommand}: {summary}\n"
+        ]
+        sections = [
+            (title, tuple(n for n in names if _reads(subcommand, title, flag_values[n].help)))
+            for title, names in HELP_SECTIONS
+        ]
+    for title, names in sections:
+        if not names:
+            continue
         lines.append(f"{title}:")
         for name in names:
             flag = flag_values[name]
