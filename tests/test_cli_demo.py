@@ -98,6 +98,9 @@ BAD_COMMAND_LINES = [
      ["mnist", "tfds build"]),
     (["search", *SMALL, "--dataset=folder:{tmp}/none", "--output_dir={tmp}/o"], 1,
      ["{tmp}/none", "does not exist"]),
+    # File-system errors name the flag and the path given, not an errno or a temporary file.
+    (["train", *SMALL, "--output_dir={tmp}/flags.txt"], 1,
+     ["--output_dir={tmp}/flags.txt is a file", "pass another --output_dir"]),
     # One class: nothing to learn, refused instead of "test accuracy 1.0000".
     (["train", *SMALL, "--dataset=folder:{tmp}/oneclass", "--output_dir={tmp}/o1"], 1,
      ["has 1 class ('cat')", "at least 2", "PATH/<split>/<class>/"]),
@@ -144,6 +147,22 @@ def test_help_documents_every_flag(bad_results):
     for _, names in HELP_SECTIONS:
         for name in names:
             assert f"--{name}:" in result["stdout"] or f"--[no]{name}:" in result["stdout"], name
+
+
+def test_an_output_dir_that_cannot_be_written_names_the_flag(tmp_path, monkeypatch):
+    import errno
+
+    from keras_metapool.cli import files
+
+    def read_only(path, exist_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system", path)
+
+    monkeypatch.setattr(files.os, "makedirs", read_only)
+    with pytest.raises(ValueError) as info:
+        files.prepare_output_dir(str(tmp_path / "out"))
+    message = str(info.value)
+    assert message.startswith(f"--output_dir={tmp_path / 'out'}: cannot write there")
+    assert "(Read-only file system)" in message and "Errno" not in message
 
 
 @pytest.mark.parametrize(

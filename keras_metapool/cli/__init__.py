@@ -28,6 +28,7 @@ import sys
 from absl import app, flags, logging
 
 from keras_metapool._command_line import PROGRAM, STUDY, STUDY_PROGRAM, one_line, write_error
+from keras_metapool.cli import files
 from keras_metapool.cli.demo_cmd import demo, demo_defaults
 from keras_metapool.cli.evaluate_cmd import EvaluationResult, evaluate
 from keras_metapool.cli.export_cmd import ExportResult, export
@@ -109,6 +110,7 @@ def main(argv):
     options = Options.from_flags(flags.FLAGS, defaults=defaults)
     output_existed = os.path.exists(options.output_dir)
     try:
+        files.prepare_output_dir(options.output_dir)
         strategy = make_strategy(options)
         COMMANDS[subcommand](options, strategy)
     except KeyboardInterrupt:
@@ -129,8 +131,8 @@ def _remove_empty_folders(folder):
     """Removes ``folder`` if this run made it and wrote no file in it (empty subfolders go too)."""
     if not os.path.isdir(folder):
         return
-    for root, _, files in os.walk(folder, topdown=False):
-        if files:
+    for root, _, names in os.walk(folder, topdown=False):
+        if names:
             return
         try:
             os.rmdir(root)

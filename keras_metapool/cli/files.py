@@ -22,6 +22,32 @@ import numpy as np
 TEMP_MARK = ".tmp-"
 
 
+def prepare_output_dir(path):
+    """Makes ``--output_dir`` and checks that files can be written there.
+
+    Raises:
+        ValueError: naming ``--output_dir`` and ``path``: it is a file, or it
+            cannot be made or written to (the system's reason quoted).
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"--output_dir={path} is a file; expected a folder (or a path where one can be "
+            "made): pass another --output_dir."
+        )
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-check{TEMP_MARK}{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(
+            f"--output_dir={path}: cannot write there ({reason}); pass an --output_dir you can "
+            "write to."
+        ) from None
+
+
 def temporary_path(path):
     """A temporary sibling of ``path`` that keeps its extension.
 
