@@ -90,7 +90,22 @@ def _tensor_class_naming_to_keras3(base):
                 "3 model, convert the model first with keras_metapool.keras3.to_keras3(model)]"
             )
 
-        _TENSOR_CLASSES[base] = type(base.__name__, (base,), {"__str__": __str__})
+        def shape(self):
+            # NOTE: a Keras 3 layer reads its input's shape before any op: answering
+            # there keeps tf_keras from wrapping the layer's ops in Lambda layers
+            # (and warning about them) before Keras 3's own error.
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller == "keras" or caller.startswith("keras."):
+                raise TypeError(
+                    "A Keras 3 layer or model was given a tf_keras tensor of a keras_metapool "
+                    "model; convert the model first with keras_metapool.keras3.to_keras3(model) "
+                    "(a fixed float model; train and search stay in tf_keras), or build it in "
+                    "Keras 3 with keras_metapool.keras3.MobileNetV2MP(...)."
+                )
+            return base.shape.fget(self)
+
+        attributes = {"__str__": __str__, "shape": property(shape)}
+        _TENSOR_CLASSES[base] = type(base.__name__, (base,), attributes)
     return _TENSOR_CLASSES[base]
 
 

@@ -63,6 +63,16 @@ def chain(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_stderr_holds_only_lines_the_user_caused(chain):
+    # At default verbosity: no runtime records ("INFO: Created TensorFlow Lite XNNPACK
+    # delegate", "I0000 ..."), no raw Python warnings with a source path; only our own
+    # warnings, one line each (here the quick search's: it decides nothing, at chance).
+    for name, result in chain[1].items():
+        for line in result.stderr.splitlines():
+            assert not line.strip() or line.startswith("search: warning: "), (name, line)
+
+
+@pytest.mark.slow
 def test_demo_quick_runs_every_stage_to_an_edgetpu_clean_int8_model(chain):
     out, results = pathlib.Path(chain[0]["demo"]), chain[1]
     result = results["demo"]

@@ -221,9 +221,13 @@ def test_a_tf_keras_model_inside_a_keras3_model_names_the_way_out():
         )
         assert "keras_metapool.keras3.to_keras3(model)" in message
         assert "keras_metapool.keras3.MobileNetV2MP(" in message
-    # A Keras 3 layer on its output: Keras 3 raises, printing our input tensor and its hint.
+    # A Keras 3 layer on its output: refused when the layer reads the tensor's shape, before
+    # tf_keras wraps the layer's ops in Lambda layers (and warns about their variables).
+    with pytest.raises(TypeError, match=r"Keras 3 layer or model was given a tf_keras tensor"):
+        keras3.layers.Dense(5)(model.output)
+    # Its tensors straight into keras.Model: Keras 3 raises, printing our tensor and its hint.
     with pytest.raises(ValueError) as raised:
-        keras3.Model(model.input, keras3.layers.Dense(5)(model.output))
+        keras3.Model(model.input, model.output)
     message = str(raised.value)
     assert message.startswith("All `inputs` values must be KerasTensors")
     assert "convert the model first with keras_metapool.keras3.to_keras3(model)" in message

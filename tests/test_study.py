@@ -345,6 +345,22 @@ def test_the_report_pairs_by_seed_corrects_with_holm_and_states_power():
     assert report.chance_warnings({config: {"mp_paper": group["mp_paper"]}}, classes=2) == []
 
 
+@pytest.mark.slow
+def test_a_study_drops_only_tensorflows_retracing_notes(quick_study):
+    import logging
+
+    import tensorflow as tf
+
+    def record(message):
+        return logging.LogRecord("tensorflow", logging.WARNING, "x.py", 1, message, None, None)
+
+    logger = tf.get_logger()
+    assert study_main._RETRACING_FILTER in logger.filters  # attached by the study's run
+    note = "5 out of the last 5 calls to <function f> triggered tf.function retracing."
+    assert not study_main._RETRACING_FILTER.filter(record(note))
+    assert study_main._RETRACING_FILTER.filter(record("Gradients do not exist for variables"))
+
+
 def test_paired_test_matches_a_hand_computed_example():
     from scipy import stats
 

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from keras_metapool import _quiet
 from keras_metapool._keras import keras
 from keras_metapool.data.preprocessing import warn_if_not_model_input
 from keras_metapool.export import exportable
@@ -113,7 +114,10 @@ class TFLiteRunner:
 
         self.path = os.fspath(path)
         graph = read_tflite_graph(self.path)  # clear errors for bad files
-        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+        # NOTE: the runtime announces its XNNPACK delegate on stderr ("INFO: Created ...").
+        with _quiet.native_stderr_held(_quiet.QUIET):
+            self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1:
             raise ValueError(f"{self.path!r} has {len(inputs)} inputs; expected one image input.")
@@ -122,7 +126,6 @@ class TFLiteRunner:
         batch = int(self.input["shape_signature"][0])
         #: The model's static batch size, or None if the batch is dynamic.
         self.static_batch = batch if batch > 0 else None
-        self.interpreter.allocate_tensors()
         self._allocated = tuple(int(d) for d in self.input["shape"])
 
     def _pick_output(self, graph, name):

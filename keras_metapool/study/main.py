@@ -1,6 +1,7 @@
 """The study's program: run every pending task of the plan, then write the report."""
 
 import json
+import logging as std_logging
 import os
 import re
 import sys
@@ -42,10 +43,24 @@ from keras_metapool.study.runs import (
 _HELP_ARGS = ("-h", "--help", "-?", "--helpshort", "--helpfull")
 
 
+class _WithoutRetracingNotes(std_logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" notes: a study builds many
+    models on purpose, so each new model's traces are expected, not a problem to fix."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+_RETRACING_FILTER = _WithoutRetracingNotes()
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
+    import tensorflow as tf
+
+    tf.get_logger().addFilter(_RETRACING_FILTER)  # once: the same filter object
     _CACHE.clear()  # a second study in the same process may use other data
     apply_quick_defaults()
     configs, seeds, variants = parse_plan_flags()
