@@ -2,12 +2,26 @@
 
 import collections
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+
+# TensorFlow's native start-up records ("WARNING: All log messages before
+# absl::InitializeLog()", "I0000 ... oneDNN", "... cuda drivers") bypass pytest's
+# capture of this process and print after the summary: held while it loads.
+_saved_stderr = os.dup(2)
+with tempfile.TemporaryFile() as _held:
+    os.dup2(_held.fileno(), 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(_saved_stderr, 2)
+        os.close(_saved_stderr)
 
 from keras_metapool._keras import keras  # noqa: E402
 
