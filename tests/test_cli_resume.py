@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from cli_helpers import (
@@ -30,6 +31,13 @@ def _csv_epochs(path):
     with open(path, encoding="utf-8") as f:
         rows = f.read().splitlines()[1:]
     return [int(row.split(",")[0]) for row in rows if row]
+
+
+def _csv_rows(path):
+    """``{column: [value per epoch]}`` of a history CSV (numeric columns)."""
+    with open(path, encoding="utf-8") as f:
+        header, *rows = [line.split(",") for line in f.read().splitlines() if line]
+    return {name: [float(row[i]) for row in rows] for i, name in enumerate(header)}
 
 
 def _backed_up(folder):
@@ -84,6 +92,20 @@ def test_train_killed_mid_epoch_resumes_from_the_backup_and_finishes(tmp_path):
 
     model = keras.models.load_model(out / "model.keras")
     assert model.optimizer.iterations.numpy() == 3 * 44  # ceil(1383 / 32) steps an epoch
+    # The resumed run is the uninterrupted one: the same batches from the epoch it
+    # resumed at (data order and augmentation are functions of the seed and the pass).
+    reference = tmp_path / "reference"
+    check_ok(run_cli("train", *flags[:-1], f"--output_dir={reference}"))
+    resumed_rows, reference_rows = (
+        _csv_rows(out / "history.csv"),
+        _csv_rows(reference / "history.csv"),
+    )
+    assert resumed_rows.keys() == reference_rows.keys()
+    for column, values in reference_rows.items():
+        np.testing.assert_allclose(
+            resumed_rows[column], values, rtol=1e-6, atol=1e-7, err_msg=column
+        )
+    assert read_json(reference / "train_metrics.json")["test_accuracy"] == metrics["test_accuracy"]
 
 
 def test_an_interruption_says_whether_a_rerun_resumes(tmp_path):

@@ -470,6 +470,32 @@ def test_folder_errors_say_what_layout_was_expected(tmp_path, image_folder):
         load_dataset(f"folder:{tmp_path / 'empty'}")
 
 
+@pytest.mark.parametrize("source", ["fashion_mnist", "folder"])
+def test_the_training_stream_can_start_at_any_batch(source, image_folder):
+    # Pass after pass, each shuffled and augmented by (seed, pass): a stream started at
+    # batch k is the full stream from batch k, also across a pass boundary.
+    name = "fashion_mnist" if source == "fashion_mnist" else f"folder:{image_folder[0]}"
+    common = dict(image_size=32, batch_size=3, training=True, augment="randaugment", seed=5,
+                  repeat=True, limit=10)  # fmt: skip
+    full, info = load_dataset(name, **common)
+    per_pass = -(-info.num_examples // 3)
+    reference = [(x.numpy(), y.numpy()) for x, y in full.take(3 * per_pass)]
+    for start in (1, per_pass, per_pass + 2):
+        stream, _ = load_dataset(name, start_batch=start, **common)
+        for (x, y), (want_x, want_y) in zip(stream.take(per_pass), reference[start:]):
+            np.testing.assert_array_equal(y, want_y)
+            np.testing.assert_array_equal(x, want_x)
+    # Each pass holds every example once, in its own order.
+    labels = [y for _, y in reference]
+    first, second = (
+        np.concatenate(labels[:per_pass]),
+        np.concatenate(labels[per_pass : 2 * per_pass]),
+    )
+    assert sorted(first) == sorted(second) and len(first) == info.num_examples
+    with pytest.raises(ValueError, match="needs training=True and repeat=True"):
+        load_dataset(name, image_size=32, start_batch=2)
+
+
 def test_a_folder_with_one_class_is_refused(tmp_path, image_folder):
     _, written = image_folder
     for split in ("train", "test"):

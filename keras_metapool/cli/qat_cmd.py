@@ -73,10 +73,7 @@ def qat(options, strategy):
         )
     options = options_for_model(options, float_model)
     with files.artifact_folder(options, strategy) as folder:
-        repeat = bool(options.steps_per_epoch)
-        train_data, info = training.load_split(
-            options, "train", training=True, repeat=repeat, limit=options.train_limit
-        )
+        train_data, info = training.load_training_stream(options, limit=options.train_limit)
         representative = training.calibration_images(options)
         test_data, test_info = training.load_split(
             options, "test", training=False, limit=options.test_limit
@@ -107,7 +104,7 @@ def qat(options, strategy):
         )  # fmt: skip
         _, seconds = training.fit_timed(
             qat_model, train_data, num_classes=info.num_classes, epochs=options.qat_epochs,
-            steps=steps, repeat=repeat, callbacks=callbacks,
+            steps=steps, callbacks=callbacks,
             backup_dir=options.output_path("backup"), strategy=strategy,
         )  # fmt: skip
         qat_accuracy = training.evaluate_accuracy(qat_model, test_data, info.num_classes)

@@ -70,16 +70,13 @@ def search(options, strategy):
         A ``SearchResult``.
     """
     with files.artifact_folder(options, strategy) as folder:
-        repeat = bool(options.steps_per_epoch)
         if options.one_level:
-            weights_data, info = training.load_split(
-                options, "train", training=True, repeat=repeat, limit=options.train_limit
-            )
+            weights_data, info = training.load_training_stream(options, limit=options.train_limit)
             arch_data, held_out = None, "none held out (one-level)"
         else:
             parts = dict(limit=options.train_limit, search_fraction=options.search_fraction)
-            weights_data, info = training.load_split(
-                options, "train", training=True, repeat=repeat, search_part="weights", **parts
+            weights_data, info = training.load_training_stream(
+                options, search_part="weights", **parts
             )
             arch_data, arch_info = training.load_split(
                 options, "train", training=True, search_part="arch", **parts
@@ -133,7 +130,7 @@ def search(options, strategy):
         with console.package_warnings_as_lines("search", skip=(FixedAtEndWarning,)):
             history, seconds = training.fit_timed(
                 supernet, weights_data, num_classes=info.num_classes, epochs=options.epochs,
-                steps=steps, repeat=repeat, callbacks=callbacks,
+                steps=steps, callbacks=callbacks,
                 backup_dir=options.output_path("backup"), strategy=strategy,
             )  # fmt: skip
 

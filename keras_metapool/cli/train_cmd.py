@@ -96,20 +96,17 @@ def train(options, strategy):
     """
     architecture = resolve_architecture(options.architecture)
     with files.artifact_folder(options, strategy) as folder:
-        repeat = bool(options.steps_per_epoch)
         validate = options.validation_fraction > 0
         if validate:
             parts = dict(limit=options.train_limit, search_fraction=options.validation_fraction)
-            train_data, info = training.load_split(
-                options, "train", training=True, repeat=repeat, search_part="weights", **parts
+            train_data, info = training.load_training_stream(
+                options, search_part="weights", **parts
             )
             validation_data, _ = training.load_split(
                 options, "train", training=False, search_part="arch", **parts
             )
         else:
-            train_data, info = training.load_split(
-                options, "train", training=True, repeat=repeat, limit=options.train_limit
-            )
+            train_data, info = training.load_training_stream(options, limit=options.train_limit)
             validation_data = None
         test_data, test_info = training.load_split(
             options, "test", training=False, limit=options.test_limit
@@ -146,7 +143,7 @@ def train(options, strategy):
         callbacks.insert(len(callbacks) - 1, checkpoint)
         _, seconds = training.fit_timed(
             model, train_data, num_classes=info.num_classes, epochs=options.epochs,
-            steps=steps, repeat=repeat, callbacks=callbacks,
+            steps=steps, callbacks=callbacks,
             backup_dir=options.output_path("backup"), strategy=strategy,
             validation_data=validation_data if validate else None,
         )  # fmt: skip

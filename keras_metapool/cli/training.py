@@ -42,6 +42,24 @@ def load_split(options, split, *, training, limit=None, repeat=False, **kwargs):
     )
 
 
+def resumed_epoch(options):
+    """The epoch (0-based) a rerun continues at: one after the backup's last, or 0."""
+    saved = backup_epoch(options.output_path("backup"))
+    return 0 if saved is None else saved + 1
+
+
+def load_training_stream(options, **kwargs):
+    """The training split as ``load_dataset``'s endless stream of passes, started at the
+    batch a resumed run continues from, so that it sees the uninterrupted run's batches."""
+    data, info = load_split(options, "train", training=True, repeat=True, **kwargs)
+    start = resumed_epoch(options) * steps_per_epoch(options, info.num_examples)
+    if start:
+        data, info = load_split(
+            options, "train", training=True, repeat=True, start_batch=start, **kwargs
+        )
+    return data, info
+
+
 def one_hot_labels(dataset, num_classes):
     """Maps integer labels to one-hot (the label-smoothing loss takes one-hot)."""
     return dataset.map(
@@ -294,7 +312,6 @@ def fit_timed(
     num_classes,
     epochs,
     steps,
-    repeat,
     callbacks,
     backup_dir,
     strategy,
@@ -302,8 +319,8 @@ def fit_timed(
 ):
     """The one ``model.fit`` of ``search``, ``train`` and ``qat``, timed.
 
-    Labels are one-hot encoded, an epoch is ``steps`` steps when the data
-    repeats (else one pass), and once ``fit`` returns the emptied
+    Labels are one-hot encoded, an epoch is ``steps`` steps of the endless
+    ``train_data`` (``load_training_stream``), and once ``fit`` returns the emptied
     BackupAndRestore folder ``backup_dir`` is removed (``remove_empty_backup``).
     Returns ``(history, seconds)``: ``seconds`` is the wall time of ``fit`` alone.
     """
@@ -314,7 +331,7 @@ def fit_timed(
             None if validation_data is None else one_hot_labels(validation_data, num_classes)
         ),
         epochs=epochs,
-        steps_per_epoch=steps if repeat else None,
+        steps_per_epoch=steps,
         callbacks=callbacks,
         verbose=keras_verbosity(),
     )

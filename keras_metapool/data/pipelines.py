@@ -159,6 +159,7 @@ def load_dataset(
     drop_remainder=False,
     repeat=False,
     *,
+    start_batch=0,
     download=False,
 ):
     """Loads an image-classification dataset as batches of MobileNetV2 inputs.
@@ -220,7 +221,16 @@ def load_dataset(
         drop_remainder: Drop the last batch if it is smaller than
             ``batch_size``.
         repeat: If True, the dataset is endless (use with
-            ``steps_per_epoch``); each pass is reshuffled when ``training``.
+            ``steps_per_epoch``). With ``training`` it is a sequence of
+            passes over the examples, pass ``p`` shuffled and augmented by
+            seeds derived from ``(seed, p)`` and batched on its own
+            (``ceil(N / batch_size)`` batches, the last one smaller unless
+            ``drop_remainder``): the same batches in any process.
+        start_batch: With ``training`` and ``repeat``: start the stream at
+            its batch ``start_batch`` (pass ``start_batch // batches per
+            pass``, the batches before it in that pass skipped unprocessed).
+            A run resumed after ``k`` steps passes ``start_batch=k`` and sees
+            exactly the batches the uninterrupted run saw from there.
         download: tfds only: download and prepare a tfds dataset that is not
             prepared in ``data_dir``. Off by default: loading never touches
             the network (and never hangs on a machine without it).
@@ -240,6 +250,12 @@ def load_dataset(
             data with fewer than 2 classes.
     """
     image_size = _positive_int("image_size", image_size, minimum=MIN_IMAGE_SIZE)
+    start_batch = _positive_int("start_batch", start_batch, minimum=0)
+    if start_batch and not (training and repeat):
+        raise ValueError(
+            f"`start_batch` ({start_batch}) needs training=True and repeat=True: only the "
+            "training stream has batches to resume from."
+        )
     batch_size = _positive_int("batch_size", batch_size)
     seed = _positive_int("seed", seed, minimum=0)
     if limit is not None:
@@ -276,6 +292,17 @@ def load_dataset(
     examples = examples.apply(tf.data.experimental.assert_cardinality(num_examples))
 
     augment = augment if training else "none"
+    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
+
+    def preprocess(images, random_seed):
+        return _preprocess(images, image_size, augment, random_seed)
+
+    if training and repeat:
+        dataset = _pass_stream(
+            examples, source, num_examples, batch_size, drop_remainder, seed, start_batch,
+            preprocess, augment != "none",
+        )  # fmt: skip
+        return _finish(dataset, name, source, num_examples, image_size)
     if training:
         examples = examples.shuffle(
             min(num_examples, source.shuffle_buffer),
@@ -285,15 +312,11 @@ def load_dataset(
     if repeat:
         examples = examples.repeat()
 
-    def preprocess(images, random_seed):
-        return _preprocess(images, image_size, augment, random_seed)
-
     # One stateless seed pair per element (or batch), new every epoch:
     # Dataset.random is re-randomized on each iteration, yet reproducible.
     random_seeds = tf.data.Dataset.random(
         seed=_derived_seed(seed, "augment"), rerandomize_each_iteration=True
     ).batch(2)
-    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
     if source.decode is None:
         # Fixed-size images: preprocess whole batches (far fewer map calls).
         dataset = examples.batch(batch_size, drop_remainder=drop_remainder)
@@ -316,6 +339,60 @@ def load_dataset(
                 lambda xy, s: one(xy[0], xy[1], s), **parallel
             )
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return _finish(dataset, name, source, num_examples, image_size)
+
+
+def _pass_stream(
+    examples, source, num_examples, batch_size, drop_remainder, seed, start_batch, preprocess,
+    augmenting,
+):  # fmt: skip
+    """The endless training stream: pass after pass, each a function of ``(seed, pass)``."""
+    per_pass = (
+        num_examples // batch_size if drop_remainder else math.ceil(num_examples / batch_size)
+    )
+    if per_pass == 0:
+        raise ValueError(
+            f"{num_examples} examples make no batch of {batch_size} with drop_remainder=True; "
+            "expected at least one: lower batch_size."
+        )
+    first_pass, skipped = divmod(start_batch, per_pass)
+    buffer = min(num_examples, source.shuffle_buffer)
+    shuffle_seed, augment_seed = _derived_seed(seed, "shuffle"), _derived_seed(seed, "augment")
+    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
+
+    def one_pass(index):
+        # NOTE: a tensor seed per pass: pass p's order does not depend on how
+        # many passes this process made before it (a resumed run makes fewer).
+        ordered = examples.shuffle(
+            buffer, seed=shuffle_seed * 1_000_003 + index, reshuffle_each_iteration=False
+        )
+        skip = tf.where(index == first_pass, tf.constant(skipped, tf.int64), 0)
+
+        def seed_of(position):  # a stateless seed pair per (pass, batch or element)
+            return tf.stack([tf.constant(augment_seed, tf.int64) + index, position])
+
+        if source.decode is None:
+            batches = ordered.batch(batch_size, drop_remainder=drop_remainder).enumerate()
+            return batches.skip(skip).map(
+                lambda i, xy: (preprocess(xy[0], seed_of(i) if augmenting else None), xy[1]),
+                **parallel,
+            )
+        decode = source.decode
+
+        def one(i, raw, label):
+            images = decode(raw)[tf.newaxis]
+            return preprocess(images, seed_of(i) if augmenting else None)[0], label
+
+        elements = ordered.enumerate().skip(skip * batch_size)
+        return elements.map(lambda i, xy: one(i, *xy), **parallel).batch(
+            batch_size, drop_remainder=drop_remainder
+        )
+
+    return tf.data.Dataset.range(first_pass, np.iinfo(np.int64).max).flat_map(one_pass)
+
+
+def _finish(dataset, name, source, num_examples, image_size):
+    """Prefetching, the options every pipeline shares, and the ``DatasetInfo``."""
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
 
     options = tf.data.Options()
