@@ -361,6 +361,19 @@ def test_a_study_drops_only_tensorflows_retracing_notes(quick_study):
     assert study_main._RETRACING_FILTER.filter(record("Gradients do not exist for variables"))
 
 
+@pytest.mark.slow
+def test_the_report_says_how_many_test_images_there_were(quick_study):
+    config = study.Config(32, 0.35)
+    groups = {config: {"mobilenet_v2": [{"test_examples": 20}, {"test_examples": 20}]}}
+    study.FLAGS.test_images = 256
+    assert report.test_images_text(groups) == "20 images: all there are (--test_images=256)"
+    groups[config]["mobilenet_v2"] = [{"test_examples": 256}]
+    assert report.test_images_text(groups) == "first 256 images"
+    study.FLAGS.test_images = 0
+    assert report.test_images_text(groups) == "all 256 images"
+    study.FLAGS.test_images = 256  # the quick study's, for the tests after this one
+
+
 def test_paired_test_matches_a_hand_computed_example():
     from scipy import stats
 

@@ -299,6 +299,20 @@ def chance_warnings(groups, classes):
     ]
 
 
+def test_images_text(groups):
+    """How many test images the runs were measured on, as the report says it."""
+    counts = sorted(
+        {run["test_examples"] for runs in groups.values() for group in runs.values()
+         for run in group if "test_examples" in run}
+    )  # fmt: skip
+    if not counts:
+        return f"first {FLAGS.test_images}" if FLAGS.test_images else "all"
+    shown = " or ".join(f"{count:,}" for count in counts)
+    if FLAGS.test_images and counts[-1] < FLAGS.test_images:
+        return f"{shown} images: all there are (--test_images={FLAGS.test_images})"
+    return f"first {shown} images" if FLAGS.test_images else f"all {shown} images"
+
+
 def write_report(configs, seeds, variants, tasks, started_machine):
     groups, searches, latency = collect(tasks)
     for config, by_variant in groups.items():
@@ -324,7 +338,7 @@ def write_report(configs, seeds, variants, tasks, started_machine):
         "",
         f"Data: `{FLAGS.dataset}` split `{FLAGS.train_split}` (first {info.num_examples} "
         f"images, {info.num_classes} classes) for training, `{FLAGS.test_split}` "
-        f"(first {FLAGS.test_images or 'all'}) for accuracy. Training: {FLAGS.epochs} epochs, "
+        f"({test_images_text(groups)}) for accuracy. Training: {FLAGS.epochs} epochs, "
         f"batch {FLAGS.batch_size}, Adam {FLAGS.learning_rate:g} cosine-decayed to 0, "
         f"augmentation `{FLAGS.augment}`, BN momentum {BN_MOMENTUM}, seeds "
         f"{', '.join(map(str, seeds))} (weight init and data order). Search: PMPL on the same "
