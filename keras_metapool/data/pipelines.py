@@ -31,9 +31,10 @@ images float32 ``[B, S, S, 3]`` in ``[-1, 1]`` (MobileNetV2's
 
 Everything random (shuffle order, augmentation) derives from ``seed``: the
 same seed gives the same batches, epoch after epoch, whatever the number of
-parallel map calls. (Like every seeded ``tf.data`` op, the stream also depends
-on TensorFlow's global seed when one is set, e.g. by
-``keras.utils.set_random_seed``: set the same one for identical runs.)
+parallel map calls. The endless training stream (``training=True,
+repeat=True``) depends on ``seed`` alone; otherwise, like every seeded
+``tf.data`` op, the order also depends on TensorFlow's global seed when one
+is set (``keras.utils.set_random_seed``): set the same one for identical runs.
 """
 
 from __future__ import annotations
@@ -363,6 +364,10 @@ def _pass_stream(
     def one_pass(index):
         # NOTE: a tensor seed per pass: pass p's order does not depend on how
         # many passes this process made before it (a resumed run makes fewer).
+        # The global seed is set aside while tracing: TensorFlow combines it with
+        # an op seed by comparing them, which a tensor seed cannot take part in
+        # (it fails when the global seed is 0); the pass seed decides alone.
+        tf.compat.v1.get_default_graph().seed = None
         ordered = examples.shuffle(
             buffer, seed=shuffle_seed * 1_000_003 + index, reshuffle_each_iteration=False
         )
