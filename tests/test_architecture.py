@@ -63,7 +63,7 @@ def test_search_preset_points_per_placement(placement, first):
     assert spec[0] == first
     assert spec.ops[1:] == ("search",) * 16
     assert spec.is_searchable
-    assert spec.candidates == tuple(CANDIDATE_OPS)
+    assert spec.candidates == DEFAULT_CANDIDATES
     assert len(spec.points) == (17 if placement == "output" else 16)
 
 

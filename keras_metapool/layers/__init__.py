@@ -13,6 +13,7 @@ from keras_metapool.layers.spatial_enhancer import (
     open_gate_bias,
     ssp_reduced_channels,
 )
+from keras_metapool.layers.squeeze_excite import SqueezeExcite
 
 __all__ = [
     "CANDIDATE_OPS",
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_CANDIDATES",
     "MetaPoolingBlock",
     "SpatialEnhancer",
+    "SqueezeExcite",
     "build_candidate_op",
     "hard_swish",
     "open_gate_bias",

@@ -9,6 +9,7 @@ import collections
 from keras_metapool._keras import keras
 from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM
 from keras_metapool.layers.spatial_enhancer import SpatialEnhancer
+from keras_metapool.layers.squeeze_excite import SqueezeExcite
 
 OpInfo = collections.namedtuple("OpInfo", ["description", "receptive_field"])
 
@@ -23,11 +24,14 @@ CANDIDATE_OPS = collections.OrderedDict(
         ("avg3", OpInfo("3x3 average pooling", "3x3")),
         ("avg5", OpInfo("5x5 average pooling", "5x5")),
         ("avg7", OpInfo("7x7 average pooling", "7x7")),
+        # Not Meta-Pooling's: the channel-attention anchor SSP is compared with.
+        ("se", OpInfo("squeeze-and-excitation (channel gating)", "whole map, per channel")),
     ]
 )
 
-#: The default search space: all candidates, in docs/method.md's order.
-DEFAULT_CANDIDATES = tuple(CANDIDATE_OPS)
+#: The default search space: the paper's eight candidates, in docs/method.md's order
+#: (``se`` is an op for fixed architectures and comparisons, searchable on request).
+DEFAULT_CANDIDATES = tuple(op for op in CANDIDATE_OPS if op != "se")
 
 IDENTITY = "identity"
 
@@ -108,6 +112,8 @@ def build_candidate_op(
         return SpatialEnhancer(
             batch_norm_momentum=batch_norm_momentum, **(ssp_kwargs or {}), **common
         )
+    if name == "se":
+        return SqueezeExcite(**common)
     size = pooling_window(name)
     pool = keras.layers.MaxPooling2D if name.startswith("max") else keras.layers.AveragePooling2D
     return pool(pool_size=size, strides=1, padding="same", **common)

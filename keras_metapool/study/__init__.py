@@ -13,6 +13,9 @@ and budget, then evaluated on the same test images:
   (each SSP starts as a constant scale near 1 instead of the paper's random
   gates around 0.5: does the init decide how fast it trains?);
 - ``ssp_all``: SSP after every block, without BN + hard swish after it;
+- ``se_paper``: squeeze-and-excitation (``SqueezeExcite``, MobileNetV3's
+  channel gating) where ``mp_paper`` has SSP: whether SSP's row and column
+  structure matters, or only gating does;
 - ``global``, ``local``, ``random``, ``exclude_local``: docs/method.md §3's
   ablations, ``ArchitectureSpec.ablation(name)``;
 - ``searched``: the architecture a PMPL search finds (``PMPLCallback``'s

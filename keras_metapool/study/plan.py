@@ -25,6 +25,7 @@ VARIANTS = (
     Variant("mp_paper_head", "MobileNetV2MP paper, paper head"),
     Variant("mp_paper_open", "MobileNetV2MP paper, SSP starting open (enhancer_init)"),
     Variant("ssp_all", "SSP after every block, no post-norm"),
+    Variant("se_paper", "squeeze-excitation at MP paper's points (channel-attention anchor)"),
     Variant("global", "ablation: global (SSP everywhere)"),
     Variant("local", "ablation: local (avg3 everywhere)"),
     Variant("random", "ablation: random"),

@@ -40,7 +40,9 @@ from keras_metapool.study.stats import (
 #: The effect the paired comparisons' power is stated for (accuracy, 1.5 points).
 TARGET_EFFECT = 0.015
 #: The variants also compared with the parameter-matched MobileNetV2.
-ENHANCED_VARIANTS = ("mp_paper", "mp_paper_open", "ssp_all", "exclude_local", "searched")
+ENHANCED_VARIANTS = (
+    "mp_paper", "mp_paper_open", "ssp_all", "se_paper", "exclude_local", "searched",
+)  # fmt: skip
 
 # -------------------------------------------------------------------- report
 

@@ -181,6 +181,9 @@ def variant_arguments(variant, config, classes, architecture=None):
         return "paper", config.alpha, "paper"
     if variant == "mp_paper_open":  # the same model, another init (OPEN_GATE_VARIANTS)
         return "paper", config.alpha, "classic"
+    if variant == "se_paper":  # channel gating where the paper puts SSP
+        ops = [IDENTITY if op == IDENTITY else "se" for op in km.ArchitectureSpec.paper().ops]
+        return km.ArchitectureSpec(ops, post_norm=False, name="se_paper"), config.alpha, "classic"
     if variant == "ssp_all":
         spec = km.ArchitectureSpec(["ssp"] * NUM_BLOCKS, post_norm=False, name="ssp_all")
         return spec, config.alpha, "classic"
