@@ -374,6 +374,23 @@ def test_the_report_says_how_many_test_images_there_were(quick_study):
     study.FLAGS.test_images = 256  # the quick study's, for the tests after this one
 
 
+@pytest.mark.slow
+def test_report_only_writes_the_report_of_a_study_in_progress(quick_study, tmp_path, capsys):
+    # Two of the quick study's runs, copied to a folder of their own: a study in progress.
+    for run_id in ("mobilenet_v2_a0.35_px32_seed0", "mp_paper_a0.35_px32_seed0"):
+        (tmp_path / f"{run_id}.json").write_bytes((quick_study / f"{run_id}.json").read_bytes())
+    before = sorted(os.listdir(tmp_path))
+    assert study.run(["study", "--quick", f"--output_dir={tmp_path}", "--report_only"]) == 0
+    report_text = (tmp_path / "study.md").read_text(encoding="utf-8")
+    assert "**In progress: 2 of 8 runs done.**" in report_text  # 6 trainings, search, latency
+    assert "--report_only" not in report_text  # the command is the study's own
+    runs_after = sorted(n for n in os.listdir(tmp_path) if n.endswith(".json"))
+    assert runs_after == before  # nothing ran
+    study.FLAGS.unparse_flags()  # the quick study's flags again, for the tests after this one
+    study.FLAGS(["study.py", "--quick", f"--output_dir={quick_study}"])
+    capsys.readouterr()
+
+
 def test_paired_test_matches_a_hand_computed_example():
     from scipy import stats
 

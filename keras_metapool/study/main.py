@@ -86,7 +86,7 @@ def main(argv):
         if timing.get("settings") != json.loads(json.dumps(settings())):
             timing = None  # made for other settings: its predictions do not apply
     predictor = Predictor(timing)
-    pending = _pending(tasks, variants, seeds)
+    pending = [] if FLAGS.report_only else _pending(tasks, variants, seeds)
     print(
         f"{len(tasks)} runs, {len(tasks) - len(pending)} already done (skipped); "
         f"{eta_text(predictor, pending)}"
@@ -145,6 +145,9 @@ def main(argv):
             flush=True,
         )
     report = write_report(configs, seeds, variants, tasks, machine)
+    if report is None:
+        print("No runs to report yet.")
+        return
     print(f"\nWrote {report} and its plots (total {format_duration(time.perf_counter() - start)}).")
     with open(report, encoding="utf-8") as f:
         print(f.read())

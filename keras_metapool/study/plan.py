@@ -158,6 +158,12 @@ flags.DEFINE_bool(
 flags.DEFINE_bool(
     "estimate", False, "Only time every model of the plan and print the ETA.", flag_values=FLAGS
 )
+flags.DEFINE_bool(
+    "report_only", False,
+    "Run nothing: write study.md and its plots from the runs already in --output_dir (a "
+    "study in progress reports what it has; it draws no verdict from it).",
+    flag_values=FLAGS,
+)  # fmt: skip
 flags.DEFINE_integer(
     "timing_steps", 6, "Timed steps per model with --estimate.", lower_bound=2, flag_values=FLAGS
 )
@@ -311,7 +317,7 @@ def command_line():
     parts = [STUDY_PROGRAM]
     for name in FLAGS:  # the study's own FlagValues: its flags only, in definition order
         flag = FLAGS[name]
-        if flag.present and name != "estimate":
+        if flag.present and name not in ("estimate", "report_only"):
             parts.append(flag.serialize())
     return " ".join(parts)
 

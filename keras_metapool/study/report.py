@@ -301,6 +301,18 @@ def chance_warnings(groups, classes):
     ]
 
 
+def progress_note(tasks):
+    """A warning when some of the plan's runs are not done yet (``--report_only``)."""
+    done = sum(read_result(task.run_id) is not None for task in tasks)
+    if done == len(tasks):
+        return []
+    return [
+        "",
+        f"**In progress: {done} of {len(tasks)} runs done.** What follows is what they show so "
+        "far, not the study's result: its seeds and comparisons were planned for all runs.",
+    ]
+
+
 def test_images_text(groups):
     """How many test images the runs were measured on, as the report says it."""
     counts = sorted(
@@ -330,6 +342,7 @@ def write_report(configs, seeds, variants, tasks, started_machine):
         "# Does Meta-Pooling help? Study results",
         "",
         f"Command: `{command_line()}`",
+        *progress_note(tasks),
         *chance_warnings(groups, info.num_classes),
         "",
         f"Machine: {started_machine['cpu_count']} CPUs (`os.cpu_count()`), "
