@@ -146,12 +146,16 @@ def test_random_labels_leave_at_least_one_of_two_points_undecided():
     keras.utils.set_random_seed(0)
     model = _compiled(tiny_search_model(DEFAULT_CANDIDATES, x.shape[1:], points=(1, 2)))
     pmpl = PMPLCallback(verbose=0)
-    with pytest.warns(SearchUndecidedWarning):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         model.fit(x, y, batch_size=BATCH_SIZE, epochs=EPOCHS, callbacks=[pmpl], verbose=0)
     # Whether noise crosses the bar is a draw that differs between CPUs (their
     # float paths differ from the first step): at most one of the two points.
     states = [row["state"] for row in pmpl.summary_rows()]
     assert states.count("defaulted") >= 1, states
+    undecided_warnings = [w for w in caught if w.category is SearchUndecidedWarning]
+    # Fewer than half decided (none of two) warns; one of two does not.
+    assert bool(undecided_warnings) == (states.count("defaulted") == 2)
 
 
 def test_an_interrupted_search_leaves_the_normal_train_step():

@@ -16,6 +16,7 @@ import pytest
 
 import keras_metapool as km
 from keras_metapool import study
+from keras_metapool._keras import keras
 from keras_metapool.study import plan, report
 from keras_metapool.study import stats as study_stats
 
@@ -391,6 +392,28 @@ def test_report_only_writes_the_report_of_a_study_in_progress(quick_study, tmp_p
     capsys.readouterr()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["train", "search"])
+def test_every_run_of_a_seed_builds_its_data_under_that_seed(kind, quick_study, monkeypatch):
+    # A tf.data shuffle takes the global seed at hand when it is built: the first run of a
+    # process (no global seed yet) and the next ones (the previous run's) would differ.
+    import tensorflow as tf
+
+    class Built(Exception):
+        pass
+
+    def record(*args, **kwargs):
+        raise Built(tf.compat.v1.random.get_seed(None)[0])
+
+    monkeypatch.setattr(study_runs, "training_data", record)
+    keras.utils.set_random_seed(99)
+    variant = "mobilenet_v2" if kind == "train" else None
+    task = plan.Task(kind, study.Config(32, 0.35), variant, 3)
+    with pytest.raises(Built) as built:
+        (study_runs.run_train if kind == "train" else study_runs.run_search)(task)
+    assert built.value.args[0] == 3
+
+
 def test_paired_test_matches_a_hand_computed_example():
     from scipy import stats
 
@@ -409,9 +432,15 @@ def test_paired_test_matches_a_hand_computed_example():
     assert result["low"] == pytest.approx(0.0125 - 0.015235, abs=1e-5)
     assert result["high"] == pytest.approx(0.0125 + 0.015235, abs=1e-5)
     assert study.paired({0: 0.8}, {0: 0.7}) is None
-    # Identical differences (exact in binary: 0.25 each): no spread, p 0.
+    # The same difference on every seed: no spread for a t-test; the exact sign-flip
+    # test's p (2 / 2**n), also when rounding leaves a spread of 1e-17.
     same = study.paired({0: 0.75, 1: 0.5}, {0: 0.5, 1: 0.25})
-    assert same["p"] == 0.0 and same["low"] == same["high"] == 0.25
+    assert same["p"] == 0.5 and same["low"] == same["high"] == 0.25 and same["std"] == 0.0
+    rounded = study.paired({0: 17 / 20, 1: 18 / 20}, {0: 16 / 20, 1: 17 / 20})
+    assert rounded["p"] == 0.5 and rounded["std"] == 0.0
+    ten = study.paired({s: 0.8 for s in range(10)}, {s: 0.7 for s in range(10)})
+    assert ten["p"] == pytest.approx(2 / 2**10)
+    assert study.paired({0: 0.5, 1: 0.5}, {0: 0.5, 1: 0.5})["p"] == 1.0
 
 
 def test_holm_adjusts_step_down_and_keeps_the_order():

@@ -20,16 +20,23 @@ def package_warnings_as_lines(stage, skip=()):
     """Prints keras_metapool's own warnings raised inside as ``STAGE: warning: MESSAGE``
     lines (no source path or code line), leaving out the categories in ``skip``; other
     libraries' warnings go on as they would."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for warning in caught:
-        if not warning.category.__module__.startswith("keras_metapool"):
-            warnings.warn_explicit(
-                warning.message, warning.category, warning.filename, warning.lineno
-            )
-        elif not issubclass(warning.category, tuple(skip)):
-            print(f"{stage}: warning: {warning.message}", file=sys.stderr, flush=True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:  # also when the block fails: what it warned still reaches the user
+        shown = set()
+        for warning in caught:
+            key = (warning.category, str(warning.message), warning.filename, warning.lineno)
+            if key in shown:  # a warning raised every step is shown once
+                continue
+            shown.add(key)
+            if not warning.category.__module__.startswith("keras_metapool"):
+                warnings.warn_explicit(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
+            elif not issubclass(warning.category, tuple(skip)):
+                print(f"{stage}: warning: {warning.message}", file=sys.stderr, flush=True)
 
 
 def size_text(num_bytes):

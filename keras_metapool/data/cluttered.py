@@ -128,7 +128,7 @@ class ClutteredParams:
     def name(self):
         """The ``load_dataset`` name that gives these parameters."""
         changed = [
-            f"{field.name}={getattr(self, field.name):g}"
+            f"{field.name}={getattr(self, field.name)!r}"
             for field in dataclasses.fields(self)
             if getattr(self, field.name) != field.default
         ]

@@ -351,7 +351,8 @@ def MobileNetV2MP(
             layer names and inference outputs are unaffected; pass 0.999 for
             keras.applications' exact training behaviour on long runs.
         search_candidates: Candidate op names of the ``"search"`` preset
-            (default: all of ``keras_metapool.layers.CANDIDATE_OPS``). At
+            (default: ``keras_metapool.layers.DEFAULT_CANDIDATES``, the
+            paper's eight; ``"se"`` can be added). At
             each point, pooling windows larger than its feature map are
             dropped (they would be copies of one global pooling); a point
             left with one candidate is fixed to it. With a static input size

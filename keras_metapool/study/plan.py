@@ -160,8 +160,8 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool(
     "report_only", False,
-    "Run nothing: write study.md and its plots from the runs already in --output_dir (a "
-    "study in progress reports what it has; it draws no verdict from it).",
+    "Run nothing: write study.md and its plots from the runs already in --output_dir, "
+    "marked as in progress when runs of the plan are missing.",
     flag_values=FLAGS,
 )  # fmt: skip
 flags.DEFINE_integer(

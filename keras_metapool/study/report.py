@@ -285,8 +285,8 @@ def chance_warnings(groups, classes):
     for config, by_variant in sorted(groups.items()):
         for variant, runs in by_variant.items():
             mean = float(np.mean([run["test_accuracy"] for run in runs]))
-            examples = runs[0].get("test_examples", 0)
-            if at_chance(mean, classes, examples):
+            examples = runs[0].get("test_examples")
+            if examples and at_chance(mean, classes, examples):
                 found.append(
                     f"{VARIANT_BY_KEY[variant].label} at {config.title}: {100 * mean:.2f}% on "
                     f"{examples} test images, what guessing among {classes} classes "

@@ -273,6 +273,9 @@ def run_search(task):
     """PMPL on the training split: weights on one part, alpha on the held-out part."""
     config, seed = task.config, task.seed
     info = dataset_info()
+    # NOTE: seeded before the data too: a tf.data shuffle takes the global seed
+    # at hand when it is built, so every run of a seed shares its data order.
+    keras.utils.set_random_seed(seed)
     weights_part, weights_info = training_data(config, seed, search_part="weights")
     arch_part, arch_info = training_data(config, seed + 1, search_part="arch")
     keras.backend.clear_session()
@@ -340,6 +343,7 @@ def run_train(task, architecture=None, search_seconds=0.0, model=None):
     """Trains one variant (from scratch, or ``model`` as given) and evaluates it."""
     config, seed = task.config, task.seed
     info = dataset_info()
+    keras.utils.set_random_seed(seed)  # before the data: see run_search
     train, train_info = training_data(config, seed)
     test, test_info = test_data(config)
     meta_pooling, alpha, head = variant_arguments(

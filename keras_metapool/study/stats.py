@@ -41,9 +41,10 @@ def paired(a, b, confidence=0.95):
     Returns:
         dict(diff (mean of the differences), std (of the differences), n,
         t, df, p (two-sided), low, high (the interval), seeds), or None with
-        fewer than 2 common seeds. Identical differences give std 0, an
-        infinite t (p 0) unless they are all 0 (p 1), and a zero-width
-        interval.
+        fewer than 2 common seeds. Differences that are all the same (as
+        accuracies, multiples of 1/N, often are over few seeds) have no spread
+        for a t-test: their p is the exact sign-flip test's, ``2 / 2**n`` (1
+        if they are all 0), with an infinite t and a zero-width interval.
     """
     from scipy import stats  # installed with tensorflow-model-optimization
 
@@ -53,9 +54,10 @@ def paired(a, b, confidence=0.95):
     d = np.array([a[seed] - b[seed] for seed in seeds], float)
     n, diff, std = len(d), float(d.mean()), float(d.std(ddof=1))
     result = {"diff": diff, "std": std, "n": n, "df": n - 1, "seeds": seeds}
-    if std == 0:
-        return {**result, "t": math.copysign(math.inf, diff) if diff else 0.0,
-                "p": float(diff == 0), "low": diff, "high": diff}  # fmt: skip
+    if std <= 1e-9 * max(1.0, abs(diff)):  # no spread, up to rounding
+        p = 1.0 if abs(diff) <= 1e-12 else min(1.0, 2.0 / 2**n)
+        return {**result, "std": 0.0, "t": math.copysign(math.inf, diff) if p < 1 else 0.0,
+                "p": p, "low": diff, "high": diff}  # fmt: skip
     t = diff / (std / math.sqrt(n))
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
     p = float(2 * stats.t.sf(abs(t), n - 1))
