@@ -123,7 +123,9 @@ def accuracy(probs, labels):
 def test_qat_int8_accuracy_within_two_points_of_float(paper_qat):
     float_accuracy = accuracy(paper_qat["float_probs"], paper_qat["y_test"])
     int8_accuracy = accuracy(paper_qat["int8_probs"], paper_qat["y_test"])
-    assert float_accuracy > 0.7  # learned: the comparison below means something
+    # Learned (chance is 0.1), so the comparison below means something. Measured 0.697 to
+    # 0.776 on different x86 machines: a floor with room for the CPU's float path.
+    assert float_accuracy > 0.5
     # QAT also trains (one more epoch), so int8 may end above the float model
     # it started from; what must not happen is losing more than 2 points.
     slack = 0.5 / len(paper_qat["y_test"])  # k/N differences are not exact in floats
