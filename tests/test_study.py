@@ -387,6 +387,7 @@ def test_report_only_writes_the_report_of_a_study_in_progress(quick_study, tmp_p
     assert "--report_only" not in report_text  # the command is the study's own
     runs_after = sorted(n for n in os.listdir(tmp_path) if n.endswith(".json"))
     assert runs_after == before  # nothing ran
+    assert "8 runs, 2 done; reporting those (--report_only)." in capsys.readouterr().out
     study.FLAGS.unparse_flags()  # the quick study's flags again, for the tests after this one
     study.FLAGS(["study.py", "--quick", f"--output_dir={quick_study}"])
     capsys.readouterr()

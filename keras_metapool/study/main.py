@@ -86,13 +86,19 @@ def main(argv):
         if timing.get("settings") != json.loads(json.dumps(settings())):
             timing = None  # made for other settings: its predictions do not apply
     predictor = Predictor(timing)
-    pending = [] if FLAGS.report_only else _pending(tasks, variants, seeds)
-    print(
-        f"{len(tasks)} runs, {len(tasks) - len(pending)} already done (skipped); "
-        f"{eta_text(predictor, pending)}"
-        + ("" if timing else " (no timing.json: ETA from the runs as they finish)"),
-        flush=True,
-    )
+    pending = _pending(tasks, variants, seeds)
+    if FLAGS.report_only:
+        print(
+            f"{len(tasks)} runs, {len(tasks) - len(pending)} done; reporting those (--report_only)."
+        )
+        pending = []
+    else:
+        print(
+            f"{len(tasks)} runs, {len(tasks) - len(pending)} already done (skipped); "
+            f"{eta_text(predictor, pending)}"
+            + ("" if timing else " (no timing.json: ETA from the runs as they finish)"),
+            flush=True,
+        )
     start = time.perf_counter()
     for number, task in enumerate(pending, 1):
         task_start = time.perf_counter()
