@@ -42,9 +42,9 @@ def load_split(options, split, *, training, limit=None, repeat=False, **kwargs):
     )
 
 
-def resumed_epoch(options):
+def resumed_epoch(backup_dir):
     """The epoch (0-based) a rerun continues at: one after the backup's last, or 0."""
-    saved = backup_epoch(options.output_path("backup"))
+    saved = backup_epoch(backup_dir)
     return 0 if saved is None else saved + 1
 
 
@@ -52,7 +52,9 @@ def load_training_stream(options, **kwargs):
     """The training split as ``load_dataset``'s endless stream of passes, started at the
     batch a resumed run continues from, so that it sees the uninterrupted run's batches."""
     data, info = load_split(options, "train", training=True, repeat=True, **kwargs)
-    start = resumed_epoch(options) * steps_per_epoch(options, info.num_examples)
+    start = resumed_epoch(options.output_path("backup")) * steps_per_epoch(
+        options, info.num_examples
+    )
     if start:
         data, info = load_split(
             options, "train", training=True, repeat=True, start_batch=start, **kwargs
@@ -248,15 +250,14 @@ def training_callbacks(options, folder, csv_name, backup_dir, epochs, extra=()):
     subcommand has its own ``folder``, so no further level is needed).
     """
     csv_path = os.path.join(folder, csv_name)
-    saved = backup_epoch(backup_dir)
-    resumed_epoch = 0 if saved is None else saved + 1
-    if resumed_epoch:
-        keep_csv_epochs_before(csv_path, resumed_epoch)
+    resumed = resumed_epoch(backup_dir)
+    if resumed:
+        keep_csv_epochs_before(csv_path, resumed)
         say(
-            f"Resuming from the backup in {backup_dir}: epochs 1-{resumed_epoch} of {epochs} "
-            f"are done, continuing at epoch {resumed_epoch + 1}."
+            f"Resuming from the backup in {backup_dir}: epochs 1-{resumed} of {epochs} "
+            f"are done, continuing at epoch {resumed + 1}."
         )
-    callbacks = [*extra, NaturalOrderCSVLogger(csv_path, append=bool(resumed_epoch))]
+    callbacks = [*extra, NaturalOrderCSVLogger(csv_path, append=bool(resumed))]
     if tensorboard_available():
         callbacks.append(
             keras.callbacks.TensorBoard(
@@ -268,7 +269,7 @@ def training_callbacks(options, folder, csv_name, backup_dir, epochs, extra=()):
     # Last: it backs up once the epoch's logs are written, so a run killed in
     # between repeats (and re-logs) that epoch instead of losing it.
     callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
-    return callbacks, resumed_epoch
+    return callbacks, resumed
 
 
 def natural_key(text):
