@@ -3,7 +3,7 @@
     python benchmarks/keras3_converter_crash.py                  # 10 runs per arm
     python benchmarks/keras3_converter_crash.py --runs=20 --json=results/keras3_converter_crash.json
 
-README ("Keras 3") reports whether a Keras 3 model in the same process makes
+docs/api.md ("Keras 3") reports whether a Keras 3 model in the same process makes
 TensorFlow's TFLite converter crash; this script is that measurement.
 Each run is a fresh Python process that builds a MobileNetV2MP (the paper
 model, alpha 0.35, 32 px), quantizes it (QAT, one short calibration) and
@@ -11,7 +11,7 @@ exports it with ``to_tflite(mode="edgetpu")``. The arms:
 
 - ``no_keras3``: only that;
 - ``keras3``: the process first builds a Keras 3 ``keras.applications.MobileNetV2``
-  and converts the model back with ``to_keras3``, as the README's worked
+  and converts the model back with ``to_keras3``, as README's Keras 3
   example does;
 - ``keras3_litert``: as ``keras3``, and the Keras 3 model is also exported
   with ``model.export(path, format="litert")`` before the tf_keras export.

@@ -21,10 +21,10 @@ median over the measured steps, with the architecture steps on (``warmup=0``).
 Then an end-to-end search on Fashion-MNIST (50/50 split with
 ``split_for_search``) reports its wall time and what it decided.
 
-    python benchmarks/search_overhead.py                  # the README numbers
+    python benchmarks/search_overhead.py                  # the numbers in docs/search.md
     python benchmarks/search_overhead.py --images 2048 --search_epochs 3   # quicker
 
-Goal (README): a one-level search step costs at most 1.2x a plain step.
+Goal: a one-level search step costs at most 1.2x a plain step.
 
 ``--floor`` asks instead what any single-path scheme (GDAS, SPOS,
 ProxylessNAS: one op per point per step) could cost at best, with plain

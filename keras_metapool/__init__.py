@@ -6,7 +6,7 @@
 Built on ``tf_keras`` (Keras 2), which TF Model Optimization requires:
 ``from keras_metapool import keras`` is that Keras. The tf_keras API loads on
 first use. ``keras_metapool.keras3`` holds the Keras 3
-flavour of fixed float models (see README, "Keras 3").
+flavour of fixed float models (see docs/api.md, "Keras 3").
 """
 
 from keras_metapool import _quiet

@@ -140,7 +140,7 @@ _LITERT = textwrap.dedent(
         bn.momentum = 0.0
     model(np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype("float32"), training=True)
     images = np.random.default_rng(1).uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
-    # tf_keras first: no Keras 3 model in the process yet (README, "Keras 3").
+    # tf_keras first: no Keras 3 model in the process yet (docs/api.md, "Keras 3").
     to_tflite(model, folder + "/tf_keras.tflite", "float")
     to_keras3(model).export(folder + "/k3.tflite", format="litert", verbose=False)
     a = tflite_predict(folder + "/k3.tflite", images)
@@ -153,7 +153,7 @@ _LITERT = textwrap.dedent(
 @pytest.mark.slow
 def test_litert_export_matches_the_tf_keras_float_export(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    for _ in range(3):  # TF 2.21's converter can segfault with Keras 3 models (README)
+    for _ in range(3):  # TF 2.21's converter can segfault with Keras 3 models (docs/api.md)
         done = subprocess.run(
             [sys.executable, "-c", _LITERT, str(tmp_path)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,

@@ -19,8 +19,7 @@ step costs about 3.5 plain steps.
 The search uses PMPLCallback's defaults (evidence rule, undecided points ->
 no enhancer, architecture learning rate sized to the run). At this budget few or no
 points clear the evidence bar: the demo says how many did, and the searched
-architecture has no enhancer where the search could not tell (README, "The
-search").
+architecture has no enhancer where the search could not tell (docs/search.md).
 """
 
 from __future__ import annotations

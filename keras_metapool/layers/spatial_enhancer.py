@@ -56,7 +56,7 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
     on them, far more than their arithmetic (a matrix product: 0.01-0.02 ms;
     ``benchmarks/ssp_step_profile.py``). That took the paper model's training
     step from 1.13-1.23x MobileNetV2's to 1.05-1.09x
-    (``benchmarks/ssp_cost.py``, README "What SSP costs beyond its MACs").
+    (``benchmarks/ssp_cost.py``, docs/benchmarks.md, "What SSP costs beyond its MACs").
 
     Inference, export and conversion keep the convolutions (the graph the
     Edge TPU maps), and so does training under a ``tf.distribute`` strategy

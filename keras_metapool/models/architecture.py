@@ -49,7 +49,7 @@ PLACEMENTS = ("output", "hidden")
 #: The search supernet's defaults: what the authors searched (the hidden
 #: placement, after the depthwise ReLU6) without the post-norm, so that each
 #: candidate is scored as exactly what the derived model computes there.
-#: Chosen by measurement (README, "The search"); the paper's mixture is
+#: Chosen by measurement (docs/search.md, the defaults table); the paper's mixture is
 #: ``placement="output", post_norm=True``.
 SEARCH_PLACEMENT = "hidden"
 SEARCH_POST_NORM = False
