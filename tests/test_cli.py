@@ -127,7 +127,8 @@ def test_search_writes_a_fixed_architecture_plot_and_summary(chain):
     assert [row.split()[1] for row in rows] == points
     # One epoch of 4 steps decides nothing: every point defaulted to no enhancer, said so.
     assert all(row.split()[2:4] == ["defaulted", "identity"] for row in rows)
-    assert "0/16 points decided by evidence (evidence z >= 4), 16 defaulted" in summary
+    bar = "time-uniform z bar, family error 0.05"
+    assert f"0/16 points decided by evidence ({bar}), 16 defaulted" in summary
     assert "points decided by evidence" in results["demo"].stdout
     assert "Columns: block = MobileNetV2 block index" in summary  # every column explained
     # The undecided search warns in one clean line (no source path, no code line); the

@@ -69,7 +69,7 @@ BAD_COMMAND_LINES = [
     # The callback's own ranges, checked when the flags are parsed (before any model).
     (["search", "--threshold=0"], 2,
      ["keras-metapool search: error:", "--threshold must be in (0, 1)"]),
-    (["search", "--evidence_z=0"], 2, ["--evidence_z must be > 0"]),
+    (["search", "--error_rate=1"], 2, ["--error_rate must be in (0, 1)"]),
     (["search", "--warmup=1"], 2, ["--warmup must be in [0, 1)"]),
     (["search", "--placement=middle"], 2, ["--placement", "output", "hidden"]),
     (["train", "--formats=int8,jpeg"], 2, ["--formats", "edgetpu"]),

@@ -27,7 +27,7 @@ from keras_metapool.search import (
     late_stage_epoch,
     plot_search,
 )
-from keras_metapool.search.pmpl import DECISION_TOLERANCE, evidence_verdict
+from keras_metapool.search.decision import DECISION_TOLERANCE
 
 CANDIDATES = ("identity", "max3", "avg3", "avg5")
 
@@ -94,27 +94,21 @@ def test_fixing_rule_fixes_the_argmax_only_past_the_threshold_then_top2_late():
     assert rows["block_2_mp"]["fixed_at_step"] is None  # the late stage fixed it
 
 
-@pytest.mark.parametrize("rule", ["evidence", "margin"])
-def test_a_score_within_the_tolerance_of_its_bar_decides_and_one_clearly_below_does_not(rule):
-    # Scores a few float32 steps below the bar (what another CPU computes for
-    # the same inputs) decide; 1e-4 below does not.
-    bar = 4.0 if rule == "evidence" else 0.2
+def test_a_margin_within_the_tolerance_of_the_threshold_decides_and_one_clearly_below_does_not():
+    # Margins a few float32 steps below tau (what another CPU computes for the
+    # same logits) decide; 1e-4 below does not. (The evidence rule's own case
+    # is in test_decision.py.)
+    bar = 0.2
     candidates = ("identity", "ssp")
     for gap, expected in ((4 * DECISION_TOLERANCE / 10, True), (1e-4, False)):
-        score = np.float32(bar - gap)
-        if rule == "evidence":
-            # The best op (ssp) beats identity by z = score.
-            decided, _ = evidence_verdict(1, tf.constant([score, 0.0]), candidates, bar)
-        else:
-            top = np.float32(0.5 + score / 2)
-            logits = _logits_for([1 - top, top])
-            model = _compiled(tiny_search_model(candidates, points=(1,)))
-            block = model.get_layer("block_1_mp")
-            block.search_logits.assign(logits)
-            pmpl = PMPLCallback.paper(threshold=bar, verbose=0)
-            _, decided, margin = pmpl._margin_decision(block)
-            assert abs(float(margin) - (bar - gap)) < 1e-5
-        assert bool(decided) is expected, (rule, gap)
+        top = np.float32(0.5 + np.float32(bar - gap) / 2)
+        model = _compiled(tiny_search_model(candidates, points=(1,)))
+        block = model.get_layer("block_1_mp")
+        block.search_logits.assign(_logits_for([1 - top, top]))
+        pmpl = PMPLCallback.paper(threshold=bar, verbose=0)
+        _, decided, margin = pmpl._margin_decision(block)
+        assert abs(float(margin) - (bar - gap)) < 1e-5
+        assert bool(decided) is expected, gap
 
 
 def test_threshold_and_fix_every_are_respected():

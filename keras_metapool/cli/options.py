@@ -28,12 +28,8 @@ from keras_metapool.export.tflite import TFLITE_MODES
 from keras_metapool.layers.candidate_ops import DEFAULT_CANDIDATES
 from keras_metapool.models.architecture import NAMED_ARCHITECTURES, PLACEMENTS, SEARCH_PLACEMENT
 from keras_metapool.models.mobilenet_v2_mp import HEADS, MIN_INPUT_SIZE, MobileNetV2MP
-from keras_metapool.search.pmpl import (
-    ARGUMENT_RANGES,
-    DECISION_RULES,
-    END_RULES,
-    PMPLCallback,
-)
+from keras_metapool.search.decision import DECISION_RULES
+from keras_metapool.search.pmpl import ARGUMENT_RANGES, END_RULES, PMPLCallback
 
 SUBCOMMANDS = ("search", "train", "qat", "export", "evaluate", "demo")
 
@@ -250,14 +246,16 @@ class Options:
     decision: str = _option(
         "search", _default_of(PMPLCallback, "decision"),
         "[search] How a point is decided: 'evidence' (its best op's loss slope beats "
-        "identity's, or identity beats every op, by --evidence_z standard errors) or "
+        "identity's, or identity beats every op, by a bar that keeps the chance of any "
+        "decision in a search with no signal at --error_rate) or "
         "'margin' (the paper's: the top-1 minus top-2 probability of the search logits' "
         "softmax reaches --threshold).",
         choices=DECISION_RULES)
-    evidence_z: float = _option(
-        "search", _default_of(PMPLCallback, "evidence_z"),
-        "[search] The evidence rule's bar, in standard errors.",
-        bounds=ARGUMENT_RANGES["evidence_z"])
+    error_rate: float = _option(
+        "search", _default_of(PMPLCallback, "error_rate"),
+        "[search] The evidence rule's family-wise error: the chance that a search with no "
+        "signal decides any point (lower: fewer false decisions, more steps per real one).",
+        bounds=ARGUMENT_RANGES["error_rate"])
     undecided: str = _option(
         "search", _default_of(PMPLCallback, "undecided"),
         "[search] What points still undecided at the late stage become: 'identity' (no "

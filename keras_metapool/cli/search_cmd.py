@@ -17,7 +17,9 @@ SUMMARY_COLUMNS = (
     "pruning pooling windows larger than its feature map; p = the probability of the op(s) "
     "(softmax of the point's search logits);",
     "evidence = z in standard errors of the deciding slope comparison (evidence rule) or the "
-    "top-1 minus top-2 margin (margin rule), at the decision, else now; receptive field = what "
+    "top-1 minus top-2 margin (margin rule), at the decision, else now; bar = what the "
+    "evidence had to reach (the evidence rule's time-uniform z bar at the point's step count, "
+    "or --threshold); receptive field = what "
     "the op(s) add; decided at step = the training step of the decision.",
 )
 
@@ -58,7 +60,7 @@ def search(options, strategy):
     ``one_level``: then the search logits learn on the training batches, from the weight
     step's own backward pass. The weights train with ``--optimizer`` on a
     warm-up + cosine schedule; ``PMPLCallback`` (its options: ``decision``,
-    ``evidence_z``, ``undecided``, ``warmup``, ``arch_learning_rate``,
+    ``error_rate``, ``undecided``, ``warmup``, ``arch_learning_rate``,
     ``threshold``, ``late_stage``) decides the points. Interrupted, the same
     command resumes from ``OUTPUT_DIR/backup``.
 
@@ -86,7 +88,7 @@ def search(options, strategy):
         steps = training.steps_per_epoch(options, info.num_examples)
         settings = (
             f"{options.decision} rule"
-            + (f" (z >= {options.evidence_z:g})" if options.decision == "evidence" else "")
+            + (f" (error rate {options.error_rate:g})" if options.decision == "evidence" else "")
             + f", undecided -> {options.undecided}, warm-up {options.warmup:g}, architecture lr "
             f"{options.arch_learning_rate}, late stage at {options.late_stage:.2f}"
         )
@@ -113,7 +115,7 @@ def search(options, strategy):
             warmup=options.warmup,
             learning_rate=rate if rate == "auto" else float(rate),
             threshold=options.threshold,
-            evidence_z=options.evidence_z,
+            error_rate=options.error_rate,
             late_stage=options.late_stage,
         )
         history_path = os.path.join(folder, "search_history.csv")

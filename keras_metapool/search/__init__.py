@@ -6,7 +6,7 @@
 - ``plot_search``: probability trajectories and choices over epochs.
 """
 
-from keras_metapool.search.derive import (
+from keras_metapool.models.derive import (
     derive_architecture,
     search_blocks,
     to_fixed_model,

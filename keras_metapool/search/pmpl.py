@@ -1,27 +1,49 @@
-"""PMPLCallback: progressive meta-pooling learning inside ``model.fit``."""
+"""PMPLCallback: progressive meta-pooling learning inside ``model.fit``.
 
-import functools
-import sys
-import warnings
+The callback's lifecycle (setup, epochs, the late stage, the end of ``fit``)
+lives here; its compiled step in ``search.arch_step``, the decision rules in
+``search.decision``, its state in ``search.state``, what it prints in
+``search.report`` and its warnings in ``search.diagnostics``.
+"""
 
 import numpy as np
 import tensorflow as tf
 
 from keras_metapool import _internals
 from keras_metapool._keras import keras, require_tf_keras_model
-from keras_metapool._layer_facts import UNSETTLED_BATCH_NORM
 from keras_metapool._ranges import OPEN_UNIT, Interval
-from keras_metapool.layers.candidate_ops import CANDIDATE_OPS, DEFAULT_CANDIDATES, IDENTITY
-from keras_metapool.search.derive import (
+from keras_metapool.layers.candidate_ops import IDENTITY
+from keras_metapool.models.derive import (
     UNDECIDED_RULES,
     derive_architecture,
     search_blocks,
     undecided_ops,
 )
+from keras_metapool.search.arch_step import ArchitectureStepMixin, per_example_loss
+from keras_metapool.search.decision import (
+    DECISION_RULES,
+    DEFAULT_ERROR_RATE,
+    PLANNED_STEPS_UNKNOWN,
+    comparisons,
+    margin_logit_lead,
+)
+from keras_metapool.search.diagnostics import (
+    DiagnosticsMixin,
+    FixedAtEndWarning,
+    ModelAtChanceWarning,
+    SearchUndecidedWarning,
+    refuse_weight_restoring_callbacks,
+)
+from keras_metapool.search.report import EVIDENCE_LOG_PREFIX, LOG_PREFIX, ReportingMixin
+from keras_metapool.search.state import (
+    NEVER,
+    SearchState,
+    decode_fixed_code,
+    fixed_code,
+    is_enlarging,
+)
 
 ARCH_STEP_POSITIONS = ("before", "after")
-#: How a point is decided during the search (PMPLCallback's ``decision``).
-DECISION_RULES = ("evidence", "margin")
 #: The ranges of PMPLCallback's numeric arguments (the CLI validates its flags with them).
 ARGUMENT_RANGES = {
     "warmup": Interval(0.0, 1.0, "left"),
@@ -30,13 +52,9 @@ ARGUMENT_RANGES = {
     "epsilon": Interval(0.0, None, "neither"),
     "weight_decay": Interval(0.0, None),
     "threshold": OPEN_UNIT,
-    "evidence_z": Interval(0.0, None, "neither"),
+    "error_rate": OPEN_UNIT,
     "late_stage": Interval(0.0, 1.0, "right"),
 }
-#: A score within this of its bar counts as reaching it. The same logits give a
-#: softmax that differs in its last bits across CPUs (a margin of exactly 0.2
-#: computes as 0.19999999 on some), so a bare ``>=`` would decide differently.
-DECISION_TOLERANCE = 1e-6
 #: What points still undecided at the late stage become (``undecided``).
 END_RULES = ("identity", "top2", "argmax")
 #: ``learning_rate="auto"``: sized to the budget, within these bounds.
@@ -44,199 +62,11 @@ AUTO = "auto"
 AUTO_RATE_RANGE = (3e-4, 5e-2)
 #: The automatic architecture learning rate when the steps per epoch are unknown.
 AUTO_RATE_UNKNOWN = 3e-3
-#: A warm-up that ends at an epoch boundary not reached yet.
-NEVER = np.iinfo(np.int64).max
-#: Prefix of the PMPL entries of ``logs`` (History, CSVLogger, TensorBoard).
-LOG_PREFIX = "pmpl"
-#: Prefix of each point's current evidence in ``logs`` (outside ``LOG_PREFIX``,
-#: whose ``pmpl/<point>/<op>`` entries are probabilities).
-EVIDENCE_LOG_PREFIX = "pmpl_evidence"
 
 
-#: The ``logs`` counts that stay in Keras' progress bar; every other PMPL
-#: entry (two per point and candidate, one evidence per point: thousands of
-#: characters an epoch) reaches History, CSVLogger and TensorBoard only.
-PROGRESS_BAR_COUNTS = tuple(
-    f"{LOG_PREFIX}/{count}" for count in ("fixed_points", "decided_points", "enlarging_points")
-)
-
-
-def is_per_point_log(key):
-    """Whether ``key`` is a per-point PMPL ``logs`` entry (kept off the progress bar)."""
-    return key.startswith((f"{LOG_PREFIX}/", f"{EVIDENCE_LOG_PREFIX}/")) and (
-        key not in PROGRESS_BAR_COUNTS
-    )
-
-
-class _BeforeProgressBar(keras.callbacks.Callback):
-    """Drops the per-point PMPL entries after History has them, before the bar prints."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            for key in [key for key in logs if is_per_point_log(key)]:
-                del logs[key]
-
-
-class _AfterProgressBar(keras.callbacks.Callback):
-    """Prints the PMPL digest once the bar has ended its line, not glued to it."""
-
-    def __init__(self, pmpl):
-        super().__init__()
-        self.pmpl = pmpl
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.pmpl._flush_digest()
-
-
-def fixed_code(ops, candidates=DEFAULT_CANDIDATES):
-    """The number ``logs`` holds for a point's fixed state.
-
-    0 while the point searches; else the sum of ``2**k`` over the indices
-    ``k`` (in ``candidates``) of the fixed op(s). ``decode_fixed_code``
-    inverts it. The logs use the default, the registry's order of all
-    candidate ops (``DEFAULT_CANDIDATES``), whatever order a model lists its
-    own candidates in: a code then means the same ops in every log, and a
-    CSV (whose columns CSVLogger sorts) decodes without knowing the model.
-    """
-    if not ops:
-        return 0
-    return int(sum(2 ** candidates.index(op) for op in ops))
-
-
-def decode_fixed_code(code, candidates=DEFAULT_CANDIDATES):
-    """Inverse of ``fixed_code``: a tuple of op names, or None while searching."""
-    code = int(round(float(code)))
-    if code == 0:
-        return None
-    ops = tuple(op for k, op in enumerate(candidates) if code & (1 << k))
-    if not ops or code >= 1 << len(candidates):
-        raise ValueError(f"{code} is not a fixed-state code over candidates {list(candidates)}.")
-    return ops
-
-
-def is_enlarging(ops):
-    """Whether a fixed op set enlarges the receptive field (holds a non-identity op)."""
-    return any(op != IDENTITY for op in ops)
-
-
-class _SearchState(tf.Module):
-    """The search's own state, tracked by the model so checkpoints carry it.
-
-    ``BackupAndRestore`` and ``tf.train.Checkpoint(model=...)`` save the
-    model's dependencies; attached to the model as ``_pmpl_state``, the
-    logits' optimizer moments, the evidence sums and the counters are saved
-    and restored with the weights (the search logits and the fixed masks are
-    the blocks' own weights).
-    """
-
-    def __init__(self, blocks):
-        super().__init__(name="pmpl_state")
-
-        def variable(value, dtype, name):
-            return tf.Variable(
-                value,
-                dtype=dtype,
-                trainable=False,
-                name=name,
-                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-            )
-
-        def per_block(shape_of, name):
-            return [variable(tf.zeros(shape_of(b), tf.float32), tf.float32, name) for b in blocks]
-
-        count = len(blocks)
-        self.adam_m = per_block(lambda b: b.search_logits.shape, "adam_m")
-        self.adam_v = per_block(lambda b: b.search_logits.shape, "adam_v")
-        # Evidence: per point, the number of logit gradients seen, the sum of
-        # each op's loss slope and of the squared pairwise slope differences.
-        self.evidence_count = variable(np.zeros(count, np.float32), tf.float32, "evidence_n")
-        self.evidence_sum = per_block(lambda b: b.search_logits.shape, "evidence_sum")
-        self.evidence_squares = per_block(
-            lambda b: (b.search_logits.shape[0], b.search_logits.shape[0]), "evidence_squares"
-        )
-        self.evidence_at_fix = variable(np.zeros(count, np.float32), tf.float32, "evidence_at")
-        self.adam_steps = variable(0, tf.int64, "adam_steps")
-        self.train_steps = variable(0, tf.int64, "train_steps")
-        self.arch_batches = variable(0, tf.int64, "arch_batches")
-        #: Steps before the first architecture step (set when fit starts, kept on resume).
-        self.warmup_steps = variable(-1, tf.int64, "warmup_steps")
-        self.fixed_at_step = variable(-np.ones(count, np.int64), tf.int64, "fixed_at_step")
-
-    def matches(self, blocks):
-        return len(self.adam_m) == len(blocks) and all(
-            m.shape == b.search_logits.shape for m, b in zip(self.adam_m, blocks)
-        )
-
-
-def _per_example_loss(loss):
-    """A loss callable returning per-example values (no reduction)."""
-    if isinstance(loss, keras.losses.Loss):
-        config = dict(loss.get_config(), reduction=keras.losses.Reduction.NONE)
-        return type(loss).from_config(config)
-    return loss
-
-
-def _refuse_weight_restoring_callbacks(callback_list):
-    """Refuses, before a search starts, callbacks that would set its state back.
-
-    ``EarlyStopping(restore_best_weights=True)`` sets every weight of its
-    best epoch at the end of ``fit`` (tf_keras 2.21, stopped early or not):
-    the search logits, the fixed points and the search's counters are weights too, so the
-    searched model would go back to an earlier epoch's search.
-    """
-    for callback in getattr(callback_list, "callbacks", ()):
-        if isinstance(callback, keras.callbacks.EarlyStopping) and callback.restore_best_weights:
-            raise ValueError(
-                "PMPLCallback: EarlyStopping(restore_best_weights=True) would set the search "
-                "logits, the fixed points and the search's counters back to its best epoch at the "
-                "end of fit, and the searched model would be searching again. Use "
-                "restore_best_weights=False (an early stop still ends the search, and the "
-                "points are fixed then); to keep the best epoch of training after the "
-                "search, use ModelCheckpoint(save_best_only=True) and load it after fit."
-            )
-
-
-def margin_logit_lead(candidates, threshold):
-    """The logit lead a point's top op needs for a ``threshold`` probability margin.
-
-    With the other ``candidates - 1`` logits equal, ``p1 - p2 >= threshold``
-    needs ``exp(lead) >= (1 + threshold * (candidates - 1)) / (1 - threshold)``:
-    ln 3 (about 1.1) for 8 candidates and 0.2, 0.56 for 3.
-    """
-    return float(np.log((1.0 + threshold * (candidates - 1)) / (1.0 - threshold)))
-
-
-class SearchUndecidedWarning(UserWarning):
-    """A PMPL search ended with most points undecided, or fixed with no training after."""
-
-
-class FixedAtEndWarning(SearchUndecidedWarning):
-    """Points were fixed at the very end of fit: the searched model's weights were trained
-    for the mixture there, so it needs training before use (an architecture retrained from
-    scratch, as ``keras-metapool train`` does, is not affected)."""
-
-
-class ModelAtChanceWarning(UserWarning):
-    """The model trained with PMPLCallback ended fit at chance training accuracy."""
-
-
-#: Training accuracy below chance + this share of the way to 1 counts as "at
-#: chance" (10 classes: below 0.19; the BN-momentum failure measured 0.095,
-#: a healthy 2-epoch Fashion-MNIST search 0.64).
-CHANCE_MARGIN = 0.1
-
-
-def training_accuracy(logs):
-    """The training accuracy in fit's ``logs`` (any Keras accuracy name), or None."""
-    for key, value in (logs or {}).items():
-        if key.startswith("val_") or "top_k" in key:
-            continue
-        if key in ("acc", "accuracy") or key.endswith("_accuracy"):
-            return float(value)
-    return None
-
-
-class PMPLCallback(keras.callbacks.Callback):
+class PMPLCallback(
+    ArchitectureStepMixin, ReportingMixin, DiagnosticsMixin, keras.callbacks.Callback
+):
     """Progressive Meta-Pooling Learning (docs/method.md §4) as a Keras callback.
 
     Drop it into ``fit`` on a search model
@@ -266,11 +96,13 @@ class PMPLCallback(keras.callbacks.Callback):
        along that op's mixture weight (``dL/dα_k / p_k``, the loss change
        per unit of weight moved onto op ``k``). A point is fixed, for good,
        once the evidence is significant: to its best op (the lowest mean
-       slope) when that op beats ``identity`` by ``evidence_z`` standard
-       errors of the paired slope difference; to ``identity`` when
-       ``identity`` beats every other op so. Noise alone rarely gets there,
-       while the margin of ``softmax(α)`` reacts to noise and to signal
-       alike. ``decision="margin"`` is the paper's rule: a point whose two
+       slope) when that op beats ``identity`` by a time-uniform bar on the z
+       of the paired slope difference; to ``identity`` when ``identity``
+       beats every other op so. The bar holds however often it is checked:
+       the chance that a search with no signal decides any point is at most
+       ``error_rate`` (``keras_metapool.search.decision``; docs/search.md
+       has the measurements). The margin of ``softmax(α)`` reacts to noise
+       and to signal alike. ``decision="margin"`` is the paper's rule: a point whose two
        most probable ops differ by ``threshold`` is fixed to its most probable
        op. Checks run every ``fix_every`` steps; fixing sets a mask variable
        (no retrace).
@@ -280,10 +112,8 @@ class PMPLCallback(keras.callbacks.Callback):
        no enhancer; a point the evidence did not decide costs nothing),
        ``"top2"`` (the paper's: its two most probable ops, summed) or
        ``"argmax"``. The epochs after it train the fixed architecture, so
-       the model ``fit`` returns is trained as it will be used (measured on
-       3,000 Fashion-MNIST images, 2 epochs at 64 px: test accuracy 0.68
-       where fixing at the end of ``fit`` left 0.12-0.15, a network trained
-       for a mixture it no longer computes). The search itself (warm-up,
+       the model ``fit`` returns is trained as it will be used, not for a
+       mixture it no longer computes (docs/search.md). The search itself (warm-up,
        architecture steps, the automatic learning rate) runs before it.
        ``fit`` ending earlier (e.g. ``EarlyStopping``) fixes the undecided
        points at its end (``EarlyStopping(restore_best_weights=True)`` is
@@ -346,12 +176,10 @@ class PMPLCallback(keras.callbacks.Callback):
             Both rules count a score within ``DECISION_TOLERANCE`` (1e-6) of
             its bar as reaching it, so a margin of exactly tau decides on
             every CPU.
-        evidence_z: The evidence rule's bar, in standard errors (default 4;
-            checked at every step, so noise crosses it more often than a
-            one-shot test would: on random labels 2 of 12 points were decided
-            with a 192-step search, 0 of 12 with 128, docs/search.md). Raise
-            it for fewer false decisions, at the cost of more steps per real
-            one.
+        error_rate: The evidence rule's family-wise error, in (0, 1)
+            (default 0.05): the chance that a search with no signal decides
+            any of its points, however often the rule looks. Lower it for
+            fewer false decisions, at the cost of more steps per real one.
         min_evidence_steps: Logit gradients a point needs before the
             evidence rule may decide it.
         fix_every: Check for points to fix every this many training steps.
@@ -400,7 +228,7 @@ class PMPLCallback(keras.callbacks.Callback):
         epsilon=1e-8,
         weight_decay=1e-3,
         threshold=0.2,
-        evidence_z=4.0,
+        error_rate=DEFAULT_ERROR_RATE,
         min_evidence_steps=20,
         fix_every=1,
         late_stage=2.0 / 3.0,
@@ -467,7 +295,7 @@ class PMPLCallback(keras.callbacks.Callback):
         self.epsilon = float(epsilon)
         self.weight_decay = float(weight_decay)
         self.threshold = float(threshold)
-        self.evidence_z = float(evidence_z)
+        self.error_rate = float(error_rate)
         self.min_evidence_steps = int(min_evidence_steps)
         self.fix_every = int(fix_every)
         self.late_stage = float(late_stage)
@@ -533,7 +361,7 @@ class PMPLCallback(keras.callbacks.Callback):
                 "The model has several losses; pass the architecture step's loss with "
                 "PMPLCallback(loss=...)."
             )
-        return _per_example_loss(keras.losses.get(loss))
+        return per_example_loss(keras.losses.get(loss))
 
     def _check_arch_data(self):
         spec = self.arch_data.element_spec
@@ -575,6 +403,11 @@ class PMPLCallback(keras.callbacks.Callback):
         else:
             rate = AUTO_RATE_UNKNOWN
         self._logits_lr = rate
+        # The evidence bar: the family's error split over every comparison a
+        # decision can rest on, tightest at the planned number of steps.
+        counts = [(len(b.candidates), IDENTITY in b.candidates) for b in self._blocks.values()]
+        self._comparison_error = self.error_rate / max(comparisons(counts), 1)
+        self._planned_steps = arch_steps or PLANNED_STEPS_UNKNOWN
         self.budget = dict(
             total_steps=total,
             warmup_steps=None if total is None else min(warmup_steps, total),
@@ -587,7 +420,7 @@ class PMPLCallback(keras.callbacks.Callback):
         callback_list = _internals.calling_object()
         model = self.model
         require_tf_keras_model(model, "PMPLCallback")
-        _refuse_weight_restoring_callbacks(callback_list)
+        refuse_weight_restoring_callbacks(callback_list)
         self._blocks = search_blocks(model)
         if not self._blocks:
             raise ValueError(
@@ -601,7 +434,7 @@ class PMPLCallback(keras.callbacks.Callback):
         state = getattr(model, "_pmpl_state", None)
         if state is None or not state.matches(blocks):
             with model.distribute_strategy.scope():
-                state = _SearchState(blocks)
+                state = SearchState(blocks)
             # A checkpoint dependency of the model: checkpoints and
             # BackupAndRestore save it, and restore it (deferred if the
             # restore already happened); not among the model's weights.
@@ -624,42 +457,6 @@ class PMPLCallback(keras.callbacks.Callback):
         model.make_train_function = self._guarded_make_train_function
         model.train_function = type(model).make_train_function(model, force=True)
         self._claimed_fit = False  # this fit's train function is made
-
-    def _surround_progress_bar(self, callback_list):
-        """Puts two helpers around Keras' progress bar in this ``fit``'s callbacks.
-
-        Keras calls History, then the progress bar, after the user's callbacks
-        (so CSVLogger and TensorBoard listed after this one still see every
-        entry). The first helper, between History and the bar, keeps the
-        per-point entries off the bar; the second prints the epoch digest
-        after the bar has ended its line. Without a progress bar (``verbose=0``)
-        or a Keras ``CallbackList`` calling, nothing changes.
-
-        Returns:
-            Whether the helpers are in place.
-        """
-        if not isinstance(callback_list, keras.callbacks.CallbackList):
-            return False
-        callbacks = callback_list.callbacks
-        bars = [i for i, c in enumerate(callbacks) if isinstance(c, keras.callbacks.ProgbarLogger)]
-        if not bars:
-            return False
-        for callback in callbacks:
-            if isinstance(callback, _AfterProgressBar) and callback.pmpl is self:
-                return True  # a CallbackList reused for another fit
-        before, after = _BeforeProgressBar(), _AfterProgressBar(self)
-        for helper in (before, after):
-            helper.set_model(self.model)
-            helper.set_params(self.params)
-        # Inserted behind this callback: CallbackList's loop calling it is not disturbed.
-        callbacks.insert(bars[0] + 1, after)
-        callbacks.insert(bars[0], before)
-        return True
-
-    def _flush_digest(self):
-        if self._digest:
-            self._print(self._digest)
-        self._digest = None
 
     def set_model(self, model):
         # Keras calls this at the start of every fit this callback is in,
@@ -689,202 +486,6 @@ class PMPLCallback(keras.callbacks.Callback):
             if patched in model.__dict__:
                 delattr(model, patched)
         model.train_function = None
-
-    # -- the compiled part -------------------------------------------------
-    def _logits_phase(self):
-        """Whether this step searches: past the warm-up, with a point not fixed yet."""
-        searching = tf.reduce_any(
-            tf.stack([tf.reduce_max(b.fixed_mask) <= 0.0 for b in self._blocks.values()])
-        )
-        return (self._state.train_steps >= self._state.warmup_steps) & searching
-
-    def _train_step(self, data):
-        # Nothing of the search starts before the batch is there: without a
-        # known epoch length, fit ends an epoch on the step whose get_next
-        # fails, and whatever ran beside it would count a step that never
-        # trained, or have its held-out draw cancelled mid-flight, which ends
-        # the held-out stream for good (fit then stops a later epoch early).
-        batch = [t for t in tf.nest.flatten(data, expand_composites=True) if t is not None]
-        with tf.control_dependencies(batch):
-            if self.arch_data is None:
-                logs = self._one_level_step(data)
-            else:
-                if self.arch_step == "before":
-                    self._bilevel_logits_step()
-                logs = self._original_train_step(data)
-                if self.arch_step == "after":
-                    self._bilevel_logits_step()
-            self._state.train_steps.assign_add(1)
-            self._fix_decided_points()
-        return logs
-
-    def _one_level_step(self, data):
-        """Keras' train step, with the logits' gradient from the same backward pass."""
-        model = self.model
-        optimizer = model.optimizer
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        logits = [block.search_logits for block in self._blocks.values()]
-        variables = model.trainable_variables
-        scales_loss = hasattr(optimizer, "get_scaled_loss")  # mixed precision
-        with tf.GradientTape() as tape:
-            tape.watch(logits)
-            y_pred = model(x, training=True)
-            loss = model.compute_loss(x, y, y_pred, sample_weight)
-            scaled = optimizer.get_scaled_loss(loss) if scales_loss else loss
-        _internals.validate_target_and_loss(model, y, loss)
-        grads = tape.gradient(scaled, list(variables) + logits)
-        if scales_loss:
-            grads = optimizer.get_unscaled_gradients(grads)
-        weight_grads, logit_grads = grads[: len(variables)], grads[len(variables) :]
-        optimizer.apply_gradients(zip(weight_grads, variables))
-        # compute_loss divides by the global batch: replicas' gradients add up.
-        self._logits_update(logit_grads, tf.distribute.ReduceOp.SUM)
-        return model.compute_metrics(x, y, y_pred, sample_weight)
-
-    def _bilevel_logits_step(self):
-        logits = [block.search_logits for block in self._blocks.values()]
-
-        def held_out():
-            grads = self._held_out_gradients(next(self._arch_iterator))
-            return [tf.zeros_like(a) if g is None else g for a, g in zip(logits, grads)]
-
-        # The held-out pass is skipped during the warm-up (and its batches
-        # are not drawn), so warm-up steps cost what plain steps cost. The
-        # cross-replica parts stay outside the cond (no merge_call in it).
-        active = self._logits_phase()
-        grads = tf.cond(active, held_out, lambda: [tf.zeros_like(a) for a in logits])
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        self._state.arch_batches.assign_add(tf.cast(active, tf.int64) * replicas)
-        self._logits_update(grads, tf.distribute.ReduceOp.MEAN)
-
-    def _held_out_gradients(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        logits = [block.search_logits for block in self._blocks.values()]
-        optimizer = self.model.optimizer
-        # Under mixed precision the backward pass runs in float16, where
-        # small gradients underflow to 0: scaled like the weights' loss (an
-        # overflow then makes them non-finite, and _logits_update skips them).
-        scales_loss = hasattr(optimizer, "get_scaled_loss")
-        with tf.GradientTape() as tape:
-            tape.watch(logits)
-            y_pred = self.model(x, training=True)
-            per_example = tf.cast(self._loss_fn(y, y_pred), tf.float32)
-            if sample_weight is not None:
-                weights = tf.cast(sample_weight, tf.float32)
-                per_example = per_example * tf.reshape(
-                    weights, tf.concat([tf.shape(weights), [1] * (per_example.shape.rank - 1)], 0)
-                )
-            loss = tf.reduce_mean(per_example)
-            scaled = optimizer.get_scaled_loss(loss) if scales_loss else loss
-        grads = tape.gradient(scaled, logits)
-        if scales_loss:
-            grads = optimizer.get_unscaled_gradients(grads)
-        return grads
-
-    def _logits_update(self, grads, reduce_op):
-        blocks = list(self._blocks.values())
-        grads = [
-            tf.zeros_like(b.search_logits) if g is None else tf.cast(g, tf.float32)
-            for b, g in zip(blocks, grads)
-        ]
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            grads = context.all_reduce(reduce_op, grads)
-        state = self._state
-        # A loss-scaled (mixed precision) step that overflowed: the optimizer
-        # skips the weights' update and lowers the scale; the logits skip their own
-        # (the same on every replica: the gradients are reduced above).
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-        active = self._logits_phase() & finite
-        step = tf.cast(state.adam_steps + 1, tf.float32)
-        correction_1 = 1.0 - tf.pow(self.beta_1, step)
-        correction_2 = 1.0 - tf.pow(self.beta_2, step)
-        counted = []
-        for index, (block, grad) in enumerate(zip(blocks, grads)):
-            logits, m, v = block.search_logits, state.adam_m[index], state.adam_v[index]
-            # Fixed points keep their logits (and probabilities) as they were.
-            update_point = active & (tf.reduce_max(block.fixed_mask) <= 0.0)
-            # The loss slope along each op's mixture weight: dL/dlogit_k =
-            # p_k (s_k - sum_j p_j s_j), so s_k - mean = grad_k / p_k.
-            probs = tf.nn.softmax(logits)
-            slope = grad / tf.maximum(probs, 1e-30)
-            if self.latency_weight:
-                # d/dlogits of weight * sum_k p_k c_k, and its slope c_k per op.
-                cost = self.latency_weight * self._costs(block)
-                grad = grad + probs * (cost - tf.reduce_sum(probs * cost))
-                slope = slope + cost
-            difference = slope[:, None] - slope[None, :]
-            where = functools.partial(tf.where, update_point)
-            state.evidence_sum[index].assign(
-                where(state.evidence_sum[index] + slope, state.evidence_sum[index])
-            )
-            state.evidence_squares[index].assign(
-                where(
-                    state.evidence_squares[index] + tf.square(difference),
-                    state.evidence_squares[index],
-                )
-            )
-            counted.append(update_point)
-            grad = grad + self.weight_decay * logits
-            new_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
-            new_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
-            update = (new_m / correction_1) / (tf.sqrt(new_v / correction_2) + self.epsilon)
-            logits.assign(where(logits - self._logits_lr * update, logits))
-            m.assign(where(new_m, m))
-            v.assign(where(new_v, v))
-        state.evidence_count.assign_add(tf.cast(tf.stack(counted), tf.float32))
-        state.adam_steps.assign_add(tf.cast(active, tf.int64))
-
-    def _costs(self, block):
-        """The latency table's cost of each of ``block``'s candidates (0 if absent)."""
-        table = self.latency_table.get(block.name, self.latency_table)
-        for op, cost in table.items():
-            if op in CANDIDATE_OPS and not isinstance(cost, (int, float)):
-                raise ValueError(f"latency_table: cost of {op!r} must be a number, got {cost!r}.")
-        costs = [float(table.get(op, 0.0)) if isinstance(table, dict) else 0.0
-                 for op in block.candidates]  # fmt: skip
-        return tf.constant(costs, tf.float32)
-
-    def _fix_decided_points(self):
-        state = self._state
-        step = state.train_steps
-        check = tf.equal(step % self.fix_every, 0) & self._logits_phase()
-        fixed_at, evidence = [], []
-        for index, block in enumerate(self._blocks.values()):
-            searching = tf.reduce_max(block.fixed_mask) <= 0.0
-            winner, decided, score = self._decision(block, index)
-            fix_now = check & searching & decided
-            block.fixed_mask.assign(tf.where(fix_now, winner, block.fixed_mask))
-            fixed_at.append(fix_now)
-            evidence.append(score)
-        fix_now = tf.stack(fixed_at)
-        state.fixed_at_step.assign(tf.where(fix_now, step, state.fixed_at_step), read_value=False)
-        state.evidence_at_fix.assign(
-            tf.where(fix_now, tf.stack(evidence), state.evidence_at_fix), read_value=False
-        )
-
-    def _decision(self, block, index):
-        """``(winner one-hot, decided, score)`` of a point under the decision rule."""
-        if self.decision == "margin":
-            return self._margin_decision(block)
-        return self._evidence_decision(block, index)
-
-    def _margin_decision(self, block):
-        probs = tf.nn.softmax(block.search_logits)
-        top = tf.math.top_k(probs, k=2)
-        margin = top.values[0] - top.values[1]
-        winner = tf.one_hot(top.indices[0], len(block.candidates), dtype=tf.float32)
-        return winner, margin >= self.threshold - DECISION_TOLERANCE, margin
-
-    def _evidence_decision(self, block, index):
-        winner, z_scores, count = evidence_scores(
-            self._state.evidence_count[index],
-            self._state.evidence_sum[index],
-            self._state.evidence_squares[index],
-        )
-        decided, score = evidence_verdict(winner, z_scores, block.candidates, self.evidence_z)
-        decided = decided & (count >= self.min_evidence_steps)
-        return tf.one_hot(winner, len(block.candidates), dtype=tf.float32), decided, score
 
     # -- epochs ------------------------------------------------------------
     def _fix_undecided(self):
@@ -918,23 +519,6 @@ class PMPLCallback(keras.callbacks.Callback):
                     f"{self.undecided}: {self._describe(fixed)}"
                 )
         self._compute_only_fixed_ops()
-
-    def _warn_if_starting_late(self, epoch):
-        """Warns when a search starts past epoch 1 with no state to continue from."""
-        searching = any(not block.is_fixed for block in self._blocks.values())
-        if not searching or epoch >= self._late_epoch or int(self._state.train_steps.numpy()):
-            return
-        warnings.warn(
-            f"PMPL search starts at epoch {epoch + 1} with no search state: its step "
-            "counters, the logits' optimizer moments and the evidence start from zero, while the "
-            f"warm-up, the automatic learning rate and the late stage (epoch "
-            f"{self._late_epoch + 1}) count from epoch 1. Resuming an interrupted search "
-            "from a .keras/.h5 file (it carries the search logits and the fixed points "
-            "only)? Resume from BackupAndRestore or a TF checkpoint instead, which continue "
-            "exactly. A new search? Start it at initial_epoch=0.",
-            UserWarning,
-            stacklevel=3,
-        )
 
     def _compute_only_fixed_ops(self):
         """Rebuilds the model's functions so fixed points run their op(s) alone.
@@ -1013,121 +597,6 @@ class PMPLCallback(keras.callbacks.Callback):
         else:
             self._warn_if_cut_short()
 
-    def _warn_if_cut_short(self):
-        """Warns when fit ended before its epochs with no callback stopping it.
-
-        tf_keras ends fit that way when the input runs out of data (it logs
-        "Your input ran out of data"); the search is then neither finished
-        nor fixed, and nothing else would say what that means for it.
-        """
-        epochs = self.params.get("epochs") or 0
-        undecided = [block.name for block in self._blocks.values() if not block.is_fixed]
-        if not undecided or self._last_epoch + 1 >= epochs:
-            return  # a search split over several fits ends its first ones here
-        warnings.warn(
-            f"PMPL search: fit ended after epoch {self._last_epoch + 1} of its {epochs} with no "
-            "callback stopping it (did the input run out of data?), before the search's end: "
-            f"{len(undecided)} of {len(self._blocks)} points are undecided and the model "
-            "still computes every candidate there. Give fit data for all its epochs "
-            "(dataset.repeat() with steps_per_epoch, or a steps_per_epoch the data fills) and "
-            "search again, or take the architecture as it stands with "
-            "derive_architecture(model, undecided='identity').",
-            SearchUndecidedWarning,
-            stacklevel=2,
-        )
-
-    def _warn_if_at_chance(self, logs):
-        """One ``ModelAtChanceWarning`` when fit's last training accuracy is about chance."""
-        accuracy = training_accuracy(logs)
-        classes = self.model.output_shape[-1] if len(self.model.outputs) == 1 else None
-        if accuracy is None or not classes or classes < 2:
-            return
-        chance = 1.0 / classes
-        if accuracy < chance + CHANCE_MARGIN * (1.0 - chance):
-            warnings.warn(
-                f"The searched model's training accuracy after fit is {accuracy:.3f}, about "
-                f"chance for {classes} classes ({chance:.3f}): it has not learned, and its "
-                f"architecture says nothing. Likely causes: {UNSETTLED_BATCH_NORM}, a "
-                "learning rate far off, labels that do not match the outputs, or too few "
-                "steps.",
-                ModelAtChanceWarning,
-                stacklevel=2,
-            )
-
-    def _warn_if_undecided(self, fixed_at_end=0):
-        decided = self.decided_points
-        total = len(self._blocks)
-        # What the search really took (the budget may not have known the epoch length).
-        state = self._state
-        taken = int(state.adam_steps.numpy())
-        warmup = int(state.warmup_steps.numpy())
-        reasons = []
-        if decided * 2 < total:
-            reasons.append(
-                f"only {decided} of {total} points were decided by evidence; the other "
-                f"{total - decided} became '{self.undecided}'"
-            )
-        reach, lead = taken * self._logits_lr, self.budget["margin_lead"]
-        if self.decision == "margin" and reach < lead:
-            reasons.append(
-                f"the search logits could not reach the {self.threshold} margin: {taken} "
-                f"architecture steps at learning rate {self._logits_lr:.2g} move a logit by at "
-                f"most {reach:.2f}, the margin needs a lead of {lead:.2f}"
-            )
-        if reasons:
-            warmup_text = (
-                "a warm-up of the whole run" if warmup == NEVER else f"{warmup} warm-up steps"
-            )
-            message = (
-                "PMPL search: " + "; ".join(reasons) + ". "
-                f"It took {taken} architecture steps after {warmup_text}. The architecture is "
-                "honest about it (undecided points cost nothing with undecided='identity'), but it "
-                "is not a search result: give the search more steps (more epochs or images), "
-                "fewer candidates (search_candidates=...), or a lower evidence_z."
-            )
-            warnings.warn(message, SearchUndecidedWarning, stacklevel=2)
-        if fixed_at_end:
-            message = (
-                f"PMPL search: {fixed_at_end} point(s) fixed only at the end of fit (late_stage="
-                f"{self.late_stage:.2g} of {self._total_epochs} epochs): the supernet's weights "
-                "were trained for the search mixture there, not for the op they now compute, so "
-                "this model (and to_fixed_model of it) needs training before use: fit again, or "
-                "retrain the architecture from scratch, or search with late_stage < 1."
-            )
-            warnings.warn(message, FixedAtEndWarning, stacklevel=2)
-
-    # -- evidence ----------------------------------------------------------
-    @property
-    def decided_points(self):
-        """How many points the rule decided (by evidence, or the margin); not defaulted ones."""
-        if self._state is None:
-            raise ValueError("PMPLCallback has not been used in fit yet: nothing decided.")
-        return int(np.sum(self._state.fixed_at_step.numpy() >= 0))
-
-    def _current_evidence(self):
-        """``{point: its evidence now}``: the score of its decision rule (z or margin)."""
-        return {
-            block.name: float(self._decision(block, index)[2].numpy())
-            for index, block in enumerate(self._blocks.values())
-        }
-
-    # -- reporting ---------------------------------------------------------
-    @staticmethod
-    def _describe(fixed):
-        return ", ".join(f"{name}->{'+'.join(ops)}" for name, ops in fixed.items())
-
-    @staticmethod
-    def _totals(fixed):
-        counts = {}
-        for ops in fixed.values():
-            key = "+".join(ops) if ops else "searching"
-            counts[key] = counts.get(key, 0) + 1
-        return ", ".join(f"{key} {count}" for key, count in sorted(counts.items()))
-
-    def _print(self, text):
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-
     @property
     def architecture(self):
         """The searched ``ArchitectureSpec`` (``undecided``'s rule where still searching)."""
@@ -1135,85 +604,6 @@ class PMPLCallback(keras.callbacks.Callback):
             raise ValueError("PMPLCallback has not been used in fit yet: no architecture.")
         rule = self.undecided if self.undecided in UNDECIDED_RULES else "argmax"
         return derive_architecture(self.model, undecided=rule)
-
-    def summary_rows(self):
-        """Per-point rows of ``summary()``.
-
-        Dicts with ``block``, ``point``, ``state`` (``"decided"``: fixed by
-        evidence or the margin; ``"defaulted"``: fixed by the ``undecided``
-        rule; ``"searching"``), ``ops`` (fixed, or the current best),
-        ``probability`` (of those ops), ``evidence`` (the z, or the margin,
-        at the decision, else now), ``candidates`` (how many the point had),
-        ``receptive_field`` and ``fixed_at_step``.
-        """
-        if not self._blocks:
-            raise ValueError("PMPLCallback has not been used in fit yet: nothing to summarize.")
-        state = self._state
-        fixed_at = state.fixed_at_step.numpy()
-        at_fix = state.evidence_at_fix.numpy()
-        now = self._current_evidence()
-        rows = []
-        for index, (block_id, block) in enumerate(self._blocks.items()):
-            probs = block.probabilities()
-            ops = block.fixed_ops or (max(probs, key=probs.get),)
-            decided = fixed_at[index] >= 0
-            if decided:
-                status = "decided"
-            else:
-                status = "defaulted" if block.is_fixed else "searching"
-            rows.append(
-                dict(
-                    block=block_id,
-                    point=block.name,
-                    state=status,
-                    ops=ops,
-                    probability=float(sum(probs[op] for op in ops)),
-                    evidence=float(at_fix[index]) if decided else now[block.name],
-                    candidates=len(block.candidates),
-                    receptive_field=" + ".join(CANDIDATE_OPS[op].receptive_field for op in ops),
-                    fixed_at_step=int(fixed_at[index]) if decided else None,
-                )
-            )
-        return rows
-
-    def summary(self, print_fn=None):
-        """Prints the per-point table: decision, evidence, op(s), receptive field.
-
-        Columns: ``state`` (decided by evidence, defaulted by the
-        ``undecided`` rule, or still searching), ``op(s)``, ``cand.`` (the
-        point's candidates after pruning), ``p`` (softmax(α) of the
-        op(s)), ``evidence`` (z in standard errors for the evidence rule,
-        the top-2 margin for the margin rule; at the decision, else now),
-        the receptive field the op(s) add, and the step of the decision.
-
-        Args:
-            print_fn: Called with each line (default ``print``).
-        """
-        print_fn = print_fn or print
-        rows = self.summary_rows()
-        header = f"{'block':>5}  {'point':<18} {'state':<9} {'op(s)':<14} {'cand.':>5} {'p':>6} "
-        header += f"{'evidence':>8}  {'receptive field':<26} decided at step"
-        print_fn(header)
-        print_fn("-" * len(header))
-        for row in rows:
-            step = "-" if row["fixed_at_step"] is None else str(row["fixed_at_step"])
-            print_fn(
-                f"{row['block']:>5}  {row['point']:<18} {row['state']:<9} "
-                f"{'+'.join(row['ops']):<14} {row['candidates']:>5} {row['probability']:>6.3f} "
-                f"{row['evidence']:>8.2f}  {row['receptive_field']:<26} {step}"
-            )
-        decided = self.decided_points
-        defaulted = sum(row["state"] == "defaulted" for row in rows)
-        enlarging = sum(is_enlarging(row["ops"]) for row in rows if row["state"] != "searching")
-        bar = (
-            f"evidence z >= {self.evidence_z:g}"
-            if self.decision == "evidence"
-            else f"margin >= {self.threshold:g}"
-        )
-        print_fn(
-            f"{decided}/{len(rows)} points decided by evidence ({bar}), {defaulted} defaulted "
-            f"to '{self.undecided}'; {enlarging} enlarge the receptive field."
-        )
 
     def get_config(self):
         return dict(
@@ -1226,7 +616,7 @@ class PMPLCallback(keras.callbacks.Callback):
             epsilon=self.epsilon,
             weight_decay=self.weight_decay,
             threshold=self.threshold,
-            evidence_z=self.evidence_z,
+            error_rate=self.error_rate,
             min_evidence_steps=self.min_evidence_steps,
             fix_every=self.fix_every,
             late_stage=self.late_stage,
@@ -1239,62 +629,18 @@ class PMPLCallback(keras.callbacks.Callback):
         )
 
 
-def evidence_scores(count, slope_sum, squares):
-    """The evidence rule's statistics of one point.
-
-    Args:
-        count: Number of logit gradients seen.
-        slope_sum: Per op, the sum of its loss slopes.
-        squares: Per op pair ``(j, k)``, the sum of ``(slope_j - slope_k)**2``.
-
-    Returns:
-        ``(best, z, count)``: the index of the op with the lowest mean slope
-        (the one whose weight lowers the loss most), and for every op ``j``
-        the z score of ``mean(slope_j - slope_best)``, its paired standard
-        error from the squares (0 for ``best`` itself).
-    """
-    count = tf.convert_to_tensor(count, tf.float32)
-    n = tf.maximum(count, 2.0)
-    mean = slope_sum / n
-    best = tf.argmin(mean, output_type=tf.int32)
-    lead = mean - mean[best]
-    second_moment = tf.gather(squares, best, axis=1) / n
-    variance = tf.maximum(second_moment - tf.square(lead), 0.0) * n / (n - 1.0)
-    z = lead / tf.sqrt(variance / n + 1e-30)
-    z = tf.where(count >= 2.0, z, tf.zeros_like(z))
-    return best, z, count
-
-
-def evidence_verdict(best, z, candidates, bar):
-    """Whether a point's evidence decides it, and the score that says so.
-
-    The best op is decided when it beats ``identity`` by ``bar`` (an
-    enhancer helps; among enhancers, the best mean wins), or, when it is
-    ``identity`` itself (or there is no identity candidate), when it beats
-    every other op by ``bar``. The score is that z (the smallest over the
-    compared ops).
-    """
-    others = tf.not_equal(tf.range(len(candidates)), best)
-    against_all = tf.reduce_min(tf.where(others, z, tf.fill(tf.shape(z), np.inf)))
-    if IDENTITY not in candidates:
-        return against_all >= bar - DECISION_TOLERANCE, against_all
-    identity = candidates.index(IDENTITY)
-    score = tf.where(tf.equal(best, identity), against_all, z[identity])
-    return score >= bar - DECISION_TOLERANCE, score
-
-
 def late_stage_epoch(epochs, late_stage=2.0 / 3.0):
     """The epoch (0-based) at whose start PMPL's late stage runs."""
     return int(round(late_stage * epochs))
 
 
 __all__ = [
+    "EVIDENCE_LOG_PREFIX",
     "FixedAtEndWarning",
+    "LOG_PREFIX",
+    "ModelAtChanceWarning",
     "PMPLCallback",
     "SearchUndecidedWarning",
-    "evidence_scores",
-    "evidence_verdict",
-    "margin_logit_lead",
     "decode_fixed_code",
     "fixed_code",
     "is_enlarging",

@@ -1,0 +1,201 @@
+"""How often does a search with nothing to find decide something? And how soon a real effect?
+
+The evidence rule promises that a search with no signal decides any of its
+points with chance at most ``error_rate`` (5%), however often it looks. This
+benchmark measures it on real searches (real slopes, whose successive values
+are correlated), not on paper:
+
+- ``random_labels``: the planted tasks' images (``tests/helpers.py``) with labels
+  drawn at random, two points, every default candidate: no op can help on
+  held-out data. One-level searches learn the logits on the training batches,
+  where extra capacity can help memorise; bi-level searches on held-out batches.
+- ``same_function``: four candidates that compute one function (pooling windows
+  on a 1x1 map equal the pixel): no comparison has anything to see.
+- ``aligned_glyphs`` (power): the planted task only SSP solves; how often, and
+  at which architecture step, the rule decides ``ssp``.
+
+Each search is also watched by a probe that applies the rule the callback used
+before (a fixed bar of z >= 4 on the plain paired z, checked at every step) to
+the same evidence: both rules are measured on the same slope streams.
+
+    python benchmarks/null_search.py                       # 40 searches per row
+    python benchmarks/null_search.py --searches=10 --tasks=random_labels
+
+Writes ``results/null_search.json``; docs/search.md reports it.
+"""
+
+import json
+import os
+import sys
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# This checkout's package, not an installed copy: the benchmarks measure this tree.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+from helpers import PLANTED_TASKS, tiny_search_model  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from keras_metapool import PMPLCallback, keras  # noqa: E402
+from keras_metapool.layers.candidate_ops import DEFAULT_CANDIDATES  # noqa: E402
+from keras_metapool.search.decision import evidence_verdict  # noqa: E402
+
+FLAGS = flags.FLAGS
+TASKS = ("random_labels", "same_function", "aligned_glyphs")
+flags.DEFINE_list("tasks", list(TASKS), f"Rows to run: {', '.join(TASKS)}.")
+flags.DEFINE_list("modes", ["one-level", "bi-level"], "Search modes.")
+flags.DEFINE_integer("searches", 40, "Searches per (task, mode), seeds 0..searches-1.")
+flags.DEFINE_integer("images", 1024, "Training images per search.")
+flags.DEFINE_integer("epochs", 6, "Epochs per search (the late stage at 2/3).")
+flags.DEFINE_float("error_rate", 0.05, "PMPLCallback(error_rate=...).")
+flags.DEFINE_string("json", "results/null_search.json", "Where the results go.")
+
+BATCH_SIZE = 32
+SAME_FUNCTION = ("identity", "max3", "avg3", "max5")
+OLD_BAR = 4.0
+
+
+class _OldRuleProbe(keras.callbacks.Callback):
+    """The step at which z >= 4 (plain paired z, every step) would have decided each point."""
+
+    def __init__(self, pmpl, min_steps):
+        super().__init__()
+        self.pmpl, self.min_steps = pmpl, min_steps
+        self.decided_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        state = self.pmpl._state
+        blocks = list(self.pmpl.points.values())
+        if self.decided_at is None:
+            self.decided_at = [None] * len(blocks)
+        for index, block in enumerate(blocks):
+            count = float(state.evidence_count[index].numpy())
+            if self.decided_at[index] is not None or count < self.min_steps:
+                continue
+            if block.is_fixed:  # fixed by the new rule: its evidence stopped
+                continue
+            best, z, _ = self._plain_z(state, index)
+            decided, _ = evidence_verdict(best, z, block.candidates, OLD_BAR)
+            if bool(decided):
+                self.decided_at[index] = int(count)
+
+    @staticmethod
+    def _plain_z(state, index):
+        count = state.evidence_count[index].numpy()
+        slope_sum = state.evidence_sum[index].numpy()
+        squares = state.evidence_squares[index].numpy()
+        n = max(count, 2.0)
+        mean = slope_sum / n
+        best = int(np.argmin(mean))
+        lead = mean - mean[best]
+        variance = np.maximum(squares[:, best] / n - lead**2, 0.0) * n / (n - 1.0)
+        return best, tf.constant(lead / np.sqrt(variance / n + 1e-30), tf.float32), count
+
+
+def _data(task, seed):
+    if task == "same_function":
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=(FLAGS.images, 1, 1, 3)).astype("float32")
+        return x, (x[:, 0, 0, 0] > 0).astype("int32"), SAME_FUNCTION
+    source = "aligned_glyphs" if task == "aligned_glyphs" else "block_or_scatter"
+    x, y = PLANTED_TASKS[source](FLAGS.images, seed=0)
+    if task == "random_labels":
+        y = np.random.default_rng(1000 + seed).integers(0, 2, len(x))
+    return x, y, DEFAULT_CANDIDATES
+
+
+def _one_search(task, mode, seed):
+    x, y, candidates = _data(task, seed)
+    keras.utils.set_random_seed(seed)
+    points = (1,) if task == "aligned_glyphs" else (1, 2)
+    model = tiny_search_model(candidates, x.shape[1:], points=points)
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", ["accuracy"])
+    held_out = None
+    if mode == "bi-level":
+        xa, ya, _ = _data(task, seed + 10_000)
+        held_out = tf.data.Dataset.from_tensor_slices((xa, ya)).batch(BATCH_SIZE)
+    pmpl = PMPLCallback(arch_data=held_out, error_rate=FLAGS.error_rate, verbose=0)
+    probe = _OldRuleProbe(pmpl, pmpl.min_evidence_steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undecided searches warn, as they should
+        model.fit(x, y, batch_size=BATCH_SIZE, epochs=FLAGS.epochs, callbacks=[pmpl, probe],
+                  verbose=0)  # fmt: skip
+    rows = pmpl.summary_rows()
+    return {
+        "seed": seed,
+        "arch_steps": pmpl.budget["arch_steps"],
+        "decided": [row["state"] == "decided" for row in rows],
+        "ops": ["+".join(row["ops"]) for row in rows],
+        "evidence": [row["evidence"] for row in rows],
+        "bar": [row["bar"] for row in rows],
+        "decided_at_step": [row["fixed_at_step"] for row in rows],
+        "old_rule_decided_at_count": probe.decided_at,
+    }
+
+
+def _rate(hits, total):
+    """Fraction with its two-sided 95% Clopper-Pearson interval."""
+    low = stats.beta.ppf(0.025, hits, total - hits + 1) if hits else 0.0
+    high = stats.beta.ppf(0.975, hits + 1, total - hits) if hits < total else 1.0
+    return {"hits": hits, "total": total, "rate": hits / total, "ci95": [low, high]}
+
+
+def main(argv):
+    del argv
+    results = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "rows": []}
+    if os.path.exists(FLAGS.json):
+        with open(FLAGS.json, encoding="utf-8") as f:
+            results["rows"] = json.load(f)["rows"]
+    done = {(row["task"], row["mode"]) for row in results["rows"]}
+    for task in FLAGS.tasks:
+        for mode in FLAGS.modes:
+            if (task, mode) in done:
+                print(f"{task} {mode}: in {FLAGS.json} already (skipped)")
+                continue
+            searches = []
+            progress = keras.utils.Progbar(FLAGS.searches, unit_name="search")
+            for seed in range(FLAGS.searches):
+                searches.append(_one_search(task, mode, seed))
+                progress.add(1)
+            row = {
+                "task": task,
+                "mode": mode,
+                "searches": searches,
+                "any_point": _rate(sum(any(s["decided"]) for s in searches), len(searches)),
+                "old_rule_any_point": _rate(
+                    sum(
+                        any(count is not None for count in s["old_rule_decided_at_count"])
+                        for s in searches
+                    ),
+                    len(searches),
+                ),
+            }
+            if task == "aligned_glyphs":
+                found = [s for s in searches if s["decided"][0] and s["ops"][0] == "ssp"]
+                row["found_ssp"] = _rate(len(found), len(searches))
+                row["found_at_step"] = [s["decided_at_step"][0] for s in found]
+            results["rows"].append(row)
+            os.makedirs(os.path.dirname(FLAGS.json) or ".", exist_ok=True)
+            with open(FLAGS.json, "w", encoding="utf-8") as f:
+                json.dump(results, f, indent=1)
+            any_point = row["any_point"]
+            print(
+                f"{task} {mode}: {any_point['hits']}/{any_point['total']} searches decided a "
+                f"point ({any_point['rate']:.1%}, 95% CI {any_point['ci95'][0]:.1%}-"
+                f"{any_point['ci95'][1]:.1%}); the old z >= 4 rule on the same evidence: "
+                f"{row['old_rule_any_point']['hits']}/{len(searches)}"
+                + (
+                    f"; ssp found {row['found_ssp']['hits']}/{len(searches)}"
+                    if "found_ssp" in row
+                    else ""
+                )  # fmt: skip
+            )
+
+
+if __name__ == "__main__":
+    app.run(main)
