@@ -33,11 +33,11 @@ _TF_KERAS_API = {
     "quantize_model": "keras_metapool.quantization",
     "quantize_scope": "keras_metapool.quantization",
     "PMPLCallback": "keras_metapool.search",
-    "derive_architecture": "keras_metapool.search",
+    "derive_architecture": "keras_metapool.models",
     "plot_search": "keras_metapool.search",
     "split_for_search": "keras_metapool.data",
-    "to_fixed_model": "keras_metapool.search",
-    "transfer_weights": "keras_metapool.search",
+    "to_fixed_model": "keras_metapool.models",
+    "transfer_weights": "keras_metapool.models",
 }
 _SUBPACKAGES = ("cli", "data", "export", "keras3", "layers", "models", "quantization", "search")
 

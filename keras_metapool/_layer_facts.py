@@ -20,6 +20,9 @@ from keras_metapool._ranges import MOMENTUM, POSITIVE
 # searched model then evaluated at chance (0.095) where 0.9 gave 0.37-0.43
 # (0.59-0.68 with today's search defaults, tests/test_first_hour.py).
 BATCH_NORM_MOMENTUM = 0.9
+#: The smallest model input side MobileNetV2MP accepts (it downsamples 32x); the
+#: data pipelines refuse smaller images with it.
+MIN_INPUT_SIZE = 32
 #: How the warnings that list likely causes name unsettled BN statistics.
 UNSETTLED_BATCH_NORM = (
     "BatchNormalization statistics unsettled by a short run (a batch_norm_momentum near 1, "

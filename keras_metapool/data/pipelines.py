@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_metapool._layer_facts import MIN_INPUT_SIZE
 from keras_metapool._ranges import OPEN_UNIT
 from keras_metapool.data.cluttered import make_cluttered_fashion_mnist, parse_cluttered_name
 from keras_metapool.data.fashion_mnist import (
@@ -60,7 +61,6 @@ from keras_metapool.data.fashion_mnist import (
     load_fashion_mnist,
 )
 from keras_metapool.data.splits import held_out_count, split_for_search
-from keras_metapool.models.mobilenet_v2_mp import MIN_INPUT_SIZE
 
 __all__ = [
     "AUGMENTATIONS",

@@ -6,7 +6,7 @@ import os
 # when the SavedModel includes preprocessing) is named as representative data's key.
 from keras_metapool._keras import keras, require_tf_keras_model
 from keras_metapool.data.samples import INPUT_NAME  # noqa: F401  (exporters read it here)
-from keras_metapool.search import to_fixed_model
+from keras_metapool.models.derive import to_fixed_model
 
 PROBABILITIES = "probabilities"
 LOGITS = "logits"

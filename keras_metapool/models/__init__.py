@@ -6,6 +6,7 @@ from keras_metapool.models.architecture import (
     ArchitectureSpec,
 )
 from keras_metapool.models.complexity import count_macs, count_params
+from keras_metapool.models.derive import derive_architecture, to_fixed_model, transfer_weights
 from keras_metapool.models.mobilenet_v2_mp import MobileNetV2MP
 from keras_metapool.models.transfer import from_mobilenet_v2, infer_alpha
 
@@ -16,6 +17,9 @@ __all__ = [
     "MobileNetV2MP",
     "count_macs",
     "count_params",
+    "derive_architecture",
     "from_mobilenet_v2",
     "infer_alpha",
+    "to_fixed_model",
+    "transfer_weights",
 ]

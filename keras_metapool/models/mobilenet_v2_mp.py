@@ -5,7 +5,7 @@ import numbers
 from absl import logging
 
 from keras_metapool._keras import backend, functional_model, keras
-from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM
+from keras_metapool._layer_facts import BATCH_NORM_MOMENTUM, MIN_INPUT_SIZE
 from keras_metapool._ranges import MOMENTUM
 from keras_metapool.layers.activations import HardSwish
 from keras_metapool.layers.candidate_ops import IDENTITY, build_candidate_op
@@ -21,7 +21,6 @@ from keras_metapool.models.naming import (
     op_layer_name,
 )
 
-MIN_INPUT_SIZE = 32
 HEADS = ("classic", "paper")
 ENHANCER_INITS = ("paper", "open_gates")
 #: Each SSP gate's value under enhancer_init="open_gates": open enough to pass
