@@ -280,9 +280,3 @@ class QuantizedBatchNormalization(keras.layers.BatchNormalization):
         scaled = self.scaled_quant(inputs * fake_quant_constant(scale), training)
         return self.output_quant(scaled + fake_quant_constant(offset), training)
 
-
-#: Float layer class -> its quantized twin (exact class match).
-TWINS = {
-    SpatialEnhancer: QuantizedSpatialEnhancer,
-    HardSwish: QuantizedHardSwish,
-}

@@ -18,24 +18,12 @@ from keras_metapool._layer_facts import UNSETTLED_BATCH_NORM
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.layers.building import weight_path
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
+from keras_metapool.models.derive import to_fixed_model
 from keras_metapool.quantization import configs
-from keras_metapool.quantization.configs import (
-    AveragePoolingQuantizeConfig,
-    FixedRangeQuantizer,
-    NoOpQuantizeConfig,
-    SoftmaxClassifierQuantizeConfig,
-)
-from keras_metapool.quantization.layers import (
-    TWINS,
-    QuantizedBatchNormalization,
-    QuantizedHardSwish,
-    QuantizedSpatialEnhancer,
-    fake_quant_points,
-)
-from keras_metapool.search import to_fixed_model
+from keras_metapool.quantization.configs import FixedRangeQuantizer
+from keras_metapool.quantization.layers import fake_quant_points
+from keras_metapool.quantization.scheme import TRANSFORMS, transform_for
 
-#: Layers after which TF-MOT's layout transforms fold a BatchNormalization.
-_FOLDING_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 #: The default fixed input range of ``quantize_model``: MobileNetV2's [-1, 1]
 #: (``preprocess_input``) on the int8 grid of scale 1/128 with zero point 0
 #: (uint8: 128), on which -1 (black) is exact and no 8-bit pixel value
@@ -43,11 +31,7 @@ _FOLDING_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.laye
 #: every one does, and the float simulation and the int8 kernel round those
 #: ties differently). 1.0 (white) is clipped to 127/128.
 MOBILENET_INPUT_RANGE = (-1.0, 127.0 / 128.0)
-_OUR_QUANTIZED_LAYERS = {
-    "QuantizedSpatialEnhancer": QuantizedSpatialEnhancer,
-    "QuantizedHardSwish": QuantizedHardSwish,
-    "QuantizedBatchNormalization": QuantizedBatchNormalization,
-}
+_OUR_QUANTIZED_LAYERS = {row.twin.__name__: row.twin for row in TRANSFORMS if row.twin}
 
 
 def quantize_scope(*custom_objects):
@@ -109,22 +93,6 @@ def _lean_model(model):
     return model
 
 
-def _is_standalone_batch_norm(layer):
-    """A BatchNormalization that TF-MOT cannot fold into a preceding layer."""
-    if type(layer) is not keras.layers.BatchNormalization:
-        return False
-    calls = _internals.inbound_layers(layer)
-    sources = [source for call in calls for source in call]
-    return not (len(calls) == 1 and len(sources) == 1 and isinstance(sources[0], _FOLDING_LAYERS))
-
-
-def _is_softmax_classifier(layer):
-    """A Dense layer with a softmax activation (the classifier of MobileNetV2MP)."""
-    return type(layer) is keras.layers.Dense and (
-        keras.activations.serialize(layer.activation) == "softmax"
-    )
-
-
 def _unsupported_layers(model, registry):
     unsupported = []
     for layer in model.layers:
@@ -132,8 +100,8 @@ def _unsupported_layers(model, registry):
             continue
         if isinstance(layer, keras.Model):
             unsupported.append(f"{layer.name} (a nested model)")
-        elif type(layer) in TWINS or isinstance(layer, keras.layers.Identity):
-            continue
+        elif transform_for(layer) is not None:
+            continue  # the scheme's table decides it
         elif type(layer) is keras.layers.BatchNormalization:
             continue  # folded by TF-MOT after a convolution, else our twin
         elif not registry.supports(layer):
@@ -415,25 +383,14 @@ def quantize_model(
     twins = {}
 
     def annotate(layer):
-        twin_class = TWINS.get(type(layer))
-        if twin_class is None and _is_standalone_batch_norm(layer):
-            twin_class = QuantizedBatchNormalization
-        if twin_class is not None:
-            twin = twin_class.from_config(layer.get_config())
+        transform = transform_for(layer)  # the scheme's table (quantization/scheme.py)
+        if transform is None:  # TF-MOT's default registry; the same object keeps its weights
+            return tfmot.quantization.keras.quantize_annotate_layer(layer)
+        if transform.twin is not None:
+            twin = transform.twin.from_config(layer.get_config())
             twins[layer.name] = twin
-            return tfmot.quantization.keras.quantize_annotate_layer(twin, NoOpQuantizeConfig())
-        if type(layer) is keras.layers.AveragePooling2D:
-            return tfmot.quantization.keras.quantize_annotate_layer(
-                layer, AveragePoolingQuantizeConfig()
-            )
-        if isinstance(layer, keras.layers.Identity):
-            return tfmot.quantization.keras.quantize_annotate_layer(layer, NoOpQuantizeConfig())
-        if _is_softmax_classifier(layer):
-            return tfmot.quantization.keras.quantize_annotate_layer(
-                layer, SoftmaxClassifierQuantizeConfig()
-            )
-        # The same layer object, so its weights come along.
-        return tfmot.quantization.keras.quantize_annotate_layer(layer)
+            layer = twin
+        return tfmot.quantization.keras.quantize_annotate_layer(layer, transform.config())
 
     with quantize_scope():
         annotated = keras.models.clone_model(model, clone_function=annotate)
