@@ -97,8 +97,9 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
             sublayer.build((None, None, 1, reduced))
 
     def _gate(self, gate_conv, pooled, training):
-        # The tf_keras layer's float operations (it folds hard swish's 1/6
-        # into the gate kernel, for the Edge TPU): both flavours round alike.
+        # NOTE: the tf_keras layer's float operations, _call_with_convolutions in
+        # keras_metapool/layers/spatial_enhancer.py (hard swish's 1/6 folded into the
+        # gate kernel, as there): both flavours round alike (tests/test_keras3_out.py).
         y = self.reduce_bn(self.reduce(pooled), training=training)
         kernel = ops.cast(gate_conv.kernel, y.dtype) * HARD_SWISH_SCALE
         logits = gate_conv.convolution_op(y * ops.relu6(y + 3.0), kernel)

@@ -46,17 +46,25 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
     This way the int8 model of SSP is MEAN, CONV_2D, ADD (ReLU6 fused), MUL,
     CONV_2D, LOGISTIC and MUL, all Edge TPU ops.
 
+    SSP's function has one definition, ``_call_with_convolutions`` below;
+    three other forms must equal it, and a test holds each to it:
+
+    - a training step's matrix-product form (``_call_as_matrix_products``,
+      next paragraph; tests/test_spatial_enhancer.py, formulations agree);
+    - the QAT twin, ``keras_metapool.quantization.layers.QuantizedSpatialEnhancer``
+      (the same operations with a fake quantization after each;
+      tests/test_quantization.py: close to this layer, equal to its int8 file);
+    - the Keras 3 layer, ``keras_metapool.keras3.layers.SpatialEnhancer`` (the
+      same operations in ``keras.ops``; tests/test_keras3_out.py).
+
     A training step computes the same function in another formulation: the
     1x1 convolutions as matrix products on the ``(batch * H, C)`` and
     ``(batch * W, C)`` descriptors, and the BatchNormalization's batch
     statistics and moving-average updates written out (the fused kernel's
     semantics: normalized with the biased batch variance, the moving variance
-    fed the unbiased one). The descriptors are tiny, and TensorFlow's oneDNN
-    CPU kernels for convolutions and fused batch norm cost 0.08-0.22 ms each
-    on them, far more than their arithmetic (a matrix product: 0.01-0.02 ms;
-    ``benchmarks/ssp_step_profile.py``). That took the paper model's training
-    step from 1.13-1.23x MobileNetV2's to 1.05-1.09x
-    (``benchmarks/ssp_cost.py``, docs/benchmarks.md, "What SSP costs beyond its MACs").
+    fed the unbiased one). The descriptors are tiny, and TensorFlow's CPU
+    kernels for convolutions and fused batch norm cost far more on them than
+    their arithmetic (docs/benchmarks.md, "What SSP costs beyond its MACs").
 
     Inference, export and conversion keep the convolutions (the graph the
     Edge TPU maps), and so does training under a ``tf.distribute`` strategy
@@ -73,7 +81,7 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
         reduction: Channel reduction of the bottleneck (default 32).
         min_channels: Lower bound of the bottleneck width (default 8).
         batch_norm_momentum: Momentum of the bottleneck's BatchNormalization
-            (Keras convention; default 0.9, ``_layer_facts.BATCH_NORM_MOMENTUM``).
+            (Keras convention; default 0.9, MobileNetV2MP's).
         batch_norm_epsilon: Epsilon of that BatchNormalization.
         gate_bias: Initial bias of both gate convolutions. ``0.0`` (default)
             follows the paper. A large value (with ``zero_gate_kernels``) opens

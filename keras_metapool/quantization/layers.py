@@ -134,6 +134,11 @@ def fake_quant_points(layer):
 class QuantizedSpatialEnhancer(SpatialEnhancer):
     """``SpatialEnhancer`` (SSP) with the fake quantization of its int8 TFLite form.
 
+    NOTE: the float operations are ``SpatialEnhancer._call_with_convolutions``'s
+    (keras_metapool/layers/spatial_enhancer.py), with a fake quantization after
+    each; a change to SSP's function changes both (tests/test_quantization.py
+    holds this layer to the float one and to its int8 file).
+
     The int8 graph of SSP, per path (``h``: row means, ``w``: column means),
     and where this layer fake-quantizes (``q``):
 
