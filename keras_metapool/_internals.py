@@ -15,7 +15,7 @@ definitions and not accesses: ``keras_metapool._keras.Functional`` subclasses
 tf_keras' unexported ``Functional`` (``tf_keras.src.engine.functional``, so
 the builder's models stay functional) and answers Keras 3's
 ``_keras_history`` probe (the Keras 3 nesting error);
-``keras_metapool.cli.training.AtomicModelCheckpoint`` overrides
+``keras_metapool.cli.training_loop.AtomicModelCheckpoint`` overrides
 ``ModelCheckpoint._save_handler`` (files appear whole). ``quantize_model``
 overrides ``save`` on the one model it returns (a clear error for
 ``.keras``), through the public method, per instance.

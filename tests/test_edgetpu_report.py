@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from keras_metapool._keras import keras
-from keras_metapool.export import edgetpu, to_tflite
+from keras_metapool.cli import edgetpu_report as edgetpu_program
+from keras_metapool.export import to_tflite
 from keras_metapool.export.edgetpu import (
     AFTER_PARTITION,
     COMPILER_MAX_OP_VERSIONS,
@@ -481,13 +482,13 @@ def test_cli_prints_the_table_and_exits_1_when_ops_fall_back(rule_breakers):
 
 def test_cli_main_exit_status(rule_breakers, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no compiler
-    assert edgetpu.main(["prog", rule_breakers["clean"]]) == 0
+    assert edgetpu_program.main(["prog", rule_breakers["clean"]]) == 0
     assert "All ops are predicted on the Edge TPU by the documented op rules" in (
         capsys.readouterr().out
     )
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"\0" * 64)
-    assert edgetpu.main(["prog", str(bad)]) == 2
+    assert edgetpu_program.main(["prog", str(bad)]) == 2
     assert "bad.tflite" in capsys.readouterr().err
-    assert edgetpu.main(["prog", rule_breakers["clean"]], compile_model=True) == 2
+    assert edgetpu_program.main(["prog", rule_breakers["clean"]], compile_model=True) == 2
     assert "not on PATH" in capsys.readouterr().err

@@ -1,10 +1,9 @@
 """``python -m keras_metapool.export MODEL.tflite [--verbose] [--compile]``: the Edge TPU report.
 
-A module of its own (not ``edgetpu.py``), because the package imports
-``edgetpu`` and running an imported module with ``-m`` runs it twice.
+A thin alias of the program in ``keras_metapool.cli.edgetpu_report``.
 """
 
-from keras_metapool.export.edgetpu import run_cli
+from keras_metapool.cli.edgetpu_report import run_cli
 
 if __name__ == "__main__":
     run_cli()
