@@ -154,7 +154,7 @@ def check_imagenet_prepared(data_dir):
     """Exits with a one-line message unless tfds' imagenet2012 is prepared in data_dir."""
     import tensorflow_datasets as tfds
 
-    from keras_metapool.data.pipelines import default_tfds_data_dir
+    from keras_metapool.data.sources import default_tfds_data_dir
 
     folder = data_dir or os.fspath(default_tfds_data_dir())
     verbosity = absl_logging.get_verbosity()

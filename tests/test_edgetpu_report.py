@@ -25,8 +25,10 @@ from keras_metapool.export.edgetpu import (
     UNSUPPORTED_TYPE,
     VERSION_NOT_SUPPORTED,
     edgetpu_report,
-    parse_edgetpu_compiler_log,
     report_for_graph,
+)
+from keras_metapool.export.edgetpu_compiler import (
+    parse_edgetpu_compiler_log,
     run_edgetpu_compiler,
 )
 from keras_metapool.export.tflite import ExportValidationError

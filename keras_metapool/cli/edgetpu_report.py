@@ -9,7 +9,8 @@ when some fall back to the CPU, 2 for an unreadable file or a usage error.
 import shutil
 import sys
 
-from keras_metapool.export.edgetpu import edgetpu_report, run_edgetpu_compiler
+from keras_metapool.export.edgetpu import edgetpu_report
+from keras_metapool.export.edgetpu_compiler import run_edgetpu_compiler
 
 
 def main(argv, verbose=False, compile_model=False, output_dir=None):

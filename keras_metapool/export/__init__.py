@@ -10,10 +10,8 @@
 Command line of the Edge TPU report: ``python -m keras_metapool.export model.tflite``.
 """
 
-from keras_metapool.export.edgetpu import (
-    EdgeTPUReport,
-    OpReport,
-    edgetpu_report,
+from keras_metapool.export.edgetpu import EdgeTPUReport, OpReport, edgetpu_report
+from keras_metapool.export.edgetpu_compiler import (
     parse_edgetpu_compiler_log,
     run_edgetpu_compiler,
 )
