@@ -327,18 +327,9 @@ def test_images_text(groups):
     return f"first {shown} images" if FLAGS.test_images else f"all {shown} images"
 
 
-def write_report(configs, seeds, variants, tasks, started_machine):
-    groups, searches, latency = collect(tasks)
-    for config, by_variant in groups.items():
-        for variant in ("searched", "searched_inherited"):  # their cost includes the search's
-            for run in by_variant.get(variant, []):
-                search = searches.get(config, {}).get(search_seed(run["seed"], seeds))
-                if search is not None and "cpu_seconds" in search:
-                    run["search_cpu_seconds"] = search["cpu_seconds"]
-    if not groups:
-        return None
-    info = dataset_info()
-    lines = [
+def _header_lines(groups, seeds, tasks, started_machine, info):
+    """The report's title, command, machine, data and reading notes."""
+    return [
         "# Does Meta-Pooling help? Study results",
         "",
         f"Command: `{command_line()}`",
@@ -375,79 +366,99 @@ def write_report(configs, seeds, variants, tasks, started_machine):
         "mean over seeds; CPU: process CPU time of training and test evaluation (+ the "
         "search), which does not depend on what else the machine ran (wall time does).",
     ]
+
+
+def _config_lines(config, by_variant, searches, latency, variants, info):
+    """One configuration's section: the table, its notes and the paired comparisons."""
+    stats = {v: variant_stats(r) for v, r in by_variant.items()}
+    base = stats.get(BASELINE)
+    lines = [
+        "",
+        f"## {config.title}",
+        "",
+        "| variant | alpha | params | vs MNv2 | MACs | vs MNv2 | test accuracy % | Δ (points) "
+        "| paired p | float latency | int8 latency | time | CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    not_integer = []
+    for variant in variants:
+        if variant not in stats:
+            continue
+        s = stats[variant]
+        std = f" ± {100 * s['std']:.2f}" if s["std"] is not None else ""
+        if base is not None:
+            test = paired(by_seed(by_variant[variant]), by_seed(by_variant[BASELINE]))
+            delta = f"{100 * (s['mean'] - base['mean']):+.2f}"
+            p = "—" if variant == BASELINE or test is None else f"{test['p']:.3f}"
+            vs_params = f"{100 * (s['params'] / base['params'] - 1):+.1f}%"
+            vs_macs = f"{100 * (s['macs'] / base['macs'] - 1):+.1f}%"
+        else:
+            delta = p = vs_params = vs_macs = "—"
+        ratios = []
+        for mode in ("float", "int8"):
+            ratio = latency_ratio(latency.get(config), variant, mode)
+            ratios.append("—" if ratio is None else f"{ratio:.2f}x")
+        problems = int8_problems(latency.get(config), variant)
+        if problems:  # exported with strict=False: timed, but not the int8 model it claims
+            ratios[1] += " (not all int8)"
+            not_integer.append(f"{VARIANT_BY_KEY[variant].label}: {problems[0]}")
+        time_text = format_duration(s["time"])
+        cpu_text = format_duration(s["cpu"]) if s["cpu"] is not None else "—"
+        if variant in ("searched", "searched_inherited"):
+            time_text += f" (search {format_duration(s['search_time'])})"
+            if s["search_cpu"] is not None:
+                cpu_text += f" (search {format_duration(s['search_cpu'])})"
+        lines.append(
+            f"| {VARIANT_BY_KEY[variant].label} | {s['model_alpha']:.4g} "
+            f"| {s['params'] / 1e6:.3f}M | {vs_params} | {s['macs'] / 1e6:.1f}M | {vs_macs} "
+            f"| {100 * s['mean']:.2f}{std} ({s['n']}) | {delta} | {p} "
+            f"| {ratios[0]} | {ratios[1]} | {time_text} | {cpu_text} |"
+        )
+    notes = [
+        f"Not all int8 (its int8 latency is of a partly float file): {problem}."
+        for problem in not_integer
+    ]
+    if config in latency:
+        control = latency[config]["models"][BASELINE]
+        notes.append(
+            "Latency noise: a second interpreter of the MobileNetV2 file measured "
+            f"{control['float_control_ratio']:.2f}x (float) and "
+            f"{control['int8_control_ratio']:.2f}x (int8) of the first; MobileNetV2 "
+            f"itself: {control['float_ms']:.2f} ms float, {control['int8_ms']:.2f} ms int8."
+        )
+    for seed, search in sorted(searches.get(config, {}).items()):
+        notes.append(
+            f"Searched architecture (seed {seed}, {format_duration(search['search_seconds'])}, "
+            f"{decided_points(search)}/{len(search['points'])} points decided by evidence): "
+            f"`{describe_architecture(search['architecture'])}`."
+            + (f" It warned: {categories}." if (categories := warned(search)) else "")
+        )
+    if "param_matched" in stats:
+        match = param_match(config.alpha, info.num_classes)
+        notes.append(
+            f"Parameter match: MobileNetV2 at alpha {match['alpha']:.4f} has "
+            f"{match['params']:,} parameters, {match['relative_difference']:+.2%} of MP "
+            f"paper's {match['target_params']:,}."
+        )
+    lines += [""] + [f"- {n}" for n in notes] if notes else []
+    lines += comparison_lines(paired_comparisons(by_variant))
+    return lines
+
+
+def write_report(configs, seeds, variants, tasks, started_machine):
+    groups, searches, latency = collect(tasks)
+    for config, by_variant in groups.items():
+        for variant in ("searched", "searched_inherited"):  # their cost includes the search's
+            for run in by_variant.get(variant, []):
+                search = searches.get(config, {}).get(search_seed(run["seed"], seeds))
+                if search is not None and "cpu_seconds" in search:
+                    run["search_cpu_seconds"] = search["cpu_seconds"]
+    if not groups:
+        return None
+    info = dataset_info()
+    lines = _header_lines(groups, seeds, tasks, started_machine, info)
     for config in sorted(groups):
-        stats = {v: variant_stats(r) for v, r in groups[config].items()}
-        base = stats.get(BASELINE)
-        lines += [
-            "",
-            f"## {config.title}",
-            "",
-            "| variant | alpha | params | vs MNv2 | MACs | vs MNv2 | test accuracy % | Δ (points) "
-            "| paired p | float latency | int8 latency | time | CPU |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        not_integer = []
-        for variant in variants:
-            if variant not in stats:
-                continue
-            s = stats[variant]
-            std = f" ± {100 * s['std']:.2f}" if s["std"] is not None else ""
-            if base is not None:
-                test = paired(by_seed(groups[config][variant]), by_seed(groups[config][BASELINE]))
-                delta = f"{100 * (s['mean'] - base['mean']):+.2f}"
-                p = "—" if variant == BASELINE or test is None else f"{test['p']:.3f}"
-                vs_params = f"{100 * (s['params'] / base['params'] - 1):+.1f}%"
-                vs_macs = f"{100 * (s['macs'] / base['macs'] - 1):+.1f}%"
-            else:
-                delta = p = vs_params = vs_macs = "—"
-            ratios = []
-            for mode in ("float", "int8"):
-                ratio = latency_ratio(latency.get(config), variant, mode)
-                ratios.append("—" if ratio is None else f"{ratio:.2f}x")
-            problems = int8_problems(latency.get(config), variant)
-            if problems:  # exported with strict=False: timed, but not the int8 model it claims
-                ratios[1] += " (not all int8)"
-                not_integer.append(f"{VARIANT_BY_KEY[variant].label}: {problems[0]}")
-            time_text = format_duration(s["time"])
-            cpu_text = format_duration(s["cpu"]) if s["cpu"] is not None else "—"
-            if variant in ("searched", "searched_inherited"):
-                time_text += f" (search {format_duration(s['search_time'])})"
-                if s["search_cpu"] is not None:
-                    cpu_text += f" (search {format_duration(s['search_cpu'])})"
-            lines.append(
-                f"| {VARIANT_BY_KEY[variant].label} | {s['model_alpha']:.4g} "
-                f"| {s['params'] / 1e6:.3f}M | {vs_params} | {s['macs'] / 1e6:.1f}M | {vs_macs} "
-                f"| {100 * s['mean']:.2f}{std} ({s['n']}) | {delta} | {p} "
-                f"| {ratios[0]} | {ratios[1]} | {time_text} | {cpu_text} |"
-            )
-        notes = [
-            f"Not all int8 (its int8 latency is of a partly float file): {problem}."
-            for problem in not_integer
-        ]
-        if config in latency:
-            control = latency[config]["models"][BASELINE]
-            notes.append(
-                "Latency noise: a second interpreter of the MobileNetV2 file measured "
-                f"{control['float_control_ratio']:.2f}x (float) and "
-                f"{control['int8_control_ratio']:.2f}x (int8) of the first; MobileNetV2 "
-                f"itself: {control['float_ms']:.2f} ms float, {control['int8_ms']:.2f} ms int8."
-            )
-        for seed, search in sorted(searches.get(config, {}).items()):
-            notes.append(
-                f"Searched architecture (seed {seed}, {format_duration(search['search_seconds'])}, "
-                f"{decided_points(search)}/{len(search['points'])} points decided by evidence): "
-                f"`{describe_architecture(search['architecture'])}`."
-                + (f" It warned: {categories}." if (categories := warned(search)) else "")
-            )
-        if "param_matched" in stats:
-            match = param_match(config.alpha, info.num_classes)
-            notes.append(
-                f"Parameter match: MobileNetV2 at alpha {match['alpha']:.4f} has "
-                f"{match['params']:,} parameters, {match['relative_difference']:+.2%} of MP "
-                f"paper's {match['target_params']:,}."
-            )
-        lines += [""] + [f"- {n}" for n in notes] if notes else []
-        lines += comparison_lines(paired_comparisons(groups[config]))
+        lines += _config_lines(config, groups[config], searches, latency, variants, info)
     shows, caveats = conclusions(groups, searches, latency)
     lines += ["", "## What this shows", ""]
     for config, config_lines in shows:
