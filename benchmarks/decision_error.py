@@ -1,9 +1,10 @@
 """The evidence rule on synthetic slope streams: its error with no signal, its power with one.
 
-A stream stands in for one point of a search: each step, one loss slope per
-default candidate. A common part moves all slopes alike (it cancels in the
-paired differences); each op's own part is AR(1) with autocorrelation ``phi``
-(real searches measured 0.13-0.20 in the pair differences). With no signal,
+A stream stands in for one point of a search (``tests/helpers.py``,
+``slope_streams``): each step, one loss slope per default candidate. A common
+part moves all slopes alike (it cancels in the paired differences); each op's
+own part is AR(1) with autocorrelation ``phi`` (real searches measured
+0.13-0.20 in the pair differences). With no signal,
 the fraction of searches (``--points`` points each) that decide any point is
 the family-wise error the rule promises to keep at ``--error_rate``; with
 ``ssp``'s mean slope lowered by ``shift`` (in units of an op's own noise), the
@@ -18,7 +19,6 @@ Writes ``results/decision_error.json``.
 """
 
 import json
-import math
 import os
 import sys
 import time
@@ -26,9 +26,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # This checkout's package, not an installed copy: the benchmarks measure this tree.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from helpers import slope_streams  # noqa: E402
 
 from keras_metapool.layers.candidate_ops import DEFAULT_CANDIDATES  # noqa: E402
 from keras_metapool.search.decision import (  # noqa: E402
@@ -54,30 +56,15 @@ SSP = CANDIDATES.index("ssp")
 
 def simulate(searches, points, steps, phi, shift, seed):
     """Per point: the step the rule decided (-1: never), its op, and the fixed bar's step."""
-    rng = np.random.default_rng(seed)
-    streams, k = searches * points, len(CANDIDATES)
-    error = FLAGS.error_rate / comparisons([(k, True)] * points)
-    count = np.zeros(streams)
-    slope_sum = np.zeros((streams, k))
-    squares = np.zeros((streams, k, k))
-    lag_products = np.zeros((streams, k, k))
-    own = np.zeros((streams, k))
-    mean = np.zeros(k)
-    mean[SSP] = -shift
-    previous = None
+    streams = searches * points
+    error = FLAGS.error_rate / comparisons([(len(CANDIDATES), True)] * points)
     decided_at = np.full(streams, -1)
     decided_op = np.full(streams, -1)
     fixed_bar_at = np.full(streams, -1)
-    for step in range(1, steps + 1):
-        own = phi * own + math.sqrt(1.0 - phi**2) * rng.standard_normal((streams, k))
-        slopes = own + 3.0 * rng.standard_normal((streams, 1)) + mean
-        difference = slopes[:, :, None] - slopes[:, None, :]
-        count += 1
-        slope_sum += slopes
-        squares += difference**2
-        if previous is not None:
-            lag_products += difference * previous
-        previous = difference
+    evidence = slope_streams(
+        streams, CANDIDATES, steps, phi, ("ssp", shift) if shift else None, seed
+    )
+    for step, count, slope_sum, squares, lag_products in evidence:
         if step < FLAGS.min_steps:
             continue
         best, z, _ = evidence_scores(count, slope_sum, squares, lag_products)

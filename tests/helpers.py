@@ -209,6 +209,41 @@ PLANTED_TASKS = {
 }
 
 
+def slope_streams(streams, candidates, steps, autocorrelation, shift=None, seed=0):
+    """Synthetic evidence of ``streams`` search points, step by step.
+
+    Each step, one loss slope per candidate: a common part that moves every
+    slope alike (it cancels in the paired differences), each op's own AR(1)
+    noise of lag-1 ``autocorrelation`` (real slopes are not independent), and
+    ``shift = (op, amount)`` lowering one op's mean slope (a real effect, in
+    units of an op's own noise). Yields ``(step, count, slope_sum, squares,
+    lag_products)``, the running sums the callback keeps (``search/arch_step.py``).
+    """
+    rng = np.random.default_rng(seed)
+    k = len(candidates)
+    count = np.zeros(streams)
+    slope_sum = np.zeros((streams, k))
+    squares = np.zeros((streams, k, k))
+    lag_products = np.zeros((streams, k, k))
+    own = np.zeros((streams, k))
+    mean = np.zeros(k)
+    if shift is not None:
+        mean[candidates.index(shift[0])] = -shift[1]
+    previous = None
+    for step in range(1, steps + 1):
+        innovation = rng.standard_normal((streams, k))
+        own = autocorrelation * own + np.sqrt(1.0 - autocorrelation**2) * innovation
+        slopes = own + 3.0 * rng.standard_normal((streams, 1)) + mean
+        difference = slopes[:, :, None] - slopes[:, None, :]
+        count += 1
+        slope_sum += slopes
+        squares += difference**2
+        if previous is not None:
+            lag_products += difference * previous
+        previous = difference
+        yield step, count, slope_sum, squares, lag_products
+
+
 def free_ports(count):
     """``count`` TCP ports free on the loopback address (for local multi-worker clusters)."""
     import socket

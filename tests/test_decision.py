@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import tiny_search_model
+from helpers import slope_streams, tiny_search_model
 
 from keras_metapool._keras import keras
 from keras_metapool.layers.candidate_ops import DEFAULT_CANDIDATES
@@ -34,32 +34,15 @@ MIN_STEPS = 20
 def _run_rule(searches, points, steps, autocorrelation, bar_of, shift=0.0, seed=0):
     """Feeds streams through the rule; per point, the first step it decided and the op.
 
-    ``bar_of(count)`` is the bar; ``shift`` lowers ``ssp``'s mean slope (a real
-    effect, in units of an op's own noise).
+    ``bar_of(count)`` is the bar; ``shift`` lowers ``ssp``'s mean slope.
     """
-    rng = np.random.default_rng(seed)
-    streams, k = searches * points, len(CANDIDATES)
-    count = np.zeros(streams)
-    slope_sum = np.zeros((streams, k))
-    squares = np.zeros((streams, k, k))
-    lag_products = np.zeros((streams, k, k))
-    own = np.zeros((streams, k))
-    previous = None
-    mean = np.zeros(k)
-    mean[CANDIDATES.index("ssp")] = -shift
+    streams = searches * points
     decided_at = np.full(streams, -1)
     decided_op = np.full(streams, -1)
-    for step in range(1, steps + 1):
-        innovation = rng.standard_normal((streams, k))
-        own = autocorrelation * own + math.sqrt(1.0 - autocorrelation**2) * innovation
-        slopes = own + 3.0 * rng.standard_normal((streams, 1)) + mean
-        difference = slopes[:, :, None] - slopes[:, None, :]
-        count += 1
-        slope_sum += slopes
-        squares += difference**2
-        if previous is not None:
-            lag_products += difference * previous
-        previous = difference
+    evidence = slope_streams(
+        streams, CANDIDATES, steps, autocorrelation, ("ssp", shift) if shift else None, seed
+    )
+    for step, count, slope_sum, squares, lag_products in evidence:
         if step < MIN_STEPS:
             continue
         best, z, _ = evidence_scores(count, slope_sum, squares, lag_products)

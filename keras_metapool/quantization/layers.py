@@ -284,4 +284,3 @@ class QuantizedBatchNormalization(keras.layers.BatchNormalization):
         scale, offset = self._scale_and_offset(mean, variance)
         scaled = self.scaled_quant(inputs * fake_quant_constant(scale), training)
         return self.output_quant(scaled + fake_quant_constant(offset), training)
-
