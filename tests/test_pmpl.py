@@ -111,6 +111,34 @@ def test_a_margin_within_the_tolerance_of_the_threshold_decides_and_one_clearly_
         assert bool(decided) is expected, gap
 
 
+def test_the_compiled_step_sums_each_pair_times_the_previous_step():
+    # The evidence's lag products, as the callback keeps them, against the
+    # same sums recomputed from the per-step slopes (differences of the
+    # running slope sums a probe reads after every step).
+    model = _compiled(tiny_search_model(CANDIDATES, points=(1, 2)))
+    x, y = _data(96)
+    pmpl = PMPLCallback(warmup=0.0, error_rate=1e-9, late_stage=1.0, verbose=0)
+    sums = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            sums.append([total.numpy().copy() for total in pmpl._state.evidence_sum])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nothing decided: the undecided warning
+        model.fit(x, y, batch_size=16, epochs=2, callbacks=[pmpl, Probe()], verbose=0)
+    assert pmpl.decided_points == 0
+    for point in range(2):
+        running = np.array([step[point] for step in sums])
+        slopes = np.diff(np.concatenate([np.zeros_like(running[:1]), running]), axis=0)
+        pairs = slopes[:, :, None] - slopes[:, None, :]
+        expected = np.einsum("tij,tij->ij", pairs[1:], pairs[:-1])
+        kept = pmpl._state.evidence_lag_products[point].numpy()
+        np.testing.assert_allclose(kept, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+        assert np.abs(expected).max() > 0  # the sums saw real slopes
+        assert pmpl._state.evidence_count[point].numpy() == len(sums)
+
+
 def test_threshold_and_fix_every_are_respected():
     model = _compiled(tiny_search_model(CANDIDATES, points=(1,)))
     block = model.get_layer("block_1_mp")

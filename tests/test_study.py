@@ -102,7 +102,7 @@ def test_training_runs_are_consistent(quick_study):
     assert search["budget"]["arch_steps"] > 0
     # Every warning of the search is kept (a one-epoch search decides little, and says so).
     categories = [w["category"] for w in search["warnings"]]
-    assert "keras_metapool.search.pmpl.SearchUndecidedWarning" in categories
+    assert "keras_metapool.search.SearchUndecidedWarning" in categories
     assert all(w["message"] for w in search["warnings"])
     # The inherited child: the same architecture, its time includes the search too.
     inherited = runs["searched_inherited"]
@@ -271,6 +271,24 @@ def test_rerun_with_other_settings_is_refused_before_any_run(quick_study, capsys
     assert files() == before  # nothing written, nothing removed
     study.FLAGS.unparse_flags()  # the quick study's flags again, for the tests after this one
     study.FLAGS(["study.py", "--quick", f"--output_dir={quick_study}"])
+
+
+@pytest.mark.slow
+def test_search_settings_bind_only_the_runs_a_search_feeds(quick_study, tmp_path):
+    study.FLAGS.unparse_flags()
+    study.FLAGS(["study.py", "--quick", f"--output_dir={tmp_path}"])
+    try:
+        other = dict(plan.settings(), search_rule="another rule")
+        fixed = {"run_id": "a", "kind": "train", "variant": "mp_paper", "settings": other}
+        (tmp_path / "mp_paper_a.json").write_text(json.dumps(fixed))
+        plan.check_output_dir()  # a fixed model does not depend on the search rule
+        searched = dict(fixed, run_id="b", variant="searched")
+        (tmp_path / "searched_b.json").write_text(json.dumps(searched))
+        with pytest.raises(plan.OtherSettingsError, match="search_rule 'another rule' there"):
+            plan.check_output_dir()
+    finally:
+        study.FLAGS.unparse_flags()  # the quick study's flags again, for the tests after this one
+        study.FLAGS(["study.py", "--quick", f"--output_dir={quick_study}"])
 
 
 @pytest.mark.slow

@@ -21,6 +21,12 @@ class ModelAtChanceWarning(UserWarning):
     """The model trained with PMPLCallback ended fit at chance training accuracy."""
 
 
+# NOTE: their public home, whatever file defines them: a warning's category name
+# (as the study's run files record it) stays the same when the code moves.
+for _warning in (SearchUndecidedWarning, FixedAtEndWarning, ModelAtChanceWarning):
+    _warning.__module__ = "keras_metapool.search"
+
+
 #: Training accuracy below chance + this share of the way to 1 counts as "at
 #: chance" (10 classes: below 0.19; the BN-momentum failure measured 0.095,
 #: a healthy 2-epoch Fashion-MNIST search 0.64).
@@ -137,7 +143,8 @@ class DiagnosticsMixin:
                 reasons.append(
                     f"at {taken} architecture steps an op is decided only once its mean loss "
                     f"slope leads by about {smallest:.2f} standard deviations of the paired "
-                    "difference (4x the steps halve that)"
+                    "difference, more if successive slopes are correlated (4x the steps halve "
+                    "that)"
                 )
         reach, lead = taken * self._logits_lr, self.budget["margin_lead"]
         if self.decision == "margin" and reach < lead:

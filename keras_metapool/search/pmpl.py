@@ -100,8 +100,8 @@ class PMPLCallback(
        of the paired slope difference; to ``identity`` when ``identity``
        beats every other op so. The bar holds however often it is checked:
        the chance that a search with no signal decides any point is at most
-       ``error_rate`` (``keras_metapool.search.decision``; docs/search.md
-       has the measurements). The margin of ``softmax(α)`` reacts to noise
+       about ``error_rate`` (an asymptotic bound: ``keras_metapool.search.decision``;
+       docs/search.md has the measurements). The margin of ``softmax(α)`` reacts to noise
        and to signal alike. ``decision="margin"`` is the paper's rule: a point whose two
        most probable ops differ by ``threshold`` is fixed to its most probable
        op. Checks run every ``fix_every`` steps; fixing sets a mask variable
@@ -178,7 +178,8 @@ class PMPLCallback(
             every CPU.
         error_rate: The evidence rule's family-wise error, in (0, 1)
             (default 0.05): the chance that a search with no signal decides
-            any of its points, however often the rule looks. Lower it for
+            any of its points, however often the rule looks (asymptotically;
+            measured: 1 of 160 searches, docs/search.md). Lower it for
             fewer false decisions, at the cost of more steps per real one.
         min_evidence_steps: Logit gradients a point needs before the
             evidence rule may decide it.

@@ -296,7 +296,10 @@ def settings():
         "augment": FLAGS.augment,
         "batch_norm_momentum": BN_MOMENTUM,
         "search_epochs": search_epochs(),
-        "search_rule": "PMPLCallback defaults (evidence, undecided -> identity, warm-up 0.25)",
+        "search_rule": (
+            "PMPLCallback defaults (evidence rule: time-uniform bar, error_rate 0.05; "
+            "undecided -> identity, warm-up 0.25)"
+        ),
         "arch_learning_rate": FLAGS.arch_learning_rate,
         "search_fraction": FLAGS.search_fraction,
         "search_once": FLAGS.search_once,
@@ -355,9 +358,20 @@ def read_result(run_id):
     return data
 
 
+#: The settings only a search, and the runs it feeds, depend on: a fixed
+#: model's run is not compared on them (a study may add searches later).
+SEARCH_SETTINGS = (
+    "search_epochs", "search_rule", "arch_learning_rate", "search_fraction", "search_once",
+    "search_candidates",
+)  # fmt: skip
+
+
 def _check_settings(path, data):
     current = json.loads(json.dumps(settings()))
     stored = data.get("settings", {})
+    if data.get("kind") != "search" and data.get("variant") not in SEARCH_VARIANTS:
+        current = {k: v for k, v in current.items() if k not in SEARCH_SETTINGS}
+        stored = {k: v for k, v in stored.items() if k not in SEARCH_SETTINGS}
     if stored != current:
         differing = sorted(k for k in set(current) | set(stored) if stored.get(k) != current.get(k))
         shown = ", ".join(
