@@ -72,86 +72,48 @@ class PMPLCallback(
     Drop it into ``fit`` on a search model
     (``MobileNetV2MP(meta_pooling="search")``, the default). During ``fit``:
 
-    1. **Warm-up.** For the first ``warmup`` share of the search's steps
-       only the weights train, every candidate at equal weight, so that no
-       op is judged before its weights have learned anything (as PC-DARTS).
-    2. **Architecture steps.** Then every training step also takes one step
-       on the search logits (the paper's α, ``MetaPoolingBlock.search_logits``)
-       of every searching point, with the callback's own Adam
-       (``beta_1=0.5``, ``beta_2=0.999``, L2 ``weight_decay=1e-3`` added to
-       the gradient, as the reference's ``torch.optim.Adam``). The user's
-       optimizer never touches the logits (non-trainable). With ``arch_data``
-       the architecture step uses a held-out batch: first-order bi-level
-       optimisation, as first-order DARTS (a second forward and backward pass
-       per step). Without it (one-level), the logits' gradient comes from the
-       weight step's own backward pass, at no extra pass.
-       ``learning_rate="auto"`` sizes the step to the budget: Adam moves a
-       logit by at most about its learning rate per step, so the rate is
-       twice the logit lead a ``threshold`` margin needs, divided by the
-       number of architecture steps ``fit`` will take. A mixed-precision step
-       whose loss scale overflowed takes no architecture step, as the
-       loss-scale optimizer takes no weight step.
-    3. **Decisions.** With ``decision="evidence"`` (the default), every
-       logit gradient also measures, per point and op, the slope of the loss
-       along that op's mixture weight (``dL/dα_k / p_k``, the loss change
-       per unit of weight moved onto op ``k``). A point is fixed, for good,
-       once the evidence is significant: to its best op (the lowest mean
-       slope) when that op beats ``identity`` by a time-uniform bar on the z
-       of the paired slope difference; to ``identity`` when ``identity``
-       beats every other op so. The bar holds however often it is checked:
-       the chance that a search with no signal decides any point is at most
-       about ``error_rate`` (an asymptotic bound: ``keras_metapool.search.decision``;
-       docs/search.md has the measurements). The margin of ``softmax(α)`` reacts to noise
-       and to signal alike. ``decision="margin"`` is the paper's rule: a point whose two
-       most probable ops differ by ``threshold`` is fixed to its most probable
-       op. Checks run every ``fix_every`` steps; fixing sets a mask variable
-       (no retrace).
+    1. **Warm-up.** For the first ``warmup`` share of the search's steps only
+       the weights train, every candidate at equal weight (as PC-DARTS).
+    2. **Architecture steps.** Then every training step also takes one Adam
+       step on the search logits (the paper's α,
+       ``MetaPoolingBlock.search_logits``; the user's optimizer never touches
+       them). With ``arch_data`` the step uses a held-out batch (first-order
+       DARTS: a second forward and backward pass); without it (one-level)
+       the gradient comes from the weight step's own backward pass.
+       ``learning_rate="auto"`` sizes the step to the steps ``fit`` will take.
+    3. **Decisions.** With ``decision="evidence"`` (the default) each logit
+       gradient also gives every op's loss slope; a point is fixed for good
+       once its best op beats ``identity`` (or ``identity`` beats every op)
+       by a time-uniform bar, which keeps the chance that a search with no
+       signal decides any point at about ``error_rate``, however often it
+       looks (``keras_metapool.search.decision``). ``decision="margin"`` is
+       the paper's rule: fixed once the top two probabilities differ by
+       ``threshold``.
     4. **The late stage.** At the start of epoch ``round(late_stage *
-       epochs)`` (by default 2/3 of the epochs, the paper's), every point
-       still searching gets the ``undecided`` rule: ``"identity"`` (default:
-       no enhancer; a point the evidence did not decide costs nothing),
-       ``"top2"`` (the paper's: its two most probable ops, summed) or
-       ``"argmax"``. The epochs after it train the fixed architecture, so
-       the model ``fit`` returns is trained as it will be used, not for a
-       mixture it no longer computes (docs/search.md). The search itself (warm-up,
-       architecture steps, the automatic learning rate) runs before it.
-       ``fit`` ending earlier (e.g. ``EarlyStopping``) fixes the undecided
-       points at its end (``EarlyStopping(restore_best_weights=True)`` is
-       refused: it would set the logits and the fixed points back to its best
-       epoch after the search), so after ``fit`` every point is fixed and
-       ``pmpl.architecture`` (or ``keras_metapool.derive_architecture``) is
-       the result. When fewer than half the points were decided by evidence
-       (or, with the margin rule, the logits' budget could not reach the
-       threshold), or points were fixed at the very end (the weights never
-       trained for them), ``fit`` ends with one ``SearchUndecidedWarning``
+       epochs)`` (2/3 of them, the paper's) every point still searching gets
+       the ``undecided`` rule (``"identity"``: no enhancer, costs nothing),
+       and the epochs after it train the fixed architecture. ``fit`` ending
+       earlier fixes them at its end. After ``fit``, ``pmpl.architecture``
+       is the result; a search that decided fewer than half its points, or
+       fixed points at the very end, ends with one ``SearchUndecidedWarning``
        saying what to change.
 
-    ``PMPLCallback.paper()`` gives the paper's settings (margin rule, top-2
-    late stage at 2/3 of the epochs, no warm-up, learning rate 3e-4).
+    The search's state (logits, masks, the logits' optimizer moments, the
+    evidence) resumes exactly from ``BackupAndRestore`` and TF-format
+    checkpoints. Per-point probabilities, fixed states (``fixed_code``) and
+    evidence go to ``logs`` as ``pmpl/<point>/<op>``, ``pmpl/<point>/fixed``
+    and ``pmpl_evidence/<point>`` (History, and CSVLogger/TensorBoard listed
+    after this callback), not to the progress bar. docs/api.md ("Search")
+    has the details, docs/search.md the defaults' reasons and measurements.
 
-    Resuming: the search logits and the fixed masks are model weights; the
-    logits' optimizer moments, the evidence sums and the step counters live in a
-    module attached to the model (``model._pmpl_state``).
-    ``tf_keras.callbacks.BackupAndRestore`` and TF-format checkpoints
-    (``model.save_weights("ckpt")``, ``tf.train.Checkpoint(model=model)``)
-    carry all of it, so an interrupted search resumed from them continues as
-    an uninterrupted one (with a deterministic ``arch_data``: the held-out
-    batches resume where they stopped). ``.h5``/``.keras`` weights carry
-    the logits and the masks but not the rest: a search started past epoch 1
-    without that state warns.
-
-    Logs: at each epoch end, for every point ``P`` (its layer name, e.g.
-    ``block_6_hidden_mp``) and candidate ``op``, ``logs["pmpl/P/op"]`` is the
-    probability of ``op`` (with ``log_probabilities``) and
-    ``logs["pmpl/P/fixed"]`` the fixed state (``fixed_code``, over
-    ``DEFAULT_CANDIDATES``: 0 while searching), ``logs["pmpl_evidence/P"]``
-    the point's current evidence (z), plus ``pmpl/fixed_points``,
-    ``pmpl/decided_points`` (by evidence) and ``pmpl/enlarging_points``.
-    Listed before ``CSVLogger``/``TensorBoard`` in ``callbacks``, the
-    callback's entries reach them (and always reach ``History``). With
-    ``verbose=1`` a one-line digest is printed per epoch; ``summary()``
-    prints the per-point table and ``keras_metapool.plot_search`` draws the
-    trajectories.
+    Example:
+        >>> supernet = keras_metapool.MobileNetV2MP(weights=None, input_shape=(64, 64, 3),
+        ...                                         classes=10)
+        >>> supernet.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+        >>> pmpl = keras_metapool.PMPLCallback()
+        >>> supernet.fit(images, labels, epochs=30, callbacks=[pmpl])
+        >>> pmpl.summary()
+        >>> spec = pmpl.architecture          # an ArchitectureSpec: spec.save("arch.json")
 
     Args:
         arch_data: Held-out ``tf.data.Dataset`` of batched ``(images,
@@ -215,6 +177,15 @@ class PMPLCallback(
         log_probabilities: Put every op's probability in ``logs`` (Keras'
             progress bar prints every entry).
         verbose: 1 prints one line per epoch, 0 is silent.
+
+    Raises:
+        ValueError: at construction, for an argument outside its range or
+            vocabulary (``ARGUMENT_RANGES``, ``DECISION_RULES``,
+            ``END_RULES``) or an ``arch_data`` that is not a non-empty batched
+            ``tf.data.Dataset``; when ``fit`` starts, for a model with no
+            ``MetaPoolingBlock``, no loss, several losses without ``loss=``,
+            ``arch_data`` not shaped like the model's input, or an
+            ``EarlyStopping(restore_best_weights=True)`` among the callbacks.
     """
 
     def __init__(
