@@ -358,8 +358,9 @@ def _header_lines(groups, seeds, tasks, started_machine, info):
         "the supernet's weights (`searched_inherited`), and its time includes the search; "
         "`random_arch` draws each point's op uniformly from the same space.",
         "",
-        "Accuracy: mean ± std over seeds (n); Δ and the paired p against MobileNetV2 of the "
-        "same alpha and size (uncorrected; the paired table below corrects). Latency: float / "
+        "Accuracy: mean ± std over seeds (n); Δ (the mean of the per-seed differences, over the "
+        "seeds both have) and the paired p against MobileNetV2 of the same alpha and size "
+        "(uncorrected; the paired table below corrects). Latency: float / "
         "int8 TFLite, batch 1, "
         f"{FLAGS.threads} thread(s), median of {FLAGS.latency_runs} invokes interleaved with "
         "MobileNetV2's, as a ratio to it. Time: wall time of training (+ search) per model, "
@@ -387,8 +388,15 @@ def _config_lines(config, by_variant, searches, latency, variants, info):
         s = stats[variant]
         std = f" ± {100 * s['std']:.2f}" if s["std"] is not None else ""
         if base is not None:
-            test = paired(by_seed(by_variant[variant]), by_seed(by_variant[BASELINE]))
-            delta = f"{100 * (s['mean'] - base['mean']):+.2f}"
+            ours, theirs = by_seed(by_variant[variant]), by_seed(by_variant[BASELINE])
+            test = paired(ours, theirs)
+            # Over the seeds both have, as the p: a partial study's means differ in seeds.
+            common = sorted(set(ours) & set(theirs))
+            delta = (
+                f"{100 * float(np.mean([ours[k] - theirs[k] for k in common])):+.2f}"
+                if common
+                else "—"
+            )
             p = "—" if variant == BASELINE or test is None else f"{test['p']:.3f}"
             vs_params = f"{100 * (s['params'] / base['params'] - 1):+.1f}%"
             vs_macs = f"{100 * (s['macs'] / base['macs'] - 1):+.1f}%"
