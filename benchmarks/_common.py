@@ -10,6 +10,8 @@ import json
 import sys
 import time
 
+import numpy as np
+
 from keras_metapool.study.machine import (  # noqa: F401
     cpu_model,
     interleaved_latency,
@@ -17,6 +19,23 @@ from keras_metapool.study.machine import (  # noqa: F401
     machine_description,
     settle_batch_norms,
 )
+
+
+def plain_paired_z(count, slope_sum, squares):
+    """The evidence rule's statistics without its corrections: the plain paired z.
+
+    What the rule used before its time-uniform bar (no widening for
+    autocorrelation, no t-to-z mapping), for comparing the two on the same
+    evidence. Elementwise over leading dimensions, as
+    ``keras_metapool.search.decision.evidence_scores``; returns ``(best, z)``.
+    """
+    n = np.maximum(np.asarray(count, float), 2.0)[..., None]
+    mean = np.asarray(slope_sum, float) / n
+    best = mean.argmin(axis=-1)
+    lead = mean - np.take_along_axis(mean, best[..., None], axis=-1)
+    column = np.take_along_axis(np.asarray(squares, float), best[..., None, None], axis=-1)[..., 0]
+    variance = np.maximum(column / n - lead**2, 0.0) * n / (n - 1.0)
+    return best, lead / np.sqrt(variance / n + 1e-30)
 
 
 def write_results(path, settings, rows):

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 import numpy as np  # noqa: E402
+from _common import plain_paired_z  # noqa: E402
 from absl import app, flags  # noqa: E402
 from helpers import slope_streams  # noqa: E402
 
@@ -72,13 +73,7 @@ def simulate(searches, points, steps, phi, shift, seed):
         new = decided.numpy() & (decided_at < 0)
         decided_at[new], decided_op[new] = step, best.numpy()[new]
         # The fixed bar on the plain paired z (no widening, no t correction).
-        n = count[:, None]
-        plain_mean = slope_sum / n
-        plain_best = plain_mean.argmin(axis=1)
-        lead = plain_mean - plain_mean[np.arange(streams), plain_best][:, None]
-        column = squares[np.arange(streams), :, plain_best]
-        variance = np.maximum(column / n - lead**2, 0.0) * n / (n - 1.0)
-        plain_z = lead / np.sqrt(variance / n + 1e-30)
+        plain_best, plain_z = plain_paired_z(count, slope_sum, squares)
         fixed, _ = evidence_verdict(plain_best, plain_z, CANDIDATES, 4.0)
         fixed_bar_at[fixed.numpy() & (fixed_bar_at < 0)] = step
     return decided_at, decided_op, fixed_bar_at

@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import plain_paired_z  # noqa: E402
 from absl import app, flags  # noqa: E402
 from helpers import PLANTED_TASKS, tiny_search_model  # noqa: E402
 from scipy import stats  # noqa: E402
@@ -79,22 +80,12 @@ class _OldRuleProbe(keras.callbacks.Callback):
                 continue
             if block.is_fixed:  # fixed by the new rule: its evidence stopped
                 continue
-            best, z, _ = self._plain_z(state, index)
+            best, z = plain_paired_z(
+                count, state.evidence_sum[index].numpy(), state.evidence_squares[index].numpy()
+            )
             decided, _ = evidence_verdict(best, z, block.candidates, OLD_BAR)
             if bool(decided):
                 self.decided_at[index] = int(count)
-
-    @staticmethod
-    def _plain_z(state, index):
-        count = state.evidence_count[index].numpy()
-        slope_sum = state.evidence_sum[index].numpy()
-        squares = state.evidence_squares[index].numpy()
-        n = max(count, 2.0)
-        mean = slope_sum / n
-        best = int(np.argmin(mean))
-        lead = mean - mean[best]
-        variance = np.maximum(squares[:, best] / n - lead**2, 0.0) * n / (n - 1.0)
-        return best, tf.constant(lead / np.sqrt(variance / n + 1e-30), tf.float32), count
 
 
 def _data(task, seed):
