@@ -13,14 +13,10 @@ import tensorflow as tf
 import tf_keras as keras
 from tf_keras.src.engine import functional as _functional
 
+from keras_metapool._model_checks import is_keras3, require_float32_model  # noqa: F401
+
 layers = keras.layers
 backend = keras.backend
-
-
-def is_keras3(obj):
-    """Whether ``obj`` comes from Keras 3 (``import keras``; ``tf.keras`` in TF >= 2.16)."""
-    module = type(obj).__module__
-    return module == "keras" or module.startswith("keras.")
 
 
 def require_tf_keras_model(model, what):
@@ -40,30 +36,14 @@ def require_tf_keras_model(model, what):
             "Keras 3 models. A Keras 3 keras.applications.MobileNetV2 comes in with "
             "keras_metapool.from_mobilenet_v2(model) (a tf_keras MobileNetV2MP with the same "
             "predictions); or build with keras_metapool.MobileNetV2MP(...). A fixed float "
-            "MobileNetV2MP goes back out to Keras 3 with keras_metapool.keras3.to_keras3(model)."
+            "MobileNetV2MP goes back out to Keras 3 with keras_metapool.keras3.to_keras3(model); "
+            "QAT in Keras 3 is keras_metapool.keras3.quantize_model(model), and "
+            "keras_metapool.export.to_tflite takes Keras 3 models."
         )
     raise ValueError(
         f"{what} needs a tf_keras model: a tf_keras Model such as "
         f"keras_metapool.MobileNetV2MP(...); got {type(model).__module__}.{type(model).__name__}."
     )
-
-
-def require_float32_model(model, what, why):
-    """Raises one ValueError, naming the way forward, if a layer of ``model`` computes
-    in another dtype than float32 (mixed precision).
-
-    Args:
-        model: A tf_keras model.
-        what: The function that needs float32, for the message.
-        why: Why it does, for the message.
-    """
-    mixed = [layer.name for layer in model.layers if layer.dtype_policy.compute_dtype != "float32"]
-    if mixed:
-        raise ValueError(
-            f"{what} needs a float32 model ({why}); layers {mixed[:3]} compute in "
-            f"{model.get_layer(mixed[0]).dtype_policy.compute_dtype} (mixed precision). Rebuild "
-            "the model under the 'float32' policy and copy the weights (set_weights) first."
-        )
 
 
 def _keras3_nesting_message(model, how):

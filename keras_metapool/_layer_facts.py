@@ -13,6 +13,9 @@ import numpy as np
 
 from keras_metapool._ranges import MOMENTUM, POSITIVE
 
+#: The constant of hard swish's division, ``relu6(x + 3) / 6``.
+HARD_SWISH_SCALE = 1.0 / 6.0
+
 # Momentum of every BatchNormalization the package creates, in Keras terms
 # (PyTorch's 0.1, the paper's). keras.applications uses 0.999, which suits
 # long ImageNet runs but leaves the moving statistics of a few-epoch run

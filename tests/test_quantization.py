@@ -111,7 +111,8 @@ def paper_qat(tmp_path_factory):
     return dict(
         model=model, qat=qat, path=path, y_test=y_test, weights_before=weights_before,
         float_probs=float_probs, qat_probs=qat_probs, int8_probs=int8_probs,
-        float_probs_same_training=float_probs_same_training,
+        float_probs_same_training=float_probs_same_training, x_train=x_train, y_train=y_train,
+        x_test=x_test,
     )  # fmt: skip
 
 
@@ -142,6 +143,52 @@ def test_int8_top1_agrees_with_the_qat_model(paper_qat):
     # Both outputs are on the int8 SOFTMAX grid (multiples of 1/256).
     for probs in (paper_qat["qat_probs"], paper_qat["int8_probs"]):
         np.testing.assert_allclose(probs * 256, np.round(probs * 256), atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def keras3_paper_qat(paper_qat, tmp_path_factory):
+    """The same trained float model through the Keras 3 route, QAT trained as long."""
+    import keras as keras_3
+
+    from keras_metapool import keras3
+
+    keras_3.utils.set_random_seed(0)
+    x_train, y_train = paper_qat["x_train"], paper_qat["y_train"]
+    qat = keras3.quantize_model(
+        keras3.to_keras3(paper_qat["model"]), representative_data=x_train[:256]
+    )
+    qat.compile(keras_3.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
+    qat.fit(x_train, y_train, batch_size=64, epochs=1, verbose=0)
+    path = tmp_path_factory.mktemp("keras3_qat") / "paper_keras3_int8.tflite"
+    to_tflite(qat, path, mode="int8", representative_data=x_train[:128])
+    return dict(
+        path=path,
+        qat_probs=qat.predict(paper_qat["x_test"], batch_size=250, verbose=0),
+        int8_probs=tflite_predict(path, paper_qat["x_test"]),
+    )
+
+
+@pytest.mark.slow
+def test_keras3_qat_predicts_its_int8_file_as_closely_as_the_tf_keras_route(
+    paper_qat, keras3_paper_qat
+):
+    def agreement(route):
+        return np.mean(route["int8_probs"].argmax(1) == route["qat_probs"].argmax(1))
+
+    y_test = paper_qat["y_test"]
+    slack = 0.5 / len(y_test)  # k/N ratios are not exact in floats
+    assert agreement(keras3_paper_qat) >= 0.97 - slack, agreement(keras3_paper_qat)
+    assert agreement(keras3_paper_qat) >= agreement(paper_qat) - 0.01 - slack
+    int8_accuracy = accuracy(keras3_paper_qat["int8_probs"], y_test)
+    qat_accuracy = accuracy(keras3_paper_qat["qat_probs"], y_test)
+    assert int8_accuracy > 0.5  # learned (chance is 0.1)
+    assert abs(int8_accuracy - qat_accuracy) <= 0.02 + slack, (int8_accuracy, qat_accuracy)
+    # Both routes write the same int8 graph: the same ops, as many of each.
+    ops = [
+        collections.Counter(op.name for op in read_tflite_graph(path).ops)
+        for path in (paper_qat["path"], keras3_paper_qat["path"])
+    ]
+    assert ops[0] == ops[1]
 
 
 @pytest.mark.slow
@@ -560,7 +607,7 @@ def test_mixed_precision_model_is_refused():
 
 
 def test_activation_ranges_that_collapse_in_calibration_warn(rng):
-    from keras_metapool.quantization.qat import CollapsedRangeWarning
+    from keras_metapool.quantization import CollapsedRangeWarning
 
     x = rng.uniform(-1.0, 1.0, (64, 6, 5, 3)).astype(np.float32)
     healthy = small_model("classifier", seed=3)

@@ -8,51 +8,48 @@
     >>> export.export_saved_model(model, "saved_model/")            # doctest: +SKIP
 
 Command line of the Edge TPU report: ``python -m keras_metapool.export model.tflite``.
+
+The names load on first use (PEP 562): ``to_tflite``, the report and the
+runtime check import no Keras, so a Keras 3 model exports without tf_keras;
+``export_saved_model`` (tf_keras) loads tf_keras when first used.
 """
 
-from keras_metapool.export.edgetpu import EdgeTPUReport, OpReport, edgetpu_report
-from keras_metapool.export.edgetpu_compiler import (
-    parse_edgetpu_compiler_log,
-    run_edgetpu_compiler,
-)
-from keras_metapool.export.evaluate import (
-    LatencyStats,
-    TFLiteEvaluation,
-    TFLiteRunner,
-    evaluate_tflite,
-    measure_latency,
-    tflite_predict,
-)
-from keras_metapool.export.saved_model import SERVING_SIGNATURE, export_saved_model
-from keras_metapool.export.tflite import (
-    TFLITE_MODES,
-    ConstantOutputWarning,
-    ExportValidationError,
-    TensorDetails,
-    TFLiteExport,
-    to_tflite,
-)
-from keras_metapool.export.tflite_graph import read_tflite_graph
+import importlib
 
-__all__ = [
-    "SERVING_SIGNATURE",
-    "TFLITE_MODES",
-    "ConstantOutputWarning",
-    "EdgeTPUReport",
-    "ExportValidationError",
-    "LatencyStats",
-    "OpReport",
-    "TFLiteEvaluation",
-    "TFLiteExport",
-    "TFLiteRunner",
-    "TensorDetails",
-    "edgetpu_report",
-    "evaluate_tflite",
-    "export_saved_model",
-    "measure_latency",
-    "parse_edgetpu_compiler_log",
-    "read_tflite_graph",
-    "run_edgetpu_compiler",
-    "tflite_predict",
-    "to_tflite",
-]
+_NAMES = {
+    "EdgeTPUReport": "edgetpu",
+    "OpReport": "edgetpu",
+    "edgetpu_report": "edgetpu",
+    "parse_edgetpu_compiler_log": "edgetpu_compiler",
+    "run_edgetpu_compiler": "edgetpu_compiler",
+    "LatencyStats": "evaluate",
+    "TFLiteEvaluation": "evaluate",
+    "TFLiteRunner": "evaluate",
+    "evaluate_tflite": "evaluate",
+    "measure_latency": "evaluate",
+    "tflite_predict": "evaluate",
+    "SERVING_SIGNATURE": "saved_model",
+    "export_saved_model": "saved_model",
+    "TFLITE_MODES": "tflite",
+    "ConstantOutputWarning": "tflite",
+    "ExportValidationError": "tflite",
+    "TensorDetails": "tflite",
+    "TFLiteExport": "tflite",
+    "to_tflite": "tflite",
+    "read_tflite_graph": "tflite_graph",
+}
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"keras_metapool.export.{_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'keras_metapool.export' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMES))
+
+
+__all__ = sorted(_NAMES)

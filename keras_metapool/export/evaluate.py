@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 
 import numpy as np
 
 from keras_metapool import _quiet
-from keras_metapool._keras import keras
 from keras_metapool.data.preprocessing import warn_if_not_model_input
 from keras_metapool.export import exportable
 from keras_metapool.export.tflite_graph import read_tflite_graph
@@ -291,6 +291,15 @@ def _examples(dataset):
         )
 
 
+def _progress_bar(target):
+    """Keras' progress bar: tf_keras' where it is loaded already, else Keras 3's (same API)."""
+    if "tf_keras" in sys.modules:
+        from keras_metapool._keras import keras
+    else:
+        import keras
+    return keras.utils.Progbar(target, unit_name="image")
+
+
 def evaluate_tflite(
     path, dataset, batch_size=1, num_threads=None, max_examples=None, output=None, verbose=0
 ):
@@ -320,7 +329,7 @@ def evaluate_tflite(
     target = None
     if isinstance(dataset, (tuple, list)) and len(dataset) == 2:
         target = len(dataset[0]) if max_examples is None else min(len(dataset[0]), max_examples)
-    progress = keras.utils.Progbar(target, unit_name="image") if verbose else None
+    progress = _progress_bar(target) if verbose else None
     correct, count, seconds = 0, 0, []
     for images, labels in _examples(dataset):
         if count == 0:

@@ -1,12 +1,16 @@
-"""What every exporter needs: the model to export, its output's name, the path."""
+"""What every exporter needs: the model to export, its output's name, the path.
+
+Imports no Keras: tf_keras models and Keras 3 models (``keras_metapool.keras3``)
+export through the same checks; tf_keras is imported for a tf_keras model only.
+"""
 
 import os
 
+from keras_metapool._model_checks import is_keras3, require_tensorflow_backend
+
 # The exported input (images preprocessed as the model expects, or raw images
 # when the SavedModel includes preprocessing) is named as representative data's key.
-from keras_metapool._keras import keras, require_tf_keras_model
 from keras_metapool.data.samples import INPUT_NAME  # noqa: F401  (exporters read it here)
-from keras_metapool.models.derive import to_fixed_model
 
 PROBABILITIES = "probabilities"
 LOGITS = "logits"
@@ -42,25 +46,38 @@ def exportable_model(model):
     A search model (with ``MetaPoolingBlock`` layers) whose points are all
     fixed is rebuilt as its lean model with its weights
     (``keras_metapool.search.to_fixed_model``), so that no unused candidate
-    op reaches the exported graph. Any other model is returned as is.
+    op reaches the exported graph. Any other model (a Keras 3 model on the
+    TensorFlow backend included) is returned as is.
 
     Raises:
         ValueError: if ``model`` is not a single-input, single-output Keras
-            model, or if it is a search model with unfixed points (the
-            message says to finish the search or derive the architecture).
+            model, is a Keras 3 model on another backend than TensorFlow, or
+            is a search model with unfixed points (the message says to finish
+            the search or derive the architecture).
     """
+    if is_keras3(model):
+        require_tensorflow_backend("Export of a Keras 3 model")
+        _require_one_input_and_output(model)
+        return model
+    from keras_metapool._keras import require_tf_keras_model
+    from keras_metapool.models.derive import to_fixed_model
+
     require_tf_keras_model(model, "Export")
+    _require_one_input_and_output(model)
+    check_not_revived(model)
+    return to_fixed_model(model)
+
+
+def _require_one_input_and_output(model):
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
             f"Expected a model with one image input and one output, got "
             f"{len(model.inputs)} inputs and {len(model.outputs)} outputs."
         )
-    check_not_revived(model)
-    return to_fixed_model(model)
 
 
 def is_quantization_aware(model):
-    """Whether ``model`` came from ``quantize_model`` (holds TF-MOT wrappers)."""
+    """Whether ``model`` came from ``quantize_model`` (TF-MOT wrappers, or Keras 3 twins)."""
     return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)
 
 
@@ -103,7 +120,8 @@ def classifier_output(model):
     """
     last = model.layers[-1]
     inner = getattr(last, "layer", last)
-    if not isinstance(inner, keras.layers.Dense):
+    # NOTE: by class name, for both Keras flavours (and QuantizedDense, a Dense).
+    if not any(cls.__name__ == "Dense" for cls in type(inner).__mro__):
         return FEATURES
     name = _activation_name(last)
     if name == "softmax":

@@ -11,8 +11,8 @@ import tensorflow as tf
 from absl import logging
 
 from keras_metapool import _internals, _quiet
-from keras_metapool._keras import require_float32_model
 from keras_metapool._layer_facts import UNSETTLED_BATCH_NORM
+from keras_metapool._model_checks import require_float32_model
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.export import exportable
 from keras_metapool.export.edgetpu import edgetpu_report
@@ -150,8 +150,10 @@ def to_tflite(
     result (``run_edgetpu_compiler``).
 
     Args:
-        model: A single-input, single-output tf_keras model, e.g. a
-            MobileNetV2MP.
+        model: A single-input, single-output model: tf_keras (e.g. a
+            MobileNetV2MP, or its QAT model from
+            ``keras_metapool.quantize_model``) or Keras 3 on the TensorFlow
+            backend (e.g. from ``keras_metapool.keras3.quantize_model``).
         path: The .tflite file to write. Its folder must exist.
         mode: One of ``TFLITE_MODES``.
         representative_data: Calibration images for the full-integer modes,
@@ -177,9 +179,11 @@ def to_tflite(
     Raises:
         ValueError: for an unknown mode, missing or unusable representative
             data, a bad ``batch_size``, a model that is not a single-input
-            float32 tf_keras model (mixed precision is refused), a search
-            model with unfixed points, or a quantization-aware model in
-            ``"float"``/``"dynamic"`` mode (its file would be int8 inside).
+            float32 model (mixed precision is refused; a Keras 3 model must
+            run on the TensorFlow backend), a model with NaN or infinite
+            weights (diverged training), a search model with unfixed points,
+            or a quantization-aware model in ``"float"``/``"dynamic"`` mode
+            (its file would be int8 inside).
         FileNotFoundError: if the folder of ``path`` does not exist.
         ExportValidationError: (a ValueError) if ``strict`` and the converted
             model fails the checks of its mode; the file is kept for
@@ -193,6 +197,7 @@ def to_tflite(
         raise _missing_data_error(mode)  # before the lean-model rebuild
     model = exportable.exportable_model(model)
     require_float32_model(model, "to_tflite", "TFLite has no float16 compute kernels")
+    _require_finite_variables(model)
     if mode in FLOAT_KERNEL_MODES and exportable.is_quantization_aware(model):
         raise ValueError(
             f"mode={mode!r} on the quantization-aware model '{model.name}': the converter "
@@ -298,6 +303,20 @@ def _converter(model, batch_size):
     # Frozen, not saved and reloaded as a SavedModel: same ops and outputs, faster (_internals).
     _internals.convert_from_frozen_graph(converter)
     return converter
+
+
+def _require_finite_variables(model):
+    """Refuses NaN or infinite weights (or QAT ranges): the converter crashes on them."""
+    broken = [v for v in model.variables if not np.all(np.isfinite(np.asarray(v)))]
+    if broken:
+        name = getattr(broken[0], "path", None) or broken[0].name
+        raise ValueError(
+            f"Model '{model.name}' holds NaN or infinite values in {len(broken)} of its "
+            f"{len(model.variables)} variables (first: '{name}'): its training diverged (a "
+            "loss of nan). TFLite cannot convert it. Train again from the last good weights, "
+            "e.g. with a lower learning rate, or from a float model that learned (a model at "
+            "chance, e.g. with unsettled BatchNormalization statistics, can blow up in QAT)."
+        )
 
 
 def _missing_data_error(mode):

@@ -15,14 +15,10 @@ backend imports).
 import keras
 from keras import ops
 
-from keras_metapool._layer_facts import SSPArguments, ssp_reduced_channels
+from keras_metapool._layer_facts import HARD_SWISH_SCALE, SSPArguments, ssp_reduced_channels
 
 #: Package name under which the Keras 3 layers are registered.
 PACKAGE = "keras_metapool"
-
-
-#: The constant of hard swish's division, ``relu6(x + 3) / 6``.
-HARD_SWISH_SCALE = 1.0 / 6.0
 
 
 def hard_swish(x):

@@ -23,9 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_metapool._keras import keras
-
-#: The constant of hard swish's division, ``relu6(x + 3) / 6``.
-HARD_SWISH_SCALE = 1.0 / 6.0
+from keras_metapool._layer_facts import HARD_SWISH_SCALE
 
 
 def hard_swish_times_six(x):

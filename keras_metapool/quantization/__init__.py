@@ -15,6 +15,7 @@ is called, without the ``TF_USE_LEGACY_KERAS`` it would set: what ``tf.keras``
 means for the program does not change.
 """
 
+from keras_metapool._calibration import CollapsedRangeWarning
 from keras_metapool.quantization.layers import (
     QuantizedBatchNormalization,
     QuantizedHardSwish,
@@ -29,6 +30,7 @@ from keras_metapool.quantization.qat import (
 
 __all__ = [
     "MOBILENET_INPUT_RANGE",
+    "CollapsedRangeWarning",
     "QuantizedBatchNormalization",
     "QuantizedHardSwish",
     "QuantizedSpatialEnhancer",

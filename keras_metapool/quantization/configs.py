@@ -8,6 +8,7 @@ side effect on ``TF_USE_LEGACY_KERAS``); only ``quantize_model`` and
 import tensorflow as tf
 
 from keras_metapool import _internals
+from keras_metapool._int8_facts import SOFTMAX_OUTPUT_RANGE
 from keras_metapool._internals import import_tfmot
 from keras_metapool._keras import keras
 
@@ -102,10 +103,6 @@ class FixedRangeQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
 
     def __ne__(self, other):
         return not self.__eq__(other)
-
-
-#: int8 SOFTMAX output: scale 1/256, zero point -128, i.e. [0, 255/256].
-SOFTMAX_OUTPUT_RANGE = (0.0, 255.0 / 256.0)
 
 
 @keras.utils.register_keras_serializable(package="keras_metapool")

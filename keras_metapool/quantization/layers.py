@@ -29,6 +29,7 @@ import collections.abc
 
 import tensorflow as tf
 
+from keras_metapool._int8_facts import LOGISTIC_OUTPUT_RANGE, RELU6_OUTPUT_RANGE
 from keras_metapool._internals import import_tfmot
 from keras_metapool._keras import keras
 from keras_metapool.layers.activations import (
@@ -38,11 +39,6 @@ from keras_metapool.layers.activations import (
 )
 from keras_metapool.layers.building import build_in_own_scope, resolve_training
 from keras_metapool.layers.spatial_enhancer import SpatialEnhancer
-
-#: int8 LOGISTIC output: scale 1/256 and zero point -128, i.e. [0, 255/256].
-LOGISTIC_OUTPUT_RANGE = (0.0, 255.0 / 256.0)
-#: ReLU6 output range, fixed by the op.
-RELU6_OUTPUT_RANGE = (0.0, 6.0)
 
 
 def _quantizers():

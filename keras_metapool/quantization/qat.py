@@ -5,16 +5,16 @@ its activation ranges from data, ``quantize_scope`` loads a saved one.
 """
 
 import contextlib
-import warnings
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from keras_metapool import _internals
+from keras_metapool._calibration import RangeStatistics, warn_if_collapsed
+from keras_metapool._int8_facts import MOBILENET_INPUT_RANGE
 from keras_metapool._internals import import_tfmot as _tfmot
 from keras_metapool._keras import keras, require_float32_model, require_tf_keras_model
-from keras_metapool._layer_facts import UNSETTLED_BATCH_NORM
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.layers.building import weight_path
 from keras_metapool.layers.meta_pooling import MetaPoolingBlock
@@ -24,13 +24,6 @@ from keras_metapool.quantization.configs import FixedRangeQuantizer
 from keras_metapool.quantization.layers import fake_quant_points
 from keras_metapool.quantization.scheme import TRANSFORMS, transform_for
 
-#: The default fixed input range of ``quantize_model``: MobileNetV2's [-1, 1]
-#: (``preprocess_input``) on the int8 grid of scale 1/128 with zero point 0
-#: (uint8: 128), on which -1 (black) is exact and no 8-bit pixel value
-#: ``p / 127.5 - 1`` falls halfway between two steps (with [-1, 1] itself,
-#: every one does, and the float simulation and the int8 kernel round those
-#: ties differently). 1.0 (white) is clipped to 127/128.
-MOBILENET_INPUT_RANGE = (-1.0, 127.0 / 128.0)
 _OUR_QUANTIZED_LAYERS = {row.twin.__name__: row.twin for row in TRANSFORMS if row.twin}
 
 
@@ -182,16 +175,15 @@ def _activation_ranges_from_batches(qat_model):
     model's quantizers change, and only inside the ``with`` block: TF-MOT's
     (through ``_internals``) and those of keras_metapool's twin layers.
     """
-    statistics = {}
+    statistics = RangeStatistics()
 
     def record(inputs, weights):
         min_var, max_var = weights["min_var"], weights["max_var"]
-        seen = statistics.setdefault(min_var.ref(), [0.0, 0.0, 0, min_var.name])
-        seen[0] += min(float(tf.reduce_min(inputs)), 0.0)
-        seen[1] += max(float(tf.reduce_max(inputs)), 0.0)
-        seen[2] += 1
-        min_var.assign(seen[0] / seen[2])
-        max_var.assign(max(seen[1] / seen[2], seen[0] / seen[2] + 1e-6))
+        low, high = statistics.record(
+            min_var.ref(), min_var.name, tf.reduce_min(inputs), tf.reduce_max(inputs)
+        )
+        min_var.assign(low)
+        max_var.assign(high)
 
     twin_points = [
         point
@@ -235,23 +227,8 @@ def calibrate_activation_ranges(
     with _activation_ranges_from_batches(qat_model) as statistics:
         for start in range(0, len(images), batch_size):
             qat_model(images[start : start + batch_size], training=False)
-    collapsed = [name for low, high, _, name in statistics.values() if high - low <= 0.0]
-    if collapsed:
-        warnings.warn(
-            f"{len(collapsed)} of {len(statistics)} activation ranges of '{qat_model.name}' "
-            f"collapsed on the {len(images)} calibration images (every value 0): "
-            f"{', '.join(sorted(collapsed)[:5])}{', ...' if len(collapsed) > 5 else ''}. "
-            "The int8 model passes nothing through them. Likely causes: an untrained float "
-            f"model, {UNSETTLED_BATCH_NORM}, or calibration images not preprocessed like the "
-            "model's input ([-1, 1] for MobileNetV2MP).",
-            CollapsedRangeWarning,
-            stacklevel=2,
-        )
+    warn_if_collapsed(statistics, qat_model.name, len(images))
     return qat_model
-
-
-class CollapsedRangeWarning(UserWarning):
-    """Calibration found activation ranges of zero width (a tensor that is always 0)."""
 
 
 def _forbid_keras_format(qat_model):
