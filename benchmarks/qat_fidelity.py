@@ -20,7 +20,10 @@ QAT recipes:
   for MobileNetV2: it rejects our layers);
 - ``ours, no calibration``: ``keras_metapool.quantization.quantize_model``;
 - ``ours``: the same with ``representative_data`` (activation ranges
-  calibrated from 256 training images before QAT).
+  calibrated from 256 training images before QAT);
+- ``Keras 3``: the float model converted (``keras_metapool.keras3.to_keras3``),
+  then ``keras_metapool.keras3.quantize_model`` with the same calibration,
+  trained by Keras 3's ``fit`` (same optimizer, batch and epochs).
 
 The float model does not train during QAT, so "int8 - float" includes what
 the QAT epoch itself learns; the QAT/int8 agreement is the fidelity measure.
@@ -35,11 +38,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # This checkout's package, not an installed copy: the benchmarks measure this tree.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import keras as keras_3  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import keras_metapool as km  # noqa: E402
-from keras_metapool import keras  # noqa: E402
+from keras_metapool import keras, keras3  # noqa: E402
+from keras_metapool._model_checks import is_keras3  # noqa: E402
 from keras_metapool.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from keras_metapool.data.preprocessing import to_model_input  # noqa: E402
 from keras_metapool.export import tflite_predict, to_tflite  # noqa: E402
@@ -86,6 +91,18 @@ def ours(model, images):
     return quantize_model(model, representative_data=images[:256])
 
 
+def keras3_route(model, images):
+    keras_3.utils.set_random_seed(FLAGS.seed)
+    return keras3.quantize_model(keras3.to_keras3(model), representative_data=images[:256])
+
+
+def train_qat(qat, x_train, y_train):
+    """Compiles and trains a QAT model of either flavour (Adam 1e-4, batch 64)."""
+    flavour = keras_3 if is_keras3(qat) else keras
+    qat.compile(flavour.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
+    qat.fit(x_train, y_train, batch_size=64, epochs=FLAGS.qat_epochs, verbose=0)
+
+
 def main(argv):
     del argv
     x_train, y_train = load_fashion_mnist("train", limit=FLAGS.train_images)
@@ -101,15 +118,18 @@ def main(argv):
         model.compile(keras.optimizers.Adam(5e-3), "sparse_categorical_crossentropy")
         model.fit(x_train, y_train, batch_size=128, epochs=FLAGS.float_epochs, verbose=0)
         float_accuracy = np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test)
-        recipes = [("ours, no calibration", ours_without_calibration), ("ours", ours)]
+        recipes = [
+            ("ours, no calibration", ours_without_calibration),
+            ("ours", ours),
+            ("Keras 3", keras3_route),
+        ]
         if key == "none":
             recipes.insert(0, ("tfmot", tfmot_quantize))
         for recipe, quantize in recipes:
             start = time.time()
             keras.utils.set_random_seed(FLAGS.seed)
             qat = quantize(model, x_train)
-            qat.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
-            qat.fit(x_train, y_train, batch_size=64, epochs=FLAGS.qat_epochs, verbose=0)
+            train_qat(qat, x_train, y_train)
             qat_top1 = qat.predict(x_test, verbose=0).argmax(1)
             path = os.path.join(folder, f"{key}_{len(rows)}.tflite")
             to_tflite(qat, path, mode="int8", representative_data=x_train[:128])
