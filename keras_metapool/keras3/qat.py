@@ -33,27 +33,45 @@ UNCHANGED = "none: values of its input"  # padding, max pooling, dropout, reshap
 _FOLDING = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
+@dataclasses.dataclass
+class Place:
+    """A layer of the float model with its neighbours.
+
+    Attributes:
+        layer: The layer.
+        consumers: The ``Place`` of each layer that reads its output.
+        producers: The ``Place`` of each layer whose output it reads.
+    """
+
+    layer: object
+    consumers: list = dataclasses.field(default_factory=list)
+    producers: list = dataclasses.field(default_factory=list)
+
+
 def _of_type(*classes):
-    return lambda layer, consumers: type(layer) in classes
+    return lambda place: type(place.layer) in classes
 
 
-def _is_linear(layer):
-    return keras.activations.serialize(layer.activation) == "linear"
+def _activation(layer):
+    return keras.activations.serialize(layer.activation)
 
 
-def _convolution_before_batch_norm(layer, consumers):
-    """A linear convolution whose only consumer is a BatchNormalization (folded into it)."""
+def _only_consumer_is(place, cls):
+    return len(place.consumers) == 1 and type(place.consumers[0].layer) is cls
+
+
+def _convolution_before_batch_norm(place):
+    """A linear convolution read only by a BatchNormalization (the converter folds it in)."""
     return (
-        type(layer) in _FOLDING
-        and _is_linear(layer)
-        and len(consumers) == 1
-        and type(consumers[0]) is keras.layers.BatchNormalization
+        type(place.layer) in _FOLDING
+        and _activation(place.layer) == "linear"
+        and _only_consumer_is(place, keras.layers.BatchNormalization)
     )
 
 
-def _folded_batch_norm(layer, consumers, producers):
-    return type(layer) is keras.layers.BatchNormalization and any(
-        _convolution_before_batch_norm(producer, [layer]) for producer in producers
+def _batch_norm_after_convolution(place):
+    return type(place.layer) is keras.layers.BatchNormalization and any(
+        _convolution_before_batch_norm(producer) for producer in place.producers
     )
 
 
@@ -63,8 +81,7 @@ class Transform:
 
     Attributes:
         name: What the row matches, for messages and docs.
-        matches: ``(layer, consumers, producers) -> bool`` (the layers that
-            read its output, and the layers whose outputs it reads).
+        matches: ``Place -> bool``.
         twin: The class that replaces the layer (its config, its weights),
             or None to keep the layer's class.
         output: What follows its output (``TRACKED``, ``FOLDED``, ...).
@@ -76,57 +93,54 @@ class Transform:
     output: str
 
 
-def _row(name, matches, twin, output):
-    if matches.__code__.co_argcount == 2:  # (layer, consumers)
-        two = matches
-        matches = lambda layer, consumers, producers: two(layer, consumers)  # noqa: E731
-    return Transform(name, matches, twin, output)
-
-
 #: Read top to bottom; the first row that matches a layer decides it. A layer no
 #: row matches is refused (``quantize_model`` names it).
 TRANSFORMS = (
-    _row("SpatialEnhancer (SSP)", _of_type(SpatialEnhancer),
-         qat_layers.QuantizedSpatialEnhancer, INSIDE),
-    _row("HardSwish", _of_type(HardSwish), qat_layers.QuantizedHardSwish, INSIDE),
-    _row("BatchNormalization after a convolution, before a ReLU",
-         lambda layer, consumers, producers: _folded_batch_norm(layer, consumers, producers)
-         and len(consumers) == 1 and type(consumers[0]) is keras.layers.ReLU,
-         None, FOLDED),
-    _row("BatchNormalization after a convolution", _folded_batch_norm, None, TRACKED),
-    _row("BatchNormalization nothing folds", _of_type(keras.layers.BatchNormalization),
-         qat_layers.QuantizedBatchNormalization, INSIDE),
-    _row("Conv2D before its BatchNormalization",
-         lambda layer, consumers: type(layer) is keras.layers.Conv2D
-         and _convolution_before_batch_norm(layer, consumers),
-         qat_layers.QuantizedConv2D, FOLDED),
-    _row("Conv2D", _of_type(keras.layers.Conv2D), qat_layers.QuantizedConv2D, TRACKED),
-    _row("DepthwiseConv2D before its BatchNormalization",
-         lambda layer, consumers: type(layer) is keras.layers.DepthwiseConv2D
-         and _convolution_before_batch_norm(layer, consumers),
-         qat_layers.QuantizedDepthwiseConv2D, FOLDED),
-    _row("DepthwiseConv2D", _of_type(keras.layers.DepthwiseConv2D),
-         qat_layers.QuantizedDepthwiseConv2D, TRACKED),
-    _row("Dense with softmax (the classifier)",
-         lambda layer, consumers: type(layer) is keras.layers.Dense
-         and keras.activations.serialize(layer.activation) == "softmax",
-         qat_layers.QuantizedDense, INSIDE),
-    _row("Dense, linear", lambda layer, consumers: type(layer) is keras.layers.Dense
-         and _is_linear(layer), qat_layers.QuantizedDense, TRACKED),
-    _row("ReLU, Add, GlobalAveragePooling2D",
-         _of_type(keras.layers.ReLU, keras.layers.Add, keras.layers.GlobalAveragePooling2D),
-         None, TRACKED),
-    _row("AveragePooling2D", _of_type(keras.layers.AveragePooling2D), None, INPUT_GRID),
-    _row("ZeroPadding2D, MaxPooling2D, Dropout, Flatten, Reshape, Identity",
-         _of_type(keras.layers.ZeroPadding2D, keras.layers.MaxPooling2D, keras.layers.Dropout,
-                  keras.layers.Flatten, keras.layers.Reshape, keras.layers.Identity),
-         None, UNCHANGED),
+    Transform("SpatialEnhancer (SSP)", _of_type(SpatialEnhancer),
+              qat_layers.QuantizedSpatialEnhancer, INSIDE),
+    Transform("HardSwish", _of_type(HardSwish), qat_layers.QuantizedHardSwish, INSIDE),
+    Transform("BatchNormalization after a convolution, before a ReLU",
+              lambda place: _batch_norm_after_convolution(place)
+              and _only_consumer_is(place, keras.layers.ReLU),
+              None, FOLDED),
+    Transform("BatchNormalization after a convolution", _batch_norm_after_convolution, None,
+              TRACKED),
+    Transform("BatchNormalization nothing folds", _of_type(keras.layers.BatchNormalization),
+              qat_layers.QuantizedBatchNormalization, INSIDE),
+    Transform("Conv2D before its BatchNormalization",
+              lambda place: type(place.layer) is keras.layers.Conv2D
+              and _convolution_before_batch_norm(place),
+              qat_layers.QuantizedConv2D, FOLDED),
+    Transform("Conv2D", _of_type(keras.layers.Conv2D), qat_layers.QuantizedConv2D, TRACKED),
+    Transform("DepthwiseConv2D before its BatchNormalization",
+              lambda place: type(place.layer) is keras.layers.DepthwiseConv2D
+              and _convolution_before_batch_norm(place),
+              qat_layers.QuantizedDepthwiseConv2D, FOLDED),
+    Transform("DepthwiseConv2D", _of_type(keras.layers.DepthwiseConv2D),
+              qat_layers.QuantizedDepthwiseConv2D, TRACKED),
+    Transform("Dense with softmax (the classifier)",
+              lambda place: type(place.layer) is keras.layers.Dense
+              and _activation(place.layer) == "softmax",
+              qat_layers.QuantizedDense, INSIDE),
+    Transform("Dense, linear",
+              lambda place: type(place.layer) is keras.layers.Dense
+              and _activation(place.layer) == "linear",
+              qat_layers.QuantizedDense, TRACKED),
+    Transform("ReLU, Add, GlobalAveragePooling2D",
+              _of_type(keras.layers.ReLU, keras.layers.Add, keras.layers.GlobalAveragePooling2D),
+              None, TRACKED),
+    Transform("AveragePooling2D", _of_type(keras.layers.AveragePooling2D), None, INPUT_GRID),
+    Transform("ZeroPadding2D, MaxPooling2D, Dropout, Flatten, Reshape, Identity",
+              _of_type(keras.layers.ZeroPadding2D, keras.layers.MaxPooling2D,
+                       keras.layers.Dropout, keras.layers.Flatten, keras.layers.Reshape,
+                       keras.layers.Identity),
+              None, UNCHANGED),
 )  # fmt: skip
 
 
-def transform_for(layer, consumers, producers):
-    """The first row of ``TRANSFORMS`` that matches ``layer``, or None (not supported)."""
-    return next((row for row in TRANSFORMS if row.matches(layer, consumers, producers)), None)
+def transform_for(place):
+    """The first row of ``TRANSFORMS`` that matches ``place``, or None (not supported)."""
+    return next((row for row in TRANSFORMS if row.matches(place)), None)
 
 
 def _history_names(structure):
@@ -140,17 +154,15 @@ def _history_names(structure):
     return []
 
 
-def _graph(model):
-    """``(consumers, producers)``: for each layer name, the layers after and before it."""
-    layers = {layer.name: layer for layer in model.layers}
-    consumers = {name: [] for name in layers}
-    producers = {name: [] for name in layers}
+def places(model):
+    """``{layer name: Place}`` of ``model``'s graph (read from its functional config)."""
+    found = {layer.name: Place(layer) for layer in model.layers}
     for entry in model.get_config()["layers"]:
-        name = entry["config"]["name"]
+        place = found[entry["config"]["name"]]
         for source in dict.fromkeys(_history_names(entry.get("inbound_nodes", []))):
-            consumers[source].append(layers[name])
-            producers[name].append(layers[source])
-    return consumers, producers
+            found[source].consumers.append(place)
+            place.producers.append(found[source])
+    return found
 
 
 def _check_model(model):
@@ -277,12 +289,12 @@ def quantize_model(
     """
     require_tensorflow_backend("keras_metapool.keras3.quantize_model")
     _check_model(model)
-    consumers, producers = _graph(model)
+    graph = places(model)
     rows, unsupported = {}, []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        row = transform_for(layer, consumers[layer.name], producers[layer.name])
+        row = transform_for(graph[layer.name])
         if row is None:
             unsupported.append(f"'{layer.name}' ({type(layer).__name__})")
         rows[layer.name] = row
@@ -389,6 +401,8 @@ def calibrate_activation_ranges(
 
 
 __all__ = [
+    "Place",
+    "places",
     "FOLDED",
     "INPUT_GRID",
     "INSIDE",
