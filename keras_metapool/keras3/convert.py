@@ -32,9 +32,10 @@ def _unsupported(layer):
         )
     if name.startswith("Quantize") or name.startswith("Quantized"):
         return (
-            f"layer '{layer.name}' ({name}) belongs to a QAT model: Keras 3 has no QAT, and "
-            "its int8 model is the .tflite from keras_metapool.export.to_tflite. Convert the "
-            "float model the QAT model came from."
+            f"layer '{layer.name}' ({name}) belongs to a tf_keras QAT model, whose int8 "
+            "model is the .tflite from keras_metapool.export.to_tflite. Convert the float "
+            "model the QAT model came from; Keras 3 QAT is "
+            "keras_metapool.keras3.quantize_model."
         )
     return None
 
