@@ -5,12 +5,6 @@ import os
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Under pytest-xdist every worker (and every process a test starts, which inherits
-# this) runs TensorFlow's kernels on one thread: the workers already fill the cores,
-# and two threads each only contend (measured on 2 cores: two processes training and
-# quantizing a model side by side, 88 s -> 73 s).
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -83,7 +77,5 @@ def pytest_configure(config):
         'slow: a test of 3 s or more on 2 cores (measured); pytest -m "not slow" is the fast tier',
     )
     tf.config.threading.set_inter_op_parallelism_threads(2)
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        tf.config.threading.set_intra_op_parallelism_threads(1)  # see the top of this file
     if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order above
         config.option.loadscopereorder = False
