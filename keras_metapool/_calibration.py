@@ -10,6 +10,14 @@ import warnings
 
 from keras_metapool._layer_facts import UNSETTLED_BATCH_NORM
 
+#: What quantize_model (either route) logs when it gets no representative data.
+NO_CALIBRATION_DATA = (
+    "quantize_model: no representative_data, so activation ranges start at [-6, 6] and move "
+    "slowly (moving average, decay 0.999): short QAT runs clip wide activations (SSP's and "
+    "hard swish's products reach 20 and more). Pass about 256 training images as "
+    "representative_data to calibrate them."
+)
+
 
 class CollapsedRangeWarning(UserWarning):
     """Calibration found activation ranges of zero width (a tensor that is always 0)."""

@@ -166,11 +166,14 @@ def test_a_layer_the_route_does_not_support_is_named():
     assert "stem" not in str(raised.value).split("Supported")[0]
 
 
-def test_tf_keras_and_quantized_models_are_refused_with_the_way_forward():
+def test_tf_keras_sequential_and_quantized_models_are_refused_with_the_way_forward():
     tf_model = km.MobileNetV2MP(weights=None, alpha=0.35, input_shape=(SIZE, SIZE, 3),
                                 meta_pooling="none", classes=10)  # fmt: skip
     with pytest.raises(ValueError, match=r"tf_keras model.*keras_metapool.quantize_model"):
         kmp3.quantize_model(tf_model)
+    sequential = keras3.Sequential([keras3.Input((8, 8, 3)), keras3.layers.Conv2D(2, 3)])
+    with pytest.raises(ValueError, match=r"Sequential model.*keras.Model\(inputs, x\)"):
+        kmp3.quantize_model(sequential)
     qat = kmp3.quantize_model(kmp3.to_keras3(tf_model))
     with pytest.raises(ValueError, match=r"already quantization-aware"):
         kmp3.quantize_model(qat)

@@ -15,8 +15,9 @@ from typing import Callable
 
 import keras
 import numpy as np
+from absl import logging
 
-from keras_metapool._calibration import RangeStatistics, warn_if_collapsed
+from keras_metapool._calibration import NO_CALIBRATION_DATA, RangeStatistics, warn_if_collapsed
 from keras_metapool._int8_facts import MOBILENET_INPUT_RANGE
 from keras_metapool._model_checks import require_float32_model, require_tensorflow_backend
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
@@ -173,6 +174,13 @@ def _check_model(model):
             "with keras_metapool.quantize_model (TF-MOT), or converted first with "
             "keras_metapool.keras3.to_keras3."
         )
+    if isinstance(model, keras.Sequential):
+        raise ValueError(
+            f"keras_metapool.keras3.quantize_model takes functional models; '{model.name}' is "
+            "a Sequential model. Rebuild it functionally from its layers: x = inputs = "
+            "keras.Input(shape); for layer in model.layers: x = layer(x); then "
+            "keras.Model(inputs, x)."
+        )
     try:
         config = model.get_config()
     except NotImplementedError:
@@ -276,8 +284,9 @@ def quantize_model(
     Raises:
         ValueError: on a backend other than TensorFlow; for a model that is
             not a float32 functional Keras 3 model with one input and one
-            output, that is already quantization-aware, or that holds a layer
-            no row of ``TRANSFORMS`` supports (named in the message).
+            output (a Sequential model included), that is already
+            quantization-aware, or that holds a layer no row of ``TRANSFORMS``
+            supports (named in the message).
 
     Example:
         >>> from keras_metapool import keras3
@@ -352,6 +361,8 @@ def quantize_model(
             _copy_float_weights(layer, qat_model.get_layer(layer.name))
     if representative_data is not None:
         calibrate_activation_ranges(qat_model, representative_data, num_calibration_samples)
+    else:
+        logging.warning(NO_CALIBRATION_DATA)
     return qat_model
 
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 from absl import logging
 
 from keras_metapool import _internals
-from keras_metapool._calibration import RangeStatistics, warn_if_collapsed
+from keras_metapool._calibration import NO_CALIBRATION_DATA, RangeStatistics, warn_if_collapsed
 from keras_metapool._int8_facts import MOBILENET_INPUT_RANGE
 from keras_metapool._internals import import_tfmot as _tfmot
 from keras_metapool._keras import keras, require_float32_model, require_tf_keras_model
@@ -379,10 +379,5 @@ def quantize_model(
     if representative_data is not None:
         calibrate_activation_ranges(qat_model, representative_data, num_calibration_samples)
     else:
-        logging.warning(
-            "quantize_model: no representative_data, so activation ranges start at TF-MOT's "
-            "[-6, 6] and move slowly (moving average, decay 0.999): short QAT runs clip "
-            "wide activations (SSP's and hard swish's products reach 20 and more). Pass "
-            "about 256 training images as representative_data to calibrate them."
-        )
+        logging.warning(NO_CALIBRATION_DATA)
     return _forbid_keras_format(qat_model)
