@@ -38,6 +38,16 @@ def test_readmes_flow_with_the_defaults_gives_a_useful_edge_tpu_model(tmp_path, 
     )[1]
     assert searched > 0.4  # trained as it will be used: the late stage is not the end
     assert namespace["int8_accuracy"] >= 0.6, (searched, namespace["int8_accuracy"])
+    # The file is what the prose says: uint8 images of batch 1, every op on the Edge TPU.
+    result = namespace["result"]
+    assert (result.input.dtype, list(result.input.shape)) == ("uint8", [1, 64, 64, 3])
+    assert result.edgetpu_report.all_mapped
+    # The SavedModel serves raw pixels of another size.
+    import tensorflow as tf
+
+    serving = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]
+    outputs = serving(images=tf.zeros([2, 40, 50, 3], tf.uint8))
+    assert outputs["probabilities"].shape == (2, 10)
 
 
 def _tiny_fit(x, y, learning_rate):
