@@ -93,6 +93,12 @@ def _architecture_text(spec):
     return ", ".join(f"{op} x{count}" for op, count in counts.most_common())
 
 
+#: What the five stages returned, and the seconds each took.
+StageResults = collections.namedtuple(
+    "StageResults", "found trained quantized exported evaluation seconds total"
+)
+
+
 def demo(options, strategy):
     """Runs the five stages, each in ``output_dir/<stage>``, and prints the table.
 
@@ -105,12 +111,28 @@ def demo(options, strategy):
         ``{"rows": [(metric, value)], "summary": {...}}``, also written to
         ``demo_summary.md`` and ``demo_summary.json``.
     """
+    os.makedirs(options.output_dir, exist_ok=True)
+    results = _run_stages(options, strategy)
+    rows, summary, artifacts = _report(options, results)
     root = options.output_dir
-    os.makedirs(root, exist_ok=True)
+    table = [summary["title"], ""] + console.markdown_table(("", "value"), rows)
+    files.write_text(os.path.join(root, "demo_summary.md"), "\n".join(table) + "\n")
+    files.write_json(os.path.join(root, "demo_summary.json"), summary)
+    width = max(len(label) for label, _ in artifacts)
+    console.say("\nArtifacts:")
+    for label, path in artifacts:
+        console.say(f"  {label:<{width}}  {path}")
+    console.say(f"  {'this table':<{width}}  {os.path.join(root, 'demo_summary.md')} (and .json)")
+    console.say("\n" + "\n".join(table))
+    return {"rows": rows, "summary": summary}
+
+
+def _run_stages(options, strategy):
+    """search -> train -> qat -> export -> evaluate, each in its own folder."""
+    root = options.output_dir
+    settings = STAGE_SETTINGS[options.quick]
     seconds = {}
     start_all = time.perf_counter()
-
-    settings = STAGE_SETTINGS[options.quick]
 
     def stage(number, name, text, **values):
         console.say(f"\n[{number}/{len(STAGES)}] {name}: {text}")
@@ -136,14 +158,19 @@ def demo(options, strategy):
         4, "export", "Edge TPU-ready int8 TFLite", model=quantized.model_path, formats=("edgetpu",)
     )
     exported = timed("export", export, export_options)
-    tflite_path = exported.paths["edgetpu"]
-    report = exported.edgetpu_reports["edgetpu"]
     evaluate_options = stage(
-        5, "evaluate", "the int8 TFLite model on the test images", model=tflite_path
+        5, "evaluate", "the int8 TFLite model on the test images", model=exported.paths["edgetpu"]
     )
     evaluation = timed("evaluate", evaluate, evaluate_options)
     total = time.perf_counter() - start_all
+    return StageResults(found, trained, quantized, exported, evaluation, seconds, total)
 
+
+def _report(options, results):
+    """``(rows, summary, artifacts)`` of the demo's table and summary files."""
+    found, trained, quantized, exported, evaluation, seconds, total = results
+    tflite_path = exported.paths["edgetpu"]
+    report = exported.edgetpu_reports["edgetpu"]
     size = os.path.getsize(tflite_path)
     mapped = (
         f"{report.num_tpu_ops}/{report.num_ops} ({100 * report.mapped_fraction:.0f}%), "
@@ -177,7 +204,6 @@ def demo(options, strategy):
         f"{options.image_size}x{options.image_size}, alpha {options.alpha}, "
         f"{evaluation.num_examples} test images"
     )
-    table = [title, ""] + console.markdown_table(("", "value"), rows)
     artifacts = [
         ("architecture", found.architecture_path),
         ("search plot", found.plot_path),
@@ -189,7 +215,7 @@ def demo(options, strategy):
         ("Edge TPU report", exported.report_path),
         ("confusion matrix", evaluation.plot_path),
         ("metrics", evaluation.metrics_path),
-        ("TensorBoard logs", os.path.join(root, "*", "logs")),
+        ("TensorBoard logs", os.path.join(options.output_dir, "*", "logs")),
     ]
     summary = {
         "title": title,
@@ -208,12 +234,4 @@ def demo(options, strategy):
         "seconds": dict(seconds, total=total),
         "artifacts": dict(artifacts),
     }
-    files.write_text(os.path.join(root, "demo_summary.md"), "\n".join(table) + "\n")
-    files.write_json(os.path.join(root, "demo_summary.json"), summary)
-    width = max(len(label) for label, _ in artifacts)
-    console.say("\nArtifacts:")
-    for label, path in artifacts:
-        console.say(f"  {label:<{width}}  {path}")
-    console.say(f"  {'this table':<{width}}  {os.path.join(root, 'demo_summary.md')} (and .json)")
-    console.say("\n" + "\n".join(table))
-    return {"rows": rows, "summary": summary}
+    return rows, summary, artifacts

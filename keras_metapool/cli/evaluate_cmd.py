@@ -131,33 +131,7 @@ def evaluate(options, strategy=None):
     if not os.path.exists(path):
         raise FileNotFoundError(f"--model: {path} does not exist.")
     is_tflite = path.endswith(".tflite")
-    if is_tflite:
-        runner = TFLiteRunner(path, num_threads=options.num_threads)
-        height, width, _ = runner.input_shape
-        if height != width:
-            raise ValueError(f"--model: expected a square input, got {runner.input_shape}.")
-        if height is not None:  # a dynamic size takes --image_size
-            options = dataclasses.replace(options, image_size=int(height))
-        invoke_seconds = []
-
-        def predict(images):
-            # One image per invoke (the deployment latency, as evaluate_tflite
-            # times it): a single pass gives predictions and latency.
-            outputs, seconds = runner.predict_timed(images, batch_size=1)
-            invoke_seconds.extend(seconds)
-            return outputs
-
-        kind = "TFLite"
-        model_classes = int(runner.output["shape_signature"][-1])
-    else:
-        model = training.load_model(path)
-        options = options_for_model(options, model)
-
-        def predict(images):
-            return np.asarray(model(images, training=False))
-
-        kind = "quantization-aware Keras" if is_quantization_aware(model) else "Keras"
-        model_classes = model.output_shape[-1]
+    predict, options, kind, model_classes, latency_of_run = _predictor(path, options)
     data, info = training.load_split(
         options, options.split, training=False, limit=options.test_limit
     )
@@ -177,9 +151,7 @@ def evaluate(options, strategy=None):
         np.add.at(matrix, (np.asarray(labels), predicted), 1)
     total = int(matrix.sum())
     accuracy = float(np.trace(matrix)) / total
-    latency = None
-    if is_tflite:
-        latency = LatencyStats.from_seconds(invoke_seconds, runner.static_batch or 1)
+    latency = latency_of_run()
     rows = matrix.sum(axis=1)
     per_class = {
         name: (float(matrix[i, i] / rows[i]) if rows[i] else None)
@@ -229,3 +201,44 @@ def evaluate(options, strategy=None):
         metrics_path=metrics_path,
         plot_path=plot_path,
     )
+
+
+def _predictor(path, options):
+    """``(predict, options, kind, classes, latency)`` of a Keras model or a .tflite file.
+
+    ``predict`` maps a batch of images to outputs; ``options`` take the model's
+    own input size; ``latency()`` gives a .tflite file's ``LatencyStats`` over
+    the invokes so far (None for a Keras model).
+    """
+    if not path.endswith(".tflite"):
+        model = training.load_model(path)
+        kind = "quantization-aware Keras" if is_quantization_aware(model) else "Keras"
+
+        def predict(images):
+            return np.asarray(model(images, training=False))
+
+        return predict, options_for_model(options, model), kind, model.output_shape[-1], _no_latency
+    runner = TFLiteRunner(path, num_threads=options.num_threads)
+    height, width, _ = runner.input_shape
+    if height != width:
+        raise ValueError(f"--model: expected a square input, got {runner.input_shape}.")
+    if height is not None:  # a dynamic size takes --image_size
+        options = dataclasses.replace(options, image_size=int(height))
+    invoke_seconds = []
+
+    def predict(images):
+        # One image per invoke (the deployment latency, as evaluate_tflite
+        # times it): a single pass gives predictions and latency.
+        outputs, seconds = runner.predict_timed(images, batch_size=1)
+        invoke_seconds.extend(seconds)
+        return outputs
+
+    def latency():
+        return LatencyStats.from_seconds(invoke_seconds, runner.static_batch or 1)
+
+    classes = int(runner.output["shape_signature"][-1])
+    return predict, options, "TFLite", classes, latency
+
+
+def _no_latency():
+    return None

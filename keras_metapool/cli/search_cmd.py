@@ -72,26 +72,9 @@ def search(options, strategy):
         A ``SearchResult``.
     """
     with files.artifact_folder(options, strategy) as folder:
-        if options.one_level:
-            weights_data, info = training.load_training_stream(options, limit=options.train_limit)
-            arch_data, held_out = None, "none held out (one-level)"
-        else:
-            parts = dict(limit=options.train_limit, search_fraction=options.search_fraction)
-            weights_data, info = training.load_training_stream(
-                options, search_part="weights", **parts
-            )
-            arch_data, arch_info = training.load_split(
-                options, "train", training=True, search_part="arch", **parts
-            )
-            arch_data = training.one_hot_labels(arch_data, info.num_classes)
-            held_out = f"{arch_info.num_examples} held out for the architecture steps"
+        weights_data, arch_data, info, held_out = _search_data(options)
         steps = training.steps_per_epoch(options, info.num_examples)
-        settings = (
-            f"{options.decision} rule"
-            + (f" (error rate {options.error_rate:g})" if options.decision == "evidence" else "")
-            + f", undecided -> {options.undecided}, warm-up {options.warmup:g}, architecture lr "
-            f"{options.arch_learning_rate}, late stage at {options.late_stage:.2f}"
-        )
+        settings = _settings_text(options)
         console.say(
             f"search: supernet MobileNetV2MP alpha {options.alpha}, "
             f"{options.image_size}x{options.image_size}, {info.num_classes} classes, "
@@ -118,7 +101,6 @@ def search(options, strategy):
             error_rate=options.error_rate,
             late_stage=options.late_stage,
         )
-        history_path = os.path.join(folder, "search_history.csv")
         callbacks, _ = training.training_callbacks(
             options,
             folder,
@@ -137,28 +119,13 @@ def search(options, strategy):
             )  # fmt: skip
 
         spec = pmpl.architecture
-        architecture_path = os.path.join(folder, "architecture.json")
-        with files.atomic_output(architecture_path) as tmp:
-            spec.save(tmp)
-        # The CSV holds every epoch, also those before a resume (the
-        # callback's own record: only those of this process).
-        plot_source = files.read_csv_columns(history_path)
-        with files.atomic_output(os.path.join(folder, "search.png")) as tmp:
-            plot_search(plot_source, tmp, title=f"PMPL search ({options.dataset})")
-        budget = pmpl.budget
-        lines = [
-            f"PMPL search on {options.dataset}: MobileNetV2MP alpha {options.alpha}, "
-            f"{options.image_size}x{options.image_size}, {options.placement} placement, "
-            f"{options.epochs} epochs, {info.num_examples} images for the weights, {held_out}.",
-            f"Settings: {settings}; {budget.get('arch_steps')} architecture steps after "
-            f"{budget.get('warmup_steps')} warm-up steps, architecture learning rate "
-            f"{budget.get('learning_rate', float('nan')):.3g}.",
-            "",
-        ]
-        pmpl.summary(print_fn=lines.append)
-        lines += ["", *SUMMARY_COLUMNS]
-        lines += ["", f"Architecture: {spec!r}"]
-        files.write_text(os.path.join(folder, "search_summary.txt"), "\n".join(lines) + "\n")
+        lines = _write_outputs(
+            folder,
+            options,
+            pmpl,
+            f"{info.num_examples} images for the weights, {held_out}",
+            settings,
+        )
         console.say("\n".join(lines))
         accuracy = float(history.history.get(training.ACCURACY, [float("nan")])[-1])
         console.say(
@@ -180,3 +147,55 @@ def search(options, strategy):
             decided_points=pmpl.decided_points,
             total_points=len(pmpl.points),
         )
+
+
+def _search_data(options):
+    """``(weights_data, arch_data, info, held_out text)``; no arch data one-level."""
+    if options.one_level:
+        weights_data, info = training.load_training_stream(options, limit=options.train_limit)
+        return weights_data, None, info, "none held out (one-level)"
+    parts = dict(limit=options.train_limit, search_fraction=options.search_fraction)
+    weights_data, info = training.load_training_stream(options, search_part="weights", **parts)
+    arch_data, arch_info = training.load_split(
+        options, "train", training=True, search_part="arch", **parts
+    )
+    arch_data = training.one_hot_labels(arch_data, info.num_classes)
+    held_out = f"{arch_info.num_examples} held out for the architecture steps"
+    return weights_data, arch_data, info, held_out
+
+
+def _settings_text(options):
+    """The search's rule and schedule, as the log and the summary state them."""
+    return (
+        f"{options.decision} rule"
+        + (f" (error rate {options.error_rate:g})" if options.decision == "evidence" else "")
+        + f", undecided -> {options.undecided}, warm-up {options.warmup:g}, architecture lr "
+        f"{options.arch_learning_rate}, late stage at {options.late_stage:.2f}"
+    )
+
+
+def _write_outputs(folder, options, pmpl, data_text, settings):
+    """Writes architecture.json, search.png and search_summary.txt; the summary's lines."""
+    spec = pmpl.architecture
+    with files.atomic_output(os.path.join(folder, "architecture.json")) as tmp:
+        spec.save(tmp)
+    # The CSV holds every epoch, also those before a resume (the
+    # callback's own record: only those of this process).
+    plot_source = files.read_csv_columns(os.path.join(folder, "search_history.csv"))
+    with files.atomic_output(os.path.join(folder, "search.png")) as tmp:
+        plot_search(plot_source, tmp, title=f"PMPL search ({options.dataset})")
+    budget = pmpl.budget
+    lines = [
+        f"PMPL search on {options.dataset}: MobileNetV2MP alpha {options.alpha}, "
+        f"{options.image_size}x{options.image_size}, {options.placement} placement, "
+        f"{options.epochs} epochs, {data_text}.",
+        f"Settings: {settings}; {budget.get('arch_steps')} architecture steps after "
+        f"{budget.get('warmup_steps')} warm-up steps, architecture learning rate "
+        f"{budget.get('learning_rate', float('nan')):.3g}.",
+        "",
+    ]
+    pmpl.summary(print_fn=lines.append)
+    lines += ["", *SUMMARY_COLUMNS]
+    lines += ["", f"Architecture: {spec!r}"]
+    files.write_text(os.path.join(folder, "search_summary.txt"), "\n".join(lines) + "\n")
+    return lines
