@@ -78,13 +78,7 @@ def main(argv):
     if FLAGS.estimate:
         run_estimate(configs, seeds, variants, tasks)
         return
-    timing = None
-    timing_path = os.path.join(FLAGS.output_dir, "timing.json")
-    if os.path.exists(timing_path):
-        with open(timing_path, encoding="utf-8") as f:
-            timing = json.load(f)
-        if timing.get("settings") != json.loads(json.dumps(settings())):
-            timing = None  # made for other settings: its predictions do not apply
+    timing = _saved_timing()
     predictor = Predictor(timing)
     pending = _pending(tasks, variants, seeds)
     if FLAGS.report_only:
@@ -102,46 +96,8 @@ def main(argv):
     start = time.perf_counter()
     for number, task in enumerate(pending, 1):
         task_start = time.perf_counter()
-        load_before = load_average()
-        if task.kind == "train":
-            architecture, search_seconds, model = None, 0.0, None
-            if task.variant in PER_SEED_VARIANTS:
-                architecture = variant_architecture(task.variant, task.config, task.seed, seeds)
-            if task.variant in ("searched", "searched_inherited"):
-                search_task = Task("search", task.config, seed=search_seed(task.seed, seeds))
-                search_seconds = read_result(search_task.run_id)["search_seconds"]
-            if task.variant == "searched_inherited":
-                # A resumed study searches again here: the search's time is
-                # its own task's (search_seconds), not counted a second time.
-                model, _ = inherited_child(task, seeds)
-            # The parameter match (cached after its first run) is not training.
-            variant_arguments(task.variant, task.config, info.num_classes, architecture)
-        # The task's own work: the wall and CPU time the report's columns show.
-        work_start, cpu_start = time.perf_counter(), time.process_time()
-        if task.kind == "search":
-            result = run_search(task)
-        elif task.kind == "train":
-            result = run_train(task, architecture, search_seconds, model=model)
-        else:
-            result = run_latency(task, variants, seeds)
-        work_seconds = time.perf_counter() - work_start
+        result = _run_task(task, variants, seeds, info.num_classes)
         seconds = time.perf_counter() - task_start
-        result.update(
-            run_id=task.run_id,
-            kind=task.kind,
-            variant=task.variant,
-            alpha=task.config.alpha,
-            image_size=task.config.size,
-            seed=task.seed,
-            dataset=FLAGS.dataset,
-            settings=settings(),
-            wall_seconds=work_seconds,
-            # CPU time of all threads: a load-independent measure of the work.
-            cpu_seconds=time.process_time() - cpu_start,
-            load_average_before=load_before,
-            load_average_after=load_average(),
-            finished=time.strftime("%Y-%m-%d %H:%M:%S"),
-        )
         write_json(result_path(task.run_id), result)
         predictor.add(task, seconds)
         print(
@@ -157,6 +113,62 @@ def main(argv):
     print(f"\nWrote {report} and its plots (total {format_duration(time.perf_counter() - start)}).")
     with open(report, encoding="utf-8") as f:
         print(f.read())
+
+
+def _saved_timing():
+    """The output folder's timing.json, if it was made for these settings (else None)."""
+    timing_path = os.path.join(FLAGS.output_dir, "timing.json")
+    if not os.path.exists(timing_path):
+        return None
+    with open(timing_path, encoding="utf-8") as f:
+        timing = json.load(f)
+    if timing.get("settings") != json.loads(json.dumps(settings())):
+        return None  # made for other settings: its predictions do not apply
+    return timing
+
+
+def _run_task(task, variants, seeds, num_classes):
+    """Runs one task; its result with the run's identity, settings, times and load."""
+    load_before = load_average()
+    if task.kind == "train":
+        architecture, search_seconds, model = None, 0.0, None
+        if task.variant in PER_SEED_VARIANTS:
+            architecture = variant_architecture(task.variant, task.config, task.seed, seeds)
+        if task.variant in ("searched", "searched_inherited"):
+            search_task = Task("search", task.config, seed=search_seed(task.seed, seeds))
+            search_seconds = read_result(search_task.run_id)["search_seconds"]
+        if task.variant == "searched_inherited":
+            # A resumed study searches again here: the search's time is
+            # its own task's (search_seconds), not counted a second time.
+            model, _ = inherited_child(task, seeds)
+        # The parameter match (cached after its first run) is not training.
+        variant_arguments(task.variant, task.config, num_classes, architecture)
+    # The task's own work: the wall and CPU time the report's columns show.
+    work_start, cpu_start = time.perf_counter(), time.process_time()
+    if task.kind == "search":
+        result = run_search(task)
+    elif task.kind == "train":
+        result = run_train(task, architecture, search_seconds, model=model)
+    else:
+        result = run_latency(task, variants, seeds)
+    work_seconds = time.perf_counter() - work_start
+    result.update(
+        run_id=task.run_id,
+        kind=task.kind,
+        variant=task.variant,
+        alpha=task.config.alpha,
+        image_size=task.config.size,
+        seed=task.seed,
+        dataset=FLAGS.dataset,
+        settings=settings(),
+        wall_seconds=work_seconds,
+        # CPU time of all threads: a load-independent measure of the work.
+        cpu_seconds=time.process_time() - cpu_start,
+        load_average_before=load_before,
+        load_average_after=load_average(),
+        finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    return result
 
 
 def _pending(tasks, variants, seeds):
