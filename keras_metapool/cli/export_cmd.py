@@ -93,24 +93,8 @@ def export(options, strategy=None):
     del strategy
     model = training.load_model(options.model)
     options = options_for_model(options, model)
-    formats = list(dict.fromkeys(options.formats))  # in order, once each
     quantization_aware = is_quantization_aware(model)
-    if quantization_aware:
-        # Its fake-quant ops make every TFLite mode int8 inside (to_tflite refuses those).
-        skipped = [mode for mode in formats if mode in FLOAT_KERNEL_MODES]
-        formats = [mode for mode in formats if mode not in FLOAT_KERNEL_MODES]
-        if not formats:
-            raise UsageError(
-                f"--formats={','.join(skipped)}: a quantization-aware model has no float "
-                "TFLite file (its fake-quant ops make every mode int8 inside). Ask for "
-                "saved_model, int8, uint8 or edgetpu, or export the float model qat started "
-                "from (train's model.keras) for float/dynamic."
-            )
-        if skipped:
-            console.say(
-                f"export: skipping {', '.join(skipped)}: a quantization-aware model has no float "
-                "TFLite file; export the float model qat started from for those."
-            )
+    formats = _formats_for(options.formats, quantization_aware)
     folder = options.output_dir
     os.makedirs(folder, exist_ok=True)
     files.remove_stale_temporaries(folder)
@@ -147,26 +131,12 @@ def export(options, strategy=None):
         report_path = files.write_text(os.path.join(folder, "edgetpu_report.txt"), text + "\n")
         console.say("\n" + text + "\n")
         console.say(f"  Edge TPU report  {report_path}")
-    summary = {"model": options.model, "image_size": options.image_size, "outputs": {}}
-    for mode, path in paths.items():
-        entry = {"path": path}
-        if mode in exports:
-            result = exports[mode]
-            entry.update(
-                size_bytes=result.size_bytes,
-                input=_tensor(result.input),
-                output=_tensor(result.output),
-                num_ops=result.num_ops,
-            )
-        if mode in reports:
-            report = reports[mode]
-            entry["edgetpu"] = {
-                "ops": report.num_ops,
-                "tpu_ops": report.num_tpu_ops,
-                "subgraphs": report.tpu_subgraphs,
-                "all_mapped": report.all_mapped,
-            }
-        summary["outputs"][mode] = entry
+    summary = {
+        "model": options.model,
+        "image_size": options.image_size,
+        "outputs": {mode: _summary_entry(path, exports.get(mode), reports.get(mode))
+                    for mode, path in paths.items()},
+    }  # fmt: skip
     summary_path = files.write_json(os.path.join(folder, "export.json"), summary)
     console.say(f"  summary       {summary_path}")
     return ExportResult(
@@ -176,3 +146,46 @@ def export(options, strategy=None):
         report_path=report_path,
         summary_path=summary_path,
     )
+
+
+def _formats_for(requested, quantization_aware):
+    """The formats to write, in order, once each; a QAT model's float ones skipped, said."""
+    formats = list(dict.fromkeys(requested))
+    if not quantization_aware:
+        return formats
+    # Its fake-quant ops make every TFLite mode int8 inside (to_tflite refuses those).
+    skipped = [mode for mode in formats if mode in FLOAT_KERNEL_MODES]
+    formats = [mode for mode in formats if mode not in FLOAT_KERNEL_MODES]
+    if not formats:
+        raise UsageError(
+            f"--formats={','.join(skipped)}: a quantization-aware model has no float "
+            "TFLite file (its fake-quant ops make every mode int8 inside). Ask for "
+            "saved_model, int8, uint8 or edgetpu, or export the float model qat started "
+            "from (train's model.keras) for float/dynamic."
+        )
+    if skipped:
+        console.say(
+            f"export: skipping {', '.join(skipped)}: a quantization-aware model has no float "
+            "TFLite file; export the float model qat started from for those."
+        )
+    return formats
+
+
+def _summary_entry(path, result, report):
+    """export.json's entry of one output: its path, a file's tensors, its Edge TPU mapping."""
+    entry = {"path": path}
+    if result is not None:
+        entry.update(
+            size_bytes=result.size_bytes,
+            input=_tensor(result.input),
+            output=_tensor(result.output),
+            num_ops=result.num_ops,
+        )
+    if report is not None:
+        entry["edgetpu"] = {
+            "ops": report.num_ops,
+            "tpu_ops": report.num_tpu_ops,
+            "subgraphs": report.tpu_subgraphs,
+            "all_mapped": report.all_mapped,
+        }
+    return entry

@@ -97,17 +97,7 @@ def train(options, strategy):
     architecture = resolve_architecture(options.architecture)
     with files.artifact_folder(options, strategy) as folder:
         validate = options.validation_fraction > 0
-        if validate:
-            parts = dict(limit=options.train_limit, search_fraction=options.validation_fraction)
-            train_data, info = training.load_training_stream(
-                options, search_part="weights", **parts
-            )
-            validation_data, _ = training.load_split(
-                options, "train", training=False, search_part="arch", **parts
-            )
-        else:
-            train_data, info = training.load_training_stream(options, limit=options.train_limit)
-            validation_data = None
+        train_data, validation_data, info = _training_data(options)
         test_data, test_info = training.load_split(
             options, "test", training=False, limit=options.test_limit
         )
@@ -125,22 +115,8 @@ def train(options, strategy):
             options, strategy, architecture, info.num_classes, steps
         )
 
-        history_path = os.path.join(folder, "history.csv")
-        monitor = "val_accuracy" if validate else training.ACCURACY
         checkpoint_path = options.output_path("checkpoints", "best.keras")
-        callbacks, resumed_at = training.training_callbacks(
-            options, folder, "history.csv", options.output_path("backup"), options.epochs
-        )
-        checkpoint = training.AtomicModelCheckpoint(
-            checkpoint_path,
-            monitor=monitor,
-            mode="max",
-            save_best_only=validate,
-            initial_value_threshold=_best_so_far(history_path, monitor) if resumed_at else None,
-        )
-        # Before BackupAndRestore (last): an epoch is backed up once its
-        # checkpoint and logs are written.
-        callbacks.insert(len(callbacks) - 1, checkpoint)
+        callbacks, resumed_at = _callbacks(options, folder, checkpoint_path, validate)
         _, seconds = training.fit_timed(
             model, train_data, num_classes=info.num_classes, epochs=options.epochs,
             steps=steps, callbacks=callbacks,
@@ -183,3 +159,36 @@ def train(options, strategy):
         resumed_at_epoch=resumed_at,
         seconds=seconds,
     )
+
+
+def _training_data(options):
+    """``(train stream, validation data or None, info)``: a held-out share if asked."""
+    if options.validation_fraction <= 0:
+        train_data, info = training.load_training_stream(options, limit=options.train_limit)
+        return train_data, None, info
+    parts = dict(limit=options.train_limit, search_fraction=options.validation_fraction)
+    train_data, info = training.load_training_stream(options, search_part="weights", **parts)
+    validation_data, _ = training.load_split(
+        options, "train", training=False, search_part="arch", **parts
+    )
+    return train_data, validation_data, info
+
+
+def _callbacks(options, folder, checkpoint_path, validate):
+    """``(callbacks, resumed_at)``: the logs, the best checkpoint and the backup."""
+    monitor = "val_accuracy" if validate else training.ACCURACY
+    callbacks, resumed_at = training.training_callbacks(
+        options, folder, "history.csv", options.output_path("backup"), options.epochs
+    )
+    history_path = os.path.join(folder, "history.csv")
+    checkpoint = training.AtomicModelCheckpoint(
+        checkpoint_path,
+        monitor=monitor,
+        mode="max",
+        save_best_only=validate,
+        initial_value_threshold=_best_so_far(history_path, monitor) if resumed_at else None,
+    )
+    # Before BackupAndRestore (last): an epoch is backed up once its
+    # checkpoint and logs are written.
+    callbacks.insert(len(callbacks) - 1, checkpoint)
+    return callbacks, resumed_at
