@@ -116,72 +116,85 @@ def comparison_sentence(name, other_name, stats, other_stats):
 
 def conclusions(groups, searches, latency):
     """'What this shows' bullets and 'does not show' bullets, from the numbers."""
-    shows, caveats = [], []
-    tests = 0
-    stds = []
+    shows, tests, stds = [], 0, []
     for config in sorted(groups):
         stats = {v: variant_stats(r) for v, r in groups[config].items()}
-        base = stats.get(BASELINE)
-        lines = []
-        if base is None:
+        if BASELINE not in stats:
             continue
-        if "mp_paper" in stats:
-            sentence, _ = comparison_sentence("MP paper", "MobileNetV2", stats["mp_paper"], base)
-            tests += 1
-            paper = stats["mp_paper"]
-            cost = (
-                f" It costs {100 * (paper['params'] / base['params'] - 1):+.1f}% parameters, "
-                f"{100 * (paper['macs'] / base['macs'] - 1):+.1f}% MACs"
-            )
-            ratios = [latency_ratio(latency.get(config), "mp_paper", m) for m in ("float", "int8")]
-            if ratios[0] is not None:
-                cost += f", {ratios[0]:.2f}x float and {ratios[1]:.2f}x int8 latency"
-            lines.append(sentence + cost + ".")
-            if "param_matched" in stats:
-                matched = stats["param_matched"]
-                sentence, test = comparison_sentence(
-                    "MP paper", f"MobileNetV2 at alpha {matched['model_alpha']:.4g} "
-                    f"({matched['params'] / paper['params'] - 1:+.2%} of its parameters)",
-                    paper, matched,
-                )  # fmt: skip
-                tests += 1
-                survives = (
-                    "so the gain survives the parameter-matched baseline"
-                    if test is not None and test["p"] < 0.05 and test["diff"] > 0
-                    else "so this study cannot tell the gain from the effect of the extra "
-                    "parameters"
-                    if paper["mean"] > base["mean"]
-                    else "and MP paper did not beat MobileNetV2 in the first place"
-                )
-                lines.append(f"Parameter-matched: {sentence[:-1]}, {survives}.")
-        others = []
-        for variant, s in stats.items():
-            if variant in (BASELINE, "mp_paper", "param_matched"):
-                continue
-            test = paired(s["by_seed"], base["by_seed"])
-            tests += 1
-            mark = " (beyond noise)" if test is not None and test["p"] < 0.05 else ""
-            others.append(f"{variant} {100 * (s['mean'] - base['mean']):+.2f}{mark}")
-        if others:
-            lines.append("Other variants vs MobileNetV2 (points): " + ", ".join(others) + ".")
-        if config in searches:
-            found = searches[config]
-            decided = [decided_points(s) for s in found.values()]
-            points = len(next(iter(found.values()))["points"])
-            mean_seconds = np.mean([s["search_seconds"] for s in found.values()])
-            lines.append(
-                f"The search ({len(found)} run(s), mean {format_duration(mean_seconds)}) "
-                f"decided {', '.join(map(str, decided))} of its {points} points by evidence; "
-                "the undecided ones have no enhancer."
-            )
-        best = max(stats, key=lambda v: stats[v]["mean"])
-        lines.append(
-            f"Best mean accuracy: {VARIANT_BY_KEY[best].label} ({100 * stats[best]['mean']:.2f}%)."
-        )
+        lines, config_tests = _config_conclusions(stats, searches.get(config), latency.get(config))
         shows.append((config, lines))
-        for s in stats.values():
-            if s["std"] is not None:
-                stds.append((s["std"], s["n"]))
+        tests += config_tests
+        stds += [(s["std"], s["n"]) for s in stats.values() if s["std"] is not None]
+    return shows, _caveats(stds, tests)
+
+
+def _config_conclusions(stats, searches, latency):
+    """``(lines, tests)`` of one configuration: MP paper against both baselines, the
+    other variants, the search, the best; and how many tests those lines made."""
+    base = stats[BASELINE]
+    lines, tests = [], 0
+    if "mp_paper" in stats:
+        lines += _paper_lines(stats, base, latency)
+        tests += 2 if "param_matched" in stats else 1
+    others = []
+    for variant, s in stats.items():
+        if variant in (BASELINE, "mp_paper", "param_matched"):
+            continue
+        test = paired(s["by_seed"], base["by_seed"])
+        tests += 1
+        mark = " (beyond noise)" if test is not None and test["p"] < 0.05 else ""
+        others.append(f"{variant} {100 * (s['mean'] - base['mean']):+.2f}{mark}")
+    if others:
+        lines.append("Other variants vs MobileNetV2 (points): " + ", ".join(others) + ".")
+    if searches:
+        decided = [decided_points(s) for s in searches.values()]
+        points = len(next(iter(searches.values()))["points"])
+        mean_seconds = np.mean([s["search_seconds"] for s in searches.values()])
+        lines.append(
+            f"The search ({len(searches)} run(s), mean {format_duration(mean_seconds)}) "
+            f"decided {', '.join(map(str, decided))} of its {points} points by evidence; "
+            "the undecided ones have no enhancer."
+        )
+    best = max(stats, key=lambda v: stats[v]["mean"])
+    lines.append(
+        f"Best mean accuracy: {VARIANT_BY_KEY[best].label} ({100 * stats[best]['mean']:.2f}%)."
+    )
+    return lines, tests
+
+
+def _paper_lines(stats, base, latency):
+    """MP paper against MobileNetV2 (with its cost), and against the parameter-matched one."""
+    paper = stats["mp_paper"]
+    sentence, _ = comparison_sentence("MP paper", "MobileNetV2", paper, base)
+    cost = (
+        f" It costs {100 * (paper['params'] / base['params'] - 1):+.1f}% parameters, "
+        f"{100 * (paper['macs'] / base['macs'] - 1):+.1f}% MACs"
+    )
+    ratios = [latency_ratio(latency, "mp_paper", m) for m in ("float", "int8")]
+    if ratios[0] is not None:
+        cost += f", {ratios[0]:.2f}x float and {ratios[1]:.2f}x int8 latency"
+    lines = [sentence + cost + "."]
+    if "param_matched" in stats:
+        matched = stats["param_matched"]
+        sentence, test = comparison_sentence(
+            "MP paper", f"MobileNetV2 at alpha {matched['model_alpha']:.4g} "
+            f"({matched['params'] / paper['params'] - 1:+.2%} of its parameters)",
+            paper, matched,
+        )  # fmt: skip
+        survives = (
+            "so the gain survives the parameter-matched baseline"
+            if test is not None and test["p"] < 0.05 and test["diff"] > 0
+            else "so this study cannot tell the gain from the effect of the extra parameters"
+            if paper["mean"] > base["mean"]
+            else "and MP paper did not beat MobileNetV2 in the first place"
+        )
+        lines.append(f"Parameter-matched: {sentence[:-1]}, {survives}.")
+    return lines
+
+
+def _caveats(stds, tests):
+    """'What this does not show': seed noise and power, multiplicity, scope, latency."""
+    caveats = []
     if stds:
         typical = float(np.median([s for s, _ in stds]))
         n = min(n for _, n in stds)
@@ -211,7 +224,7 @@ def conclusions(groups, searches, latency):
         "are of models timed in one interleaved run and carry the noise shown by the second "
         "MobileNetV2 interpreter.",
     ]
-    return shows, caveats
+    return caveats
 
 
 def paired_comparisons(groups_of_config):
