@@ -36,6 +36,14 @@ outputs ``(x + op(x)) / 2`` (a prototype of the route, patched in for that
 row only; it is not part of the package):
 
     python benchmarks/search_overhead.py --floor --end_to_end=false
+
+``--candidate_sets`` times a one-level search (``PMPLCallback()``) per set of
+candidates (and placement: ``@hidden`` or ``@output`` after a set), against
+plain MobileNetV2 in the same interleaved rounds: what each candidate adds to a
+step.
+
+    python benchmarks/search_overhead.py --end_to_end=false --images=2048 \
+        --candidate_sets=identity+ssp,identity+ssp+avg3+max3,default,default@output
 """
 
 import contextlib
@@ -73,6 +81,16 @@ flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_bool("end_to_end", True, "Also run the end-to-end search after the step times.")
 flags.DEFINE_bool("floor", False, "Measure single-path floors instead of the search rows.")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+flags.DEFINE_enum(
+    "placement", "hidden", ["hidden", "output"], "Where the supernet's points are (search rows)."
+)
+flags.DEFINE_list(
+    "candidate_sets",
+    [],
+    "Instead of the default rows: a one-level search step per candidate set, each set ops "
+    "joined by '+' (e.g. identity+ssp,identity+ssp+avg3+max3,default), optionally with "
+    "@hidden or @output for its placement (else --placement).",
+)
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -110,7 +128,11 @@ def sampled_path_call(block, inputs, training=None):
     return 0.5 * (inputs + tf.switch_case(index, branches))
 
 
-def build(meta_pooling):
+#: ``--candidate_sets``: the search supernet over these candidates.
+SEARCH_OVER = "search over "
+
+
+def build(meta_pooling, candidates=None, placement=None):
     return km.MobileNetV2MP(
         weights=None,
         input_shape=(FLAGS.input_size, FLAGS.input_size, 3),
@@ -118,11 +140,19 @@ def build(meta_pooling):
         classes=10,
         meta_pooling=meta_pooling,
         batch_norm_momentum=0.9,
+        search_candidates=candidates,
+        placement=placement or FLAGS.placement,
     )
 
 
 def timed_model(meta_pooling):
     keras.utils.set_random_seed(FLAGS.seed)
+    if meta_pooling.startswith(SEARCH_OVER):
+        candidates, _, placement = meta_pooling[len(SEARCH_OVER) :].partition("@")
+        candidates = None if candidates == "default" else candidates.split("+")
+        model = build("search", candidates, placement or None)
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+        return model
     supernet = meta_pooling in (FIXED_SUPERNET, SAMPLED_PATH) or meta_pooling.startswith(FIXED_TO)
     model = build("search" if supernet else meta_pooling)
     if meta_pooling == FIXED_SUPERNET:
@@ -192,6 +222,13 @@ def main(argv):
             ("sampled path (one op per point per step)", SAMPLED_PATH, list),
             *[(f"every point fixed to {op}, computed alone", FIXED_TO + op, list)
               for op in ("ssp", "max3", "avg3")],
+            ("plain MobileNetV2 (control)", "none", list),
+        ]  # fmt: skip
+    if FLAGS.candidate_sets:
+        runs = [
+            ("plain MobileNetV2", "none", list),
+            *[(f"search over {ops}, one-level", SEARCH_OVER + ops,
+               lambda: [km.PMPLCallback(**search)]) for ops in FLAGS.candidate_sets],
             ("plain MobileNetV2 (control)", "none", list),
         ]  # fmt: skip
     models = {}
