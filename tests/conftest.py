@@ -41,26 +41,31 @@ def rng():
     return np.random.default_rng(0)
 
 
-#: Test files by their measured time (seconds of work on 2 cores, full suite,
-#: 2026-12-05, after to_tflite's faster conversion). pytest-xdist's --dist
-#: loadfile hands out whole files, by default the files with the most tests
+#: Test files by their measured time (seconds of test time, setup included, in a
+#: full fresh-clone run on 2 cores: `pytest --durations=0`, 2026-12-07). pytest-xdist's
+#: --dist loadfile hands out whole files, by default the files with the most tests
 #: first; these few-test, long files then came last, and one worker could still
 #: be running them while the other had nothing left. Longest first instead: the
 #: end of the run is small files. A stale entry costs only balance, never a result.
 LONG_FILES = {
-    "test_examples.py": 175,  # measured 2026-12-06
-    "test_readme_snippets.py": 170,
-    "test_first_hour.py": 160,
-    "test_quantization.py": 160,
-    "test_cli.py": 135,
-    "test_study.py": 125,
-    "test_cli_resume.py": 110,
-    "test_keras3_out.py": 95,
-    "test_save_load.py": 80,
-    "test_mixed_precision.py": 75,
-    "test_export_tflite.py": 50,
-    "test_search_planted.py": 45,
-    "test_transfer.py": 40,
+    "test_quantization.py": 305,
+    "test_examples.py": 215,
+    "test_readme_snippets.py": 175,
+    "test_first_hour.py": 170,
+    "test_cli.py": 170,
+    "test_study.py": 160,
+    "test_keras3_qat.py": 145,
+    "test_cli_resume.py": 140,
+    "test_keras3_out.py": 110,
+    "test_save_load.py": 100,
+    "test_transfer.py": 90,
+    "test_pmpl.py": 70,
+    "test_search_planted.py": 65,
+    "test_mobilenet_v2_mp.py": 60,
+    "test_export_tflite.py": 55,
+    "test_weights.py": 50,
+    "test_mixed_precision.py": 50,
+    "test_derive.py": 40,
 }
 
 
