@@ -352,6 +352,15 @@ def test_the_report_pairs_by_seed_corrects_with_holm_and_states_power():
     assert "Holm's correction over the 4 comparisons" in text and "(beyond noise)" in text
     assert "with 80% power after Holm's correction" in text
     assert report.paired_comparisons({"mobilenet_v2": runs([0.8])}) == []
+    # A searched child is compared with the random baselines too.
+    searched = {
+        "mobilenet_v2": runs([0.800, 0.805, 0.795, 0.790]),
+        "searched": runs([0.800, 0.805, 0.795, 0.791]),
+        "random_matched": runs([0.790, 0.801, 0.785, 0.780]),
+        "random_searched": runs([0.801, 0.800, 0.799, 0.790]),
+    }
+    pairs = [(row["variant"], row["against"]) for row in report.paired_comparisons(searched)]
+    assert pairs[3:] == [("searched", "random_matched"), ("searched", "random_searched")]
     # Models at chance are named at the top: 2 classes, 400 test images: chance 50%,
     # 3 binomial standard errors 7.5 points.
     group = {
@@ -490,3 +499,59 @@ def test_welch_matches_scipy():
     assert ours["t"] == pytest.approx(t) and ours["p"] == pytest.approx(p)
     assert ours["diff"] == pytest.approx(np.mean(a) - np.mean(b))
     assert study.welch([0.8], b) is None
+
+
+def _parse_quick(output_dir, *flags):
+    study.FLAGS.unparse_flags()
+    study.FLAGS(["study.py", "--quick", f"--output_dir={output_dir}", *flags])
+    plan.apply_quick_defaults()
+    study_runs._CACHE.clear()
+
+
+def test_the_random_search_runs_after_its_pmpl_search_and_feeds_random_searched(tmp_path):
+    _parse_quick(tmp_path, "--variants=mobilenet_v2,searched,random_searched", "--seeds=0,1")
+    config = study.Config(32, 0.35)
+    kinds = [(t.kind, t.variant, t.seed) for t in plan.plan_tasks([config], [0, 1], [
+        "mobilenet_v2", "searched", "random_searched"])]  # fmt: skip
+    for seed in (0, 1):
+        at = kinds.index(("search", None, seed))
+        assert kinds[at + 1] == ("random_search", None, seed)
+        assert kinds.index(("train", "random_searched", seed)) > at + 1
+    random_search = plan.Task("random_search", config, seed=1)
+    assert random_search.run_id == "random_search_a0.35_px32_seed1"
+    # The variant trains the random search's winner, not a draw of its own.
+    winner = km.ArchitectureSpec(["identity"] * 16 + ["ssp"], placement="hidden").to_dict()
+    plan.write_json(
+        plan.result_path(random_search.run_id),
+        {"settings": plan.settings(), "kind": "random_search", "architecture": winner},
+    )
+    assert study_runs.variant_architecture("random_searched", config, 1, [0, 1]) == winner
+    study.FLAGS.unparse_flags()
+
+
+@pytest.mark.slow
+def test_the_random_search_spends_its_searchs_cpu_time_and_keeps_the_best(tmp_path, monkeypatch):
+    _parse_quick(tmp_path, "--train_images=128")
+    config = study.Config(32, 0.35)
+    search = plan.Task("search", config, seed=0)
+    plan.write_json(
+        plan.result_path(search.run_id),
+        {"settings": plan.settings(), "kind": "search", "cpu_seconds": 25.0},
+    )
+    # A clock whose every architecture costs 10 CPU seconds: 3 fit the budget of 25
+    # (the third starts at 20), whatever this machine's speed.
+    ticks = iter(range(0, 10**6, 10))  # two readings per architecture, 10 s apart
+    monkeypatch.setattr(study_runs, "CPU_CLOCK", lambda: float(next(ticks)))
+    result = study_runs.run_random_search(plan.Task("random_search", config, seed=0))
+    tried = result["tried"]
+    assert len(tried) == 3 and result["spent_cpu_seconds"] == 30.0
+    assert result["budget_cpu_seconds"] == 25.0
+    scores = [t["held_out_accuracy"] for t in tried]
+    assert result["best_index"] == scores.index(max(scores))
+    assert result["architecture"] == tried[result["best_index"]]["architecture"]
+    # Its draws are its own: none is random_arch's architecture of the seed.
+    drawn = [km.ArchitectureSpec.from_dict(t["architecture"]).ops for t in tried]
+    assert len({tuple(map(str, ops)) for ops in drawn}) == 3
+    assert km.ArchitectureSpec.from_dict(study_runs.random_architecture(config, 0)).ops not in drawn
+    assert result["held_out_examples"] == 64 and result["weights_examples"] == 64
+    study.FLAGS.unparse_flags()

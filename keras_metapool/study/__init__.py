@@ -32,6 +32,13 @@ and budget, then evaluated on the same test images:
   the searched architecture of its seed, at points drawn uniformly (an
   op other than ``identity`` each): whether the search chose *where* well,
   not only *how many*;
+- ``random_searched``: random search at the PMPL search's compute (Li &
+  Talwalkar): architectures drawn as ``random_arch`` draws them each train
+  ``--random_search_epochs`` on the search's weight part and are scored on
+  its held-out part until the CPU time of the seed's search is spent; the
+  best is trained from scratch like the others, its time including the
+  random search (the ``random_search_<config>_seed<N>.json`` file lists every
+  architecture tried, its score and CPU time);
 - ``param_matched``: ``meta_pooling="none"`` at a larger alpha, found by
   bisection, whose parameter count matches ``mp_paper``'s within
   ``--match_tolerance`` (so a gain is not just more parameters).

@@ -208,6 +208,8 @@ def predict_from_timing(task, timing, cpu=False):
         return cost["first_step_s"] + (steps - 1) * cost["step_s"]
 
     overhead = timing.get("task_overhead_s", 2.0)
+    if task.kind == "random_search":  # it spends what its search spent
+        return predict_from_timing(Task("search", task.config, seed=task.seed), timing, cpu)
     if task.kind == "search":
         cost = costs["search"]
         return overhead + cost["build_s"] + steps_cost(cost, timing["steps"]["search"])

@@ -34,6 +34,7 @@ from keras_metapool.study.runs import (
     inherited_child,
     latency_coverage,
     run_latency,
+    run_random_search,
     run_search,
     run_train,
     variant_architecture,
@@ -134,8 +135,9 @@ def _run_task(task, variants, seeds, num_classes):
         architecture, search_seconds, model = None, 0.0, None
         if task.variant in PER_SEED_VARIANTS:
             architecture = variant_architecture(task.variant, task.config, task.seed, seeds)
-        if task.variant in ("searched", "searched_inherited"):
-            search_task = Task("search", task.config, seed=search_seed(task.seed, seeds))
+        if task.variant in ("searched", "searched_inherited", "random_searched"):
+            kind = "random_search" if task.variant == "random_searched" else "search"
+            search_task = Task(kind, task.config, seed=search_seed(task.seed, seeds))
             search_seconds = read_result(search_task.run_id)["search_seconds"]
         if task.variant == "searched_inherited":
             # A resumed study searches again here: the search's time is
@@ -147,6 +149,8 @@ def _run_task(task, variants, seeds, num_classes):
     work_start, cpu_start = time.perf_counter(), time.process_time()
     if task.kind == "search":
         result = run_search(task)
+    elif task.kind == "random_search":
+        result = run_random_search(task)
     elif task.kind == "train":
         result = run_train(task, architecture, search_seconds, model=model)
     else:

@@ -34,6 +34,7 @@ VARIANTS = (
     Variant("searched_inherited", "PMPL searched, supernet weights inherited"),
     Variant("random_arch", "random architecture from the search space"),
     Variant("random_matched", "random architecture, as many enhancers as the searched one"),
+    Variant("random_searched", "random search at the PMPL search's CPU time, best retrained"),
     Variant("param_matched", "MobileNetV2, params matched to MP paper"),
 )
 VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
@@ -124,6 +125,13 @@ flags.DEFINE_list(
     "Candidate ops of the search (default: all 8 of docs/method.md §1).",
     flag_values=FLAGS,
 )
+flags.DEFINE_integer(
+    "random_search_epochs", 1,
+    "Epochs each architecture of random_searched's random search trains (on the search's "
+    "weight part) before it is scored on the held-out part.",
+    lower_bound=1,
+    flag_values=FLAGS,
+)  # fmt: skip
 flags.DEFINE_bool(
     "search_once", False,
     "One search per (alpha, size), with the first seed, reused by every seed (cheaper; "
@@ -191,9 +199,13 @@ QUICK_DEFAULTS = {
 EVAL_BATCH_SIZE = 256
 CALIBRATION_IMAGES = 128  # int8 conversion's representative data
 BN_MOMENTUM = 0.9  # short runs: see MobileNetV2MP's docstring
-PER_SEED_VARIANTS = ("searched", "searched_inherited", "random_arch", "random_matched")
+PER_SEED_VARIANTS = (
+    "searched", "searched_inherited", "random_arch", "random_matched", "random_searched",
+)  # fmt: skip
 #: The variants that need their seed's search first.
-SEARCH_VARIANTS = ("searched", "searched_inherited", "random_matched")
+SEARCH_VARIANTS = ("searched", "searched_inherited", "random_matched", "random_searched")
+#: The searches of a study: PMPL's, and the random search at its compute.
+SEARCH_KINDS = ("search", "random_search")
 BASELINE = "mobilenet_v2"
 
 
@@ -217,7 +229,7 @@ class Config:
 class Task:
     """One resumable unit of work, written to ``<output_dir>/<run_id>.json``."""
 
-    kind: str  # "search" | "train" | "latency"
+    kind: str  # "search" | "random_search" | "train" | "latency"
     config: Config
     variant: str = None
     seed: int = None
@@ -226,14 +238,16 @@ class Task:
     def run_id(self):
         if self.kind == "latency":
             return f"latency_{self.config.key}"
-        name = "search" if self.kind == "search" else self.variant
+        name = self.kind if self.kind in SEARCH_KINDS else self.variant
         return f"{name}_{self.config.key}_seed{self.seed}"
 
     @property
     def label(self):
         if self.kind == "latency":
             return f"latency, {self.config.title}"
-        what = "PMPL search" if self.kind == "search" else VARIANT_BY_KEY[self.variant].label
+        what = {"search": "PMPL search", "random_search": "random search at its compute"}.get(
+            self.kind
+        ) or VARIANT_BY_KEY[self.variant].label
         return f"{what}, {self.config.title}, seed {self.seed}"
 
 
@@ -303,6 +317,7 @@ def settings():
         "arch_learning_rate": FLAGS.arch_learning_rate,
         "search_fraction": FLAGS.search_fraction,
         "search_once": FLAGS.search_once,
+        "random_search_epochs": FLAGS.random_search_epochs,
         "search_candidates": FLAGS.search_candidates or list(km.DEFAULT_CANDIDATES),
         "match_tolerance": FLAGS.match_tolerance,
         "latency_runs": FLAGS.latency_runs,
@@ -362,14 +377,14 @@ def read_result(run_id):
 #: model's run is not compared on them (a study may add searches later).
 SEARCH_SETTINGS = (
     "search_epochs", "search_rule", "arch_learning_rate", "search_fraction", "search_once",
-    "search_candidates",
+    "search_candidates", "random_search_epochs",
 )  # fmt: skip
 
 
 def _check_settings(path, data):
     current = json.loads(json.dumps(settings()))
     stored = data.get("settings", {})
-    if data.get("kind") != "search" and data.get("variant") not in SEARCH_VARIANTS:
+    if data.get("kind") not in SEARCH_KINDS and data.get("variant") not in SEARCH_VARIANTS:
         current = {k: v for k, v in current.items() if k not in SEARCH_SETTINGS}
         stored = {k: v for k, v in stored.items() if k not in SEARCH_SETTINGS}
     if stored != current:
@@ -420,6 +435,8 @@ def plan_tasks(configs, seeds, variants):
             searching = set(SEARCH_VARIANTS) & set(variants)
             if searching and search_seed(seed, seeds) == seed:
                 tasks.append(Task("search", config, seed=seed))
+                if "random_searched" in variants:  # its budget is that search's CPU time
+                    tasks.append(Task("random_search", config, seed=seed))
             tasks += [Task("train", config, variant, seed) for variant in variants]
     tasks += [Task("latency", config) for config in configs]
     return tasks

@@ -44,6 +44,10 @@ ENHANCED_VARIANTS = (
     "mp_paper", "mp_paper_open", "ssp_all", "se_paper", "exclude_local", "searched",
 )  # fmt: skip
 
+#: The baselines a searched child is also compared with: random architectures of
+#: the space, with its number of enhancers, and random search at its compute.
+RANDOM_BASELINES = ("random_arch", "random_matched", "random_searched")
+
 # -------------------------------------------------------------------- report
 
 
@@ -58,6 +62,8 @@ def collect(tasks):
             groups.setdefault(task.config, {}).setdefault(task.variant, []).append(data)
         elif task.kind == "search":
             searches.setdefault(task.config, {})[task.seed] = data
+        elif task.kind == "random_search":
+            continue  # its architecture is the random_searched run's; its JSON has the rest
         else:
             latency[task.config] = data
     return groups, searches, latency
@@ -230,8 +236,9 @@ def _caveats(stds, tests):
 def paired_comparisons(groups_of_config):
     """The report's family of paired comparisons at one config, Holm-corrected.
 
-    Every variant against MobileNetV2, and each variant with enhancers in
-    ``ENHANCED_VARIANTS`` against the parameter-matched MobileNetV2 too.
+    Every variant against MobileNetV2, each variant with enhancers in
+    ``ENHANCED_VARIANTS`` against the parameter-matched MobileNetV2 too, and
+    the searched child against the random baselines (``RANDOM_BASELINES``).
 
     Returns:
         A list of dicts: ``variant``, ``against``, and :func:`paired`'s
@@ -242,6 +249,8 @@ def paired_comparisons(groups_of_config):
     pairs = [(v, BASELINE) for v in groups_of_config if v != BASELINE]
     if "param_matched" in groups_of_config:
         pairs += [(v, "param_matched") for v in ENHANCED_VARIANTS if v in groups_of_config]
+    if "searched" in groups_of_config:
+        pairs += [("searched", b) for b in RANDOM_BASELINES if b in groups_of_config]
     rows = []
     for variant, against in pairs:
         test = paired(by_seed(groups_of_config[variant]), by_seed(groups_of_config[against]))
@@ -511,6 +520,13 @@ def summary_line(task, result):
             f"{decided_points(result)}/{len(result['points'])} points decided by evidence, "
             f"{describe_architecture(result['architecture'])}"
             + (f"; warned: {categories}" if (categories := warned(result)) else "")
+        )
+    if task.kind == "random_search":
+        return (
+            f"{len(result['tried'])} architectures in {result['spent_cpu_seconds']:.0f} CPU s "
+            f"(budget {result['budget_cpu_seconds']:.0f}), best held-out accuracy "
+            f"{100 * result['tried'][result['best_index']]['held_out_accuracy']:.2f}%: "
+            f"{describe_architecture(result['architecture'])}"
         )
     ratios = result["models"]
     worst = max(r["float_ratio"] for r in ratios.values())

@@ -164,6 +164,9 @@ def variant_architecture(variant, config, seed, seeds):
     """The architecture dict of a per-seed variant (its search's, or a random draw)."""
     if variant == "random_arch":
         return random_architecture(config, seed)
+    if variant == "random_searched":
+        found = read_result(Task("random_search", config, seed=search_seed(seed, seeds)).run_id)
+        return found["architecture"]
     search = read_result(Task("search", config, seed=search_seed(seed, seeds)).run_id)
     if variant == "random_matched":
         found = km.ArchitectureSpec.from_dict(search["architecture"])
@@ -323,6 +326,70 @@ def run_search(task):
             }
             for row in rows
         ],
+    }
+
+
+#: A random search stops after this many architectures even within its budget.
+MAX_RANDOM_SEARCH_ARCHITECTURES = 100
+#: The clock a random search spends its budget by: this process's CPU time, as
+#: the study records every run's (``cpu_seconds``).
+CPU_CLOCK = time.process_time
+
+
+def run_random_search(task):
+    """Random search at the PMPL search's compute (Li & Talwalkar, arXiv 1902.07638).
+
+    Architectures drawn from the search space (as ``random_arch`` draws them,
+    from their own seeds) each train ``--random_search_epochs`` on the
+    search's weight part and are scored on its held-out part, until the
+    process CPU time spent reaches the CPU time of the same seed's PMPL
+    search (at least two architectures; the last one started finishes). The
+    best held-out accuracy wins (the first drawn among equals); the
+    ``random_searched`` variant trains it from scratch like ``searched``.
+    The number of architectures depends on the machine's speed; the JSON
+    records each one with its score and CPU time.
+    """
+    config, seed = task.config, task.seed
+    budget = read_result(Task("search", config, seed=seed).run_id)["cpu_seconds"]
+    info = dataset_info()
+    keras.utils.set_random_seed(seed)  # before the data: see run_search
+    weights_part, weights_info = training_data(config, seed, search_part="weights")
+    held_out, held_out_info = load_dataset(
+        FLAGS.dataset, FLAGS.train_split, image_size=config.size, batch_size=EVAL_BATCH_SIZE,
+        data_dir=FLAGS.data_dir, limit=FLAGS.train_images or None, search_part="arch",
+        search_fraction=FLAGS.search_fraction,
+    )  # fmt: skip
+    epochs = FLAGS.random_search_epochs
+    steps = math.ceil(weights_info.num_examples / FLAGS.batch_size) * epochs
+    tried, spent = [], 0.0
+    start = time.perf_counter()
+    while len(tried) < 2 or (spent < budget and len(tried) < MAX_RANDOM_SEARCH_ARCHITECTURES):
+        cpu_start = CPU_CLOCK()
+        # Seeds of their own: never one of random_arch's draws (10_000 + seed).
+        architecture = random_architecture(config, (seed + 1) * 100_000 + len(tried))
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        model = build_model(config, info.num_classes, km.ArchitectureSpec.from_dict(architecture))
+        compile_for(model, steps)
+        model.fit(weights_part, epochs=epochs, verbose=0)
+        _, accuracy = model.evaluate(held_out, verbose=0)
+        seconds = CPU_CLOCK() - cpu_start
+        spent += seconds
+        tried.append(
+            {"architecture": architecture, "held_out_accuracy": float(accuracy),
+             "cpu_seconds": seconds}
+        )  # fmt: skip
+    best = max(range(len(tried)), key=lambda i: (tried[i]["held_out_accuracy"], -i))
+    return {
+        "architecture": tried[best]["architecture"],
+        "best_index": best,
+        "budget_cpu_seconds": budget,
+        "spent_cpu_seconds": spent,
+        "search_seconds": time.perf_counter() - start,
+        "epochs_each": epochs,
+        "weights_examples": weights_info.num_examples,
+        "held_out_examples": held_out_info.num_examples,
+        "tried": tried,
     }
 
 
