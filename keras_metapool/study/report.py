@@ -378,7 +378,10 @@ def _header_lines(groups, seeds, tasks, started_machine, info):
         + ("one search per (alpha, size)" if FLAGS.search_once else "one search per seed")
         + "; the searched model then trains from scratch like the others (`searched`) or from "
         "the supernet's weights (`searched_inherited`), and its time includes the search; "
-        "`random_arch` draws each point's op uniformly from the same space.",
+        "`random_arch` draws each point's op uniformly from the same space; `random_searched` "
+        f"trains such draws {FLAGS.random_search_epochs} epoch(s) each on the search's weight "
+        "part, scores them on its held-out part until the search's CPU time is spent, and "
+        "trains the best from scratch (its time includes that random search).",
         "",
         "Accuracy: mean ± std over seeds (n); Δ (the mean of the per-seed differences, over the "
         "seeds both have) and the paired p against MobileNetV2 of the same alpha and size "
@@ -434,7 +437,7 @@ def _config_lines(config, by_variant, searches, latency, variants, info):
             not_integer.append(f"{VARIANT_BY_KEY[variant].label}: {problems[0]}")
         time_text = format_duration(s["time"])
         cpu_text = format_duration(s["cpu"]) if s["cpu"] is not None else "—"
-        if variant in ("searched", "searched_inherited"):
+        if variant in ("searched", "searched_inherited", "random_searched"):
             time_text += f" (search {format_duration(s['search_time'])})"
             if s["search_cpu"] is not None:
                 cpu_text += f" (search {format_duration(s['search_cpu'])})"
@@ -483,6 +486,12 @@ def write_report(configs, seeds, variants, tasks, started_machine):
                 search = searches.get(config, {}).get(search_seed(run["seed"], seeds))
                 if search is not None and "cpu_seconds" in search:
                     run["search_cpu_seconds"] = search["cpu_seconds"]
+        for run in by_variant.get("random_searched", []):  # and the random search's
+            found = read_result(
+                Task("random_search", config, seed=search_seed(run["seed"], seeds)).run_id
+            )
+            if found is not None and "cpu_seconds" in found:
+                run["search_cpu_seconds"] = found["cpu_seconds"]
     if not groups:
         return None
     info = dataset_info()
