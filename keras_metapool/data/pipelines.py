@@ -202,23 +202,10 @@ def load_dataset(
         ValueError: for an unknown source prefix, split or argument value, or
             data with fewer than 2 classes.
     """
-    image_size = _positive_int("image_size", image_size, minimum=MIN_IMAGE_SIZE)
-    start_batch = _positive_int("start_batch", start_batch, minimum=0)
-    if start_batch and not (training and repeat):
-        raise ValueError(
-            f"`start_batch` ({start_batch}) needs training=True and repeat=True: only the "
-            "training stream has batches to resume from."
-        )
-    batch_size = _positive_int("batch_size", batch_size)
-    seed = _positive_int("seed", seed, minimum=0)
-    if limit is not None:
-        limit = _positive_int("limit", limit)
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"`augment` must be one of {AUGMENTATIONS}, got {augment!r}.")
-    if search_part not in (None, *SEARCH_PARTS):
-        raise ValueError(f"`search_part` must be None, 'weights' or 'arch', got {search_part!r}.")
-    OPEN_UNIT.check("search_fraction", search_fraction)
-
+    image_size, batch_size, seed, limit, start_batch = _checked_arguments(
+        image_size, batch_size, seed, limit, start_batch, training, repeat, augment,
+        search_part, search_fraction,
+    )  # fmt: skip
     source = _open_source(name, split, data_dir, limit, download)
     if len(source.class_names) < 2:
         found = ", ".join(repr(c) for c in source.class_names) or "none"
@@ -293,6 +280,31 @@ def load_dataset(
             )
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return _finish(dataset, name, source, num_examples, image_size)
+
+
+def _checked_arguments(
+    image_size, batch_size, seed, limit, start_batch, training, repeat, augment, search_part,
+    search_fraction,
+):  # fmt: skip
+    """``load_dataset``'s arguments checked: ``(image_size, batch_size, seed, limit,
+    start_batch)`` as ints; one ValueError naming the first that is wrong."""
+    image_size = _positive_int("image_size", image_size, minimum=MIN_IMAGE_SIZE)
+    start_batch = _positive_int("start_batch", start_batch, minimum=0)
+    if start_batch and not (training and repeat):
+        raise ValueError(
+            f"`start_batch` ({start_batch}) needs training=True and repeat=True: only the "
+            "training stream has batches to resume from."
+        )
+    batch_size = _positive_int("batch_size", batch_size)
+    seed = _positive_int("seed", seed, minimum=0)
+    if limit is not None:
+        limit = _positive_int("limit", limit)
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"`augment` must be one of {AUGMENTATIONS}, got {augment!r}.")
+    if search_part not in (None, *SEARCH_PARTS):
+        raise ValueError(f"`search_part` must be None, 'weights' or 'arch', got {search_part!r}.")
+    OPEN_UNIT.check("search_fraction", search_fraction)
+    return image_size, batch_size, seed, limit, start_batch
 
 
 def _pass_stream(
