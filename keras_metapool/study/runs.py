@@ -350,7 +350,13 @@ def run_random_search(task):
     records each one with its score and CPU time.
     """
     config, seed = task.config, task.seed
-    budget = read_result(Task("search", config, seed=seed).run_id)["cpu_seconds"]
+    search = Task("search", config, seed=seed)
+    budget = read_result(search.run_id).get("cpu_seconds")
+    if budget is None:  # written before the study recorded CPU time
+        raise ValueError(
+            f"{result_path(search.run_id)} has no cpu_seconds, the budget of the random "
+            "search at its compute: delete that file so that the study searches again."
+        )
     info = dataset_info()
     keras.utils.set_random_seed(seed)  # before the data: see run_search
     weights_part, weights_info = training_data(config, seed, search_part="weights")
