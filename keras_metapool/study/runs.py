@@ -351,11 +351,12 @@ def run_random_search(task):
     """
     config, seed = task.config, task.seed
     search = Task("search", config, seed=seed)
-    budget = read_result(search.run_id).get("cpu_seconds")
-    if budget is None:  # written before the study recorded CPU time
+    budget = (read_result(search.run_id) or {}).get("cpu_seconds")
+    if budget is None:  # no search yet, or one written before the study recorded CPU time
         raise ValueError(
-            f"{result_path(search.run_id)} has no cpu_seconds, the budget of the random "
-            "search at its compute: delete that file so that the study searches again."
+            f"{result_path(search.run_id)} is missing or has no cpu_seconds, the budget of "
+            "the random search at its compute: run the study with `searched` among its "
+            "variants (delete an old file first) so that the PMPL search runs before it."
         )
     info = dataset_info()
     keras.utils.set_random_seed(seed)  # before the data: see run_search
