@@ -355,8 +355,8 @@ def run_random_search(task):
     if budget is None:  # no search yet, or one written before the study recorded CPU time
         raise ValueError(
             f"{result_path(search.run_id)} is missing or has no cpu_seconds, the budget of "
-            "the random search at its compute: run the study with `searched` among its "
-            "variants (delete an old file first) so that the PMPL search runs before it."
+            "the random search at its compute: delete the file if it is there and rerun the "
+            "study, which runs that PMPL search before the random search."
         )
     info = dataset_info()
     keras.utils.set_random_seed(seed)  # before the data: see run_search
