@@ -16,6 +16,7 @@ from keras_metapool.study.machine import load_average, machine_description
 from keras_metapool.study.plan import (
     FLAGS,
     PER_SEED_VARIANTS,
+    TIMED_WITH_SEARCH,
     Task,
     apply_quick_defaults,
     check_output_dir,
@@ -135,8 +136,8 @@ def _run_task(task, variants, seeds, num_classes):
         architecture, search_seconds, model = None, 0.0, None
         if task.variant in PER_SEED_VARIANTS:
             architecture = variant_architecture(task.variant, task.config, task.seed, seeds)
-        if task.variant in ("searched", "searched_inherited", "random_searched"):
-            kind = "random_search" if task.variant == "random_searched" else "search"
+        if task.variant in TIMED_WITH_SEARCH:
+            kind = TIMED_WITH_SEARCH[task.variant]
             search_task = Task(kind, task.config, seed=search_seed(task.seed, seeds))
             search_seconds = read_result(search_task.run_id)["search_seconds"]
         if task.variant == "searched_inherited":

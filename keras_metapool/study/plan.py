@@ -206,6 +206,10 @@ PER_SEED_VARIANTS = (
 SEARCH_VARIANTS = ("searched", "searched_inherited", "random_matched", "random_searched")
 #: The searches of a study: PMPL's, and the random search at its compute.
 SEARCH_KINDS = ("search", "random_search")
+#: Variants whose time (wall and CPU) includes a search: the kind of that search.
+TIMED_WITH_SEARCH = {
+    "searched": "search", "searched_inherited": "search", "random_searched": "random_search",
+}  # fmt: skip
 BASELINE = "mobilenet_v2"
 
 

@@ -13,6 +13,7 @@ from keras_metapool.study.plan import (
     BASELINE,
     BN_MOMENTUM,
     FLAGS,
+    TIMED_WITH_SEARCH,
     VARIANT_BY_KEY,
     Config,
     Task,
@@ -140,8 +141,8 @@ def _config_conclusions(stats, searches, latency):
     base = stats[BASELINE]
     lines, tests = [], 0
     if "mp_paper" in stats:
-        lines += _paper_lines(stats, base, latency)
-        tests += 2 if "param_matched" in stats else 1
+        paper_lines, tests = _paper_lines(stats, base, latency)
+        lines += paper_lines
     others = []
     for variant, s in stats.items():
         if variant in (BASELINE, "mp_paper", "param_matched"):
@@ -169,7 +170,8 @@ def _config_conclusions(stats, searches, latency):
 
 
 def _paper_lines(stats, base, latency):
-    """MP paper against MobileNetV2 (with its cost), and against the parameter-matched one."""
+    """``(lines, tests)``: MP paper against MobileNetV2 (with its cost), and against the
+    parameter-matched one; how many comparisons those lines made."""
     paper = stats["mp_paper"]
     sentence, _ = comparison_sentence("MP paper", "MobileNetV2", paper, base)
     cost = (
@@ -195,7 +197,7 @@ def _paper_lines(stats, base, latency):
             else "and MP paper did not beat MobileNetV2 in the first place"
         )
         lines.append(f"Parameter-matched: {sentence[:-1]}, {survives}.")
-    return lines
+    return lines, len(lines)
 
 
 def _caveats(stds, tests):
@@ -437,7 +439,7 @@ def _config_lines(config, by_variant, searches, latency, variants, info):
             not_integer.append(f"{VARIANT_BY_KEY[variant].label}: {problems[0]}")
         time_text = format_duration(s["time"])
         cpu_text = format_duration(s["cpu"]) if s["cpu"] is not None else "—"
-        if variant in ("searched", "searched_inherited", "random_searched"):
+        if variant in TIMED_WITH_SEARCH:
             time_text += f" (search {format_duration(s['search_time'])})"
             if s["search_cpu"] is not None:
                 cpu_text += f" (search {format_duration(s['search_cpu'])})"
@@ -481,17 +483,13 @@ def _config_lines(config, by_variant, searches, latency, variants, info):
 def write_report(configs, seeds, variants, tasks, started_machine):
     groups, searches, latency = collect(tasks)
     for config, by_variant in groups.items():
-        for variant in ("searched", "searched_inherited"):  # their cost includes the search's
+        for variant, kind in TIMED_WITH_SEARCH.items():  # their cost includes the search's
             for run in by_variant.get(variant, []):
-                search = searches.get(config, {}).get(search_seed(run["seed"], seeds))
+                search = read_result(
+                    Task(kind, config, seed=search_seed(run["seed"], seeds)).run_id
+                )
                 if search is not None and "cpu_seconds" in search:
                     run["search_cpu_seconds"] = search["cpu_seconds"]
-        for run in by_variant.get("random_searched", []):  # and the random search's
-            found = read_result(
-                Task("random_search", config, seed=search_seed(run["seed"], seeds)).run_id
-            )
-            if found is not None and "cpu_seconds" in found:
-                run["search_cpu_seconds"] = found["cpu_seconds"]
     if not groups:
         return None
     info = dataset_info()
