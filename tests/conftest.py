@@ -48,13 +48,12 @@ def rng():
 #: be running them while the other had nothing left. Longest first instead: the
 #: end of the run is small files. A stale entry costs only balance, never a result.
 LONG_FILES = {
-    "test_quantization.py": 305,
+    "test_quantization.py": 270,
     "test_examples.py": 215,
     "test_readme_snippets.py": 175,
     "test_first_hour.py": 170,
     "test_cli.py": 170,
     "test_study.py": 185,
-    "test_keras3_qat.py": 145,
     "test_cli_resume.py": 140,
     "test_keras3_out.py": 110,
     "test_save_load.py": 100,

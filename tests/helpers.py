@@ -244,6 +244,26 @@ def slope_streams(streams, candidates, steps, autocorrelation, shift=None, seed=
         yield step, count, slope_sum, squares, lag_products
 
 
+def run_python(script, *args, env=None):
+    """Runs ``script`` in a fresh Python process from the repository root; its stdout.
+
+    A fresh process imports only what the script imports, as a user's program
+    would (e.g. Keras 3 without tf_keras); a failure shows its stderr.
+    """
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        cwd=root, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {})),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 def free_ports(count):
     """``count`` TCP ports free on the loopback address (for local multi-worker clusters)."""
     import socket

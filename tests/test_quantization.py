@@ -1,18 +1,21 @@
 """Quantization-aware training (TF-MOT) of MobileNetV2MP models.
 
 The learning result (int8 accuracy and agreement with the QAT model) comes
-from real Fashion-MNIST; structure, fidelity and error checks use small
-models and random tensors. The int8 models are written by
-``keras_metapool.export.to_tflite``.
+from real Fashion-MNIST, for both routes: the same trained model goes through
+TF-MOT (tf_keras) here and through keras_metapool.keras3 in a Keras 3 process.
+Structure, fidelity and error checks use small models and random tensors. The
+int8 models are written by ``keras_metapool.export.to_tflite``.
 """
 
 import collections
+import json
+import textwrap
 import warnings
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import calibrate_batch_norms, randomize_layers
+from helpers import calibrate_batch_norms, randomize_layers, run_python
 
 import keras_metapool as km
 from keras_metapool import _internals
@@ -145,27 +148,116 @@ def test_int8_top1_agrees_with_the_qat_model(paper_qat):
         np.testing.assert_allclose(probs * 256, np.round(probs * 256), atol=1e-3)
 
 
+#: A Keras 3 user's route, in a process that imports Keras 3 and keras_metapool.keras3
+#: only: the trained model from a .keras file, QAT as long as the tf_keras route, a
+#: .keras file of the QAT model, its int8 and Edge TPU files, and its predictions.
+_KERAS3_ROUTE = textwrap.dedent(
+    """
+    import json, sys
+    import keras
+    import numpy as np
+    import keras_metapool.keras3 as kmp3  # registers the layers of the .keras files
+    from keras_metapool.data import load_fashion_mnist
+    from keras_metapool.data.preprocessing import to_model_input
+    from keras_metapool.export import tflite_predict, to_tflite
+
+    folder, size, train, test = sys.argv[1], *map(int, sys.argv[2:])
+    keras.utils.set_random_seed(0)
+    pixels, labels = load_fashion_mnist("train", limit=train)
+    images = to_model_input(pixels, size)
+    test_images = to_model_input(load_fashion_mnist("test", limit=test)[0], size)
+    model = keras.saving.load_model(folder + "/float.keras", safe_mode=True)
+    qat = kmp3.quantize_model(model, representative_data=images[:256])
+    qat.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
+    qat.fit(images, labels, batch_size=64, epochs=1, verbose=0)
+    qat.save(folder + "/qat.keras")
+    np.save(folder + "/images.npy", images[:64])
+    np.save(folder + "/labels.npy", labels[:64])
+    np.savez(folder + "/weights.npz", *qat.get_weights())
+    np.save(folder + "/qat_probs.npy", qat.predict(test_images, batch_size=250, verbose=0))
+    to_tflite(qat, folder + "/int8.tflite", mode="int8", representative_data=images[:128])
+    np.save(folder + "/int8_probs.npy", tflite_predict(folder + "/int8.tflite", test_images))
+    edgetpu = to_tflite(qat, folder + "/edgetpu.tflite", mode="edgetpu",
+                        representative_data=images[:64])
+    ranges = {v.path: float(v.numpy()) for v in qat.non_trainable_weights
+              if v.path.endswith(("_min", "_max"))}
+    report = edgetpu.edgetpu_report
+    print(json.dumps(dict(
+        loaded=sorted(m for m in ("tf_keras", "tensorflow_model_optimization") if m in sys.modules),
+        all_mapped=report.all_mapped, cpu_ops=report.num_cpu_ops, ranges=ranges,
+        input=[edgetpu.input.dtype, list(edgetpu.input.shape)],
+        ops=sorted({op.name for op in report.ops}), input_quantizer=qat.layers[1].name,
+    )))
+    """
+)
+
+#: The QAT model's .keras file reloaded in another Keras 3 process, then run in training mode.
+_KERAS3_RELOAD = textwrap.dedent(
+    """
+    import json, sys
+    import keras
+    import numpy as np
+    import keras_metapool.keras3  # registers the layers
+
+    folder = sys.argv[1]
+    qat = keras.saving.load_model(folder + "/qat.keras", safe_mode=True)
+    images, labels = np.load(folder + "/images.npy"), np.load(folder + "/labels.npy")
+    saved = np.load(folder + "/weights.npz")
+    weights = qat.get_weights()
+    same = len(weights) == len(saved.files) and all(
+        np.array_equal(w, saved[f"arr_{i}"]) for i, w in enumerate(weights))
+    ranges = {v.path: float(v.numpy()) for v in qat.non_trainable_weights
+              if v.path.endswith(("_min", "_max"))}
+    # A forward pass in training mode updates the ranges, as in fit (eager: no trace to wait
+    # for; the gradients through the quantizers are the route's fit).
+    probs = qat(images[:32], training=True)
+    loss = float(keras.ops.mean(keras.losses.sparse_categorical_crossentropy(labels[:32], probs)))
+    moved = {v.path: float(v.numpy()) for v in qat.non_trainable_weights
+             if v.path.endswith(("_min", "_max"))}
+    print(json.dumps(dict(same=same, ranges=ranges, moved=moved, loss=loss,
+                          tf_keras="tf_keras" in sys.modules)))
+    """
+)
+
+
 @pytest.fixture(scope="module")
 def keras3_paper_qat(paper_qat, tmp_path_factory):
-    """The same trained float model through the Keras 3 route, QAT trained as long."""
-    import keras as keras_3
-
+    """The same trained float model through the Keras 3 route (_KERAS3_ROUTE)."""
     from keras_metapool import keras3
 
-    keras_3.utils.set_random_seed(0)
-    x_train, y_train = paper_qat["x_train"], paper_qat["y_train"]
-    qat = keras3.quantize_model(
-        keras3.to_keras3(paper_qat["model"]), representative_data=x_train[:256]
-    )
-    qat.compile(keras_3.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
-    qat.fit(x_train, y_train, batch_size=64, epochs=1, verbose=0)
-    path = tmp_path_factory.mktemp("keras3_qat") / "paper_keras3_int8.tflite"
-    to_tflite(qat, path, mode="int8", representative_data=x_train[:128])
+    folder = tmp_path_factory.mktemp("keras3_qat")
+    keras3.to_keras3(paper_qat["model"]).save(folder / "float.keras")
+    train, test = len(paper_qat["y_train"]), len(paper_qat["y_test"])
+    result = json.loads(run_python(_KERAS3_ROUTE, folder, IMAGE_SIZE, train, test).splitlines()[-1])
     return dict(
-        path=path,
-        qat_probs=qat.predict(paper_qat["x_test"], batch_size=250, verbose=0),
-        int8_probs=tflite_predict(path, paper_qat["x_test"]),
-    )
+        result, folder=folder, path=folder / "int8.tflite",
+        qat_probs=np.load(folder / "qat_probs.npy"), int8_probs=np.load(folder / "int8_probs.npy"),
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_keras3_route_makes_an_edge_tpu_file_without_tf_keras_or_tfmot(keras3_paper_qat):
+    result = keras3_paper_qat
+    assert result["loaded"] == []
+    assert result["all_mapped"] and result["cpu_ops"] == 0
+    assert "HARD_SWISH" not in result["ops"] and "DEQUANTIZE" not in result["ops"]
+    assert {"LOGISTIC", "MUL", "MEAN"} <= set(result["ops"])  # SSP, quantized
+    assert result["input"] == ["uint8", [1, IMAGE_SIZE, IMAGE_SIZE, 3]]
+
+
+@pytest.mark.slow
+def test_a_keras3_qat_model_reloads_in_safe_mode_and_keeps_tracking_its_ranges(
+    keras3_paper_qat,
+):
+    saved = keras3_paper_qat
+    reloaded = json.loads(run_python(_KERAS3_RELOAD, saved["folder"]).splitlines()[-1])
+    assert not reloaded["tf_keras"]
+    assert reloaded["same"]  # the same weights, ranges included
+    assert reloaded["ranges"] == saved["ranges"] and len(saved["ranges"]) > 20
+    assert np.isfinite(reloaded["loss"])
+    # Training mode moved the tracked ranges (a moving average), not the fixed input range.
+    moved = [path for path, value in reloaded["moved"].items() if value != saved["ranges"][path]]
+    assert moved and not [path for path in moved if path.startswith(saved["input_quantizer"])]
 
 
 @pytest.mark.slow
