@@ -38,7 +38,11 @@ def test_model_matches_float32_and_trains(meta_pooling, policy):
     np.testing.assert_allclose(
         np.asarray(logits, np.float32), reference(x, training=False), atol=tolerance, rtol=tolerance
     )
-    model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(True))
+    # NOTE: an eager step: loss scaling and the dtypes are the same as in a traced one.
+    model.compile(
+        keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(True),
+        run_eagerly=True,
+    )  # fmt: skip
     history = model.fit(x, np.arange(4), epochs=1, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
 
