@@ -64,6 +64,61 @@ AUTO_RATE_RANGE = (3e-4, 5e-2)
 AUTO_RATE_UNKNOWN = 3e-3
 
 
+def _check_arguments(arguments):
+    """PMPLCallback's argument checks: one clear error for the first bad argument."""
+    arch_data, decision, undecided = (arguments[n] for n in ("arch_data", "decision", "undecided"))
+    learning_rate, fix_every = arguments["learning_rate"], arguments["fix_every"]
+    min_evidence_steps, search_epochs = arguments["min_evidence_steps"], arguments["search_epochs"]
+    arch_step = arguments["arch_step"]
+    latency_weight, latency_table = arguments["latency_weight"], arguments["latency_table"]
+    if arch_data is not None and not isinstance(arch_data, tf.data.Dataset):
+        raise ValueError(
+            "`arch_data` must be a batched tf.data.Dataset of (images, labels), got "
+            f"{type(arch_data).__name__}. For arrays: tf.data.Dataset.from_tensor_slices("
+            "(x, y)).batch(batch_size); to cut one from the training data: "
+            "keras_metapool.split_for_search."
+        )
+    if arch_data is not None and tf.get_static_value(arch_data.cardinality()) == 0:
+        # Its first draw would end fit's epoch like the end of the training data.
+        raise ValueError(
+            "`arch_data` is empty: the architecture steps need at least one held-out batch. "
+            "A .batch(n, drop_remainder=True) of fewer than n examples, or an empty "
+            "split, gives none; batch without drop_remainder or hold out more examples."
+        )
+    if decision not in DECISION_RULES:
+        raise ValueError(
+            f"Unknown decision {decision!r}. Valid values: {', '.join(DECISION_RULES)}."
+        )
+    if undecided not in END_RULES:
+        raise ValueError(f"Unknown undecided {undecided!r}. Valid values: {', '.join(END_RULES)}.")
+    if learning_rate != AUTO and (
+        isinstance(learning_rate, (str, bool)) or not float(learning_rate) > 0
+    ):
+        raise ValueError(
+            f"`learning_rate` must be a positive number or 'auto', got {learning_rate!r}."
+        )
+    for name, interval in ARGUMENT_RANGES.items():
+        interval.check(name, arguments[name])
+    for name, value in (("fix_every", fix_every), ("min_evidence_steps", min_evidence_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    if search_epochs is not None and (
+        isinstance(search_epochs, bool) or not isinstance(search_epochs, int) or search_epochs < 1
+    ):
+        raise ValueError(f"`search_epochs` must be a positive integer, got {search_epochs!r}.")
+    if arch_step not in ARCH_STEP_POSITIONS:
+        raise ValueError(
+            f"Unknown arch_step {arch_step!r}. Valid values: {', '.join(ARCH_STEP_POSITIONS)}."
+        )
+    if not latency_weight >= 0:
+        raise ValueError(f"`latency_weight` must be >= 0, got {latency_weight!r}.")
+    if latency_weight and not isinstance(latency_table, dict):
+        raise ValueError(
+            "`latency_weight` needs a `latency_table`: {op: cost} or "
+            "{point layer name: {op: cost}} (benchmarks/latency_table.py measures one)."
+        )
+
+
 class PMPLCallback(
     ArchitectureStepMixin, ReportingMixin, DiagnosticsMixin, keras.callbacks.Callback
 ):
@@ -213,50 +268,7 @@ class PMPLCallback(
         latency_table=None,
     ):
         super().__init__()
-        if arch_data is not None and not isinstance(arch_data, tf.data.Dataset):
-            raise ValueError(
-                "`arch_data` must be a batched tf.data.Dataset of (images, labels), got "
-                f"{type(arch_data).__name__}. For arrays: tf.data.Dataset.from_tensor_slices("
-                "(x, y)).batch(batch_size); to cut one from the training data: "
-                "keras_metapool.split_for_search."
-            )
-        if arch_data is not None and tf.get_static_value(arch_data.cardinality()) == 0:
-            # Its first draw would end fit's epoch like the end of the training data.
-            raise ValueError(
-                "`arch_data` is empty: the architecture steps need at least one held-out batch. "
-                "A .batch(n, drop_remainder=True) of fewer than n examples, or an empty "
-                "split, gives none; batch without drop_remainder or hold out more examples."
-            )
-        if decision not in DECISION_RULES:
-            raise ValueError(
-                f"Unknown decision {decision!r}. Valid values: {', '.join(DECISION_RULES)}."
-            )
-        if undecided not in END_RULES:
-            raise ValueError(
-                f"Unknown undecided {undecided!r}. Valid values: {', '.join(END_RULES)}."
-            )
-        if learning_rate != AUTO and (
-            isinstance(learning_rate, (str, bool)) or not float(learning_rate) > 0
-        ):
-            raise ValueError(
-                f"`learning_rate` must be a positive number or 'auto', got {learning_rate!r}."
-            )
-        arguments = locals()
-        for name, interval in ARGUMENT_RANGES.items():
-            interval.check(name, arguments[name])
-        for name, value in (("fix_every", fix_every), ("min_evidence_steps", min_evidence_steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        if search_epochs is not None and (
-            isinstance(search_epochs, bool)
-            or not isinstance(search_epochs, int)
-            or search_epochs < 1
-        ):
-            raise ValueError(f"`search_epochs` must be a positive integer, got {search_epochs!r}.")
-        if arch_step not in ARCH_STEP_POSITIONS:
-            raise ValueError(
-                f"Unknown arch_step {arch_step!r}. Valid values: {', '.join(ARCH_STEP_POSITIONS)}."
-            )
+        _check_arguments(locals())
         self.arch_data = arch_data
         self.decision = decision
         self.undecided = undecided
@@ -278,13 +290,6 @@ class PMPLCallback(
         self.loss = loss
         self.log_probabilities = bool(log_probabilities)
         self.verbose = int(verbose)
-        if not latency_weight >= 0:
-            raise ValueError(f"`latency_weight` must be >= 0, got {latency_weight!r}.")
-        if latency_weight and not isinstance(latency_table, dict):
-            raise ValueError(
-                "`latency_weight` needs a `latency_table`: {op: cost} or "
-                "{point layer name: {op: cost}} (benchmarks/latency_table.py measures one)."
-            )
         self.latency_weight = float(latency_weight)
         self.latency_table = dict(latency_table or {})
         #: One record per finished epoch: {"epoch", "probabilities", "fixed"}.
