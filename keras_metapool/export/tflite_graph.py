@@ -237,6 +237,71 @@ def with_signature(flatbuffer, input_name, output_name, key="serving_default"):
     return bytes(builder.Output())
 
 
+def _read_tensors(subgraph, buffers):
+    """(the TFLiteTensors, {index: small constant values}) of a parsed subgraph."""
+    tensors, constants = [], {}
+    for index, tensor in enumerate(subgraph.tensors or []):
+        shape = tuple(int(s) for s in (tensor.shape if tensor.shape is not None else ()))
+        signature = tensor.shapeSignature
+        signature = tuple(int(s) for s in signature) if signature is not None else shape
+        buffer = buffers[tensor.buffer] if 0 < tensor.buffer < len(buffers) else None
+        is_constant = _buffer_has_data(buffer) and not tensor.isVariable
+        scale, zero_point = _quantization(tensor)
+        tensors.append(
+            TFLiteTensor(
+                index=index,
+                name=_decode(tensor.name),
+                dtype=_TYPE_NAMES.get(tensor.type, f"type_{tensor.type}"),
+                shape=shape,
+                shape_signature=signature,
+                is_constant=is_constant,
+                scale=scale,
+                zero_point=zero_point,
+            )
+        )
+        np_type = _SMALL_CONSTANT_TYPES.get(tensor.type)
+        if (
+            is_constant
+            and np_type is not None
+            and buffer.data is not None
+            and len(buffer.data) <= _SMALL_CONSTANT_MAX_BYTES
+        ):
+            values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=np_type)
+            constants[index] = values.reshape(shape) if shape else values
+    return tensors, constants
+
+
+def _read_ops(subgraph, operator_codes):
+    """The TFLiteOp list of a parsed subgraph, in execution order."""
+    codes = [_op_name(code) for code in operator_codes]
+    versions = [int(code.version or 1) for code in operator_codes]
+    ops = []
+    for index, op in enumerate(subgraph.operators or []):
+        name, is_custom = codes[op.opcodeIndex]
+        ops.append(
+            TFLiteOp(
+                index=index,
+                name=name,
+                inputs=tuple(int(i) for i in (op.inputs if op.inputs is not None else ())),
+                outputs=tuple(int(i) for i in (op.outputs if op.outputs is not None else ())),
+                options=op.builtinOptions,
+                is_custom=is_custom,
+                version=versions[op.opcodeIndex],
+            )
+        )
+    return ops
+
+
+def _read_signature(model):
+    """({input name: tensor index}, {output name: tensor index}) of subgraph 0's signature."""
+    for signature in model.signatureDefs or []:
+        if signature.subgraphIndex == 0:
+            inputs = {_decode(m.name): int(m.tensorIndex) for m in signature.inputs or []}
+            outputs = {_decode(m.name): int(m.tensorIndex) for m in signature.outputs or []}
+            return inputs, outputs
+    return {}, {}
+
+
 def read_tflite_graph(path):
     """Parses the main subgraph of a .tflite file.
 
@@ -267,62 +332,9 @@ def read_tflite_graph(path):
         subgraph = model.subgraphs[0] if model.subgraphs else None
         if subgraph is None:
             raise ValueError("the model has no subgraph")
-        codes = [_op_name(code) for code in (model.operatorCodes or [])]
-        versions = [int(code.version or 1) for code in (model.operatorCodes or [])]
-        buffers = model.buffers or []
-        tensors, constants = [], {}
-        for index, tensor in enumerate(subgraph.tensors or []):
-            shape = tuple(int(s) for s in (tensor.shape if tensor.shape is not None else ()))
-            signature = tensor.shapeSignature
-            signature = tuple(int(s) for s in signature) if signature is not None else shape
-            buffer = buffers[tensor.buffer] if 0 < tensor.buffer < len(buffers) else None
-            is_constant = _buffer_has_data(buffer) and not tensor.isVariable
-            scale, zero_point = _quantization(tensor)
-            tensors.append(
-                TFLiteTensor(
-                    index=index,
-                    name=_decode(tensor.name),
-                    dtype=_TYPE_NAMES.get(tensor.type, f"type_{tensor.type}"),
-                    shape=shape,
-                    shape_signature=signature,
-                    is_constant=is_constant,
-                    scale=scale,
-                    zero_point=zero_point,
-                )
-            )
-            np_type = _SMALL_CONSTANT_TYPES.get(tensor.type)
-            if (
-                is_constant
-                and np_type is not None
-                and buffer.data is not None
-                and len(buffer.data) <= _SMALL_CONSTANT_MAX_BYTES
-            ):
-                values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=np_type)
-                constants[index] = values.reshape(shape) if shape else values
-        ops = []
-        for index, op in enumerate(subgraph.operators or []):
-            name, is_custom = codes[op.opcodeIndex]
-            ops.append(
-                TFLiteOp(
-                    index=index,
-                    name=name,
-                    inputs=tuple(int(i) for i in (op.inputs if op.inputs is not None else ())),
-                    outputs=tuple(int(i) for i in (op.outputs if op.outputs is not None else ())),
-                    options=op.builtinOptions,
-                    is_custom=is_custom,
-                    version=versions[op.opcodeIndex],
-                )
-            )
-        signature_inputs, signature_outputs = {}, {}
-        for signature in model.signatureDefs or []:
-            if signature.subgraphIndex == 0:
-                signature_inputs = {
-                    _decode(m.name): int(m.tensorIndex) for m in signature.inputs or []
-                }
-                signature_outputs = {
-                    _decode(m.name): int(m.tensorIndex) for m in signature.outputs or []
-                }
-                break
+        tensors, constants = _read_tensors(subgraph, model.buffers or [])
+        ops = _read_ops(subgraph, model.operatorCodes or [])
+        signature_inputs, signature_outputs = _read_signature(model)
         graph = TFLiteGraph(
             path=path,
             tensors=tuple(tensors),
