@@ -9,7 +9,7 @@ import keras as keras3
 import numpy as np
 import pytest
 import tf_keras
-from helpers import calibrate_batch_norms
+from helpers import calibrate_batch_norms, run_python
 
 import keras_metapool as km
 from keras_metapool import keras3 as kmp3
@@ -111,13 +111,8 @@ def test_keras_file_reloads_without_tf_keras_on_each_backend(backend, converted,
     path, inputs, outputs = tmp_path / "m.keras", tmp_path / "x.npy", tmp_path / "y.npy"
     k3.save(path)
     np.save(inputs, images)
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run(
-        [sys.executable, "-c", _RELOAD, str(path), str(inputs), str(outputs)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split()[-2:] == [backend, "False"]  # that backend, no tf_keras
+    out = run_python(_RELOAD, path, inputs, outputs, env={"KERAS_BACKEND": backend})
+    assert out.split()[-2:] == [backend, "False"]  # that backend, no tf_keras
     # JAX's kernels (XLA) round differently from TensorFlow's; this random
     # network with batch statistics of 8 images amplifies that (measured 4e-3).
     tolerance = 1e-6 if backend == "tensorflow" else 1e-2
