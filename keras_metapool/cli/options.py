@@ -28,8 +28,9 @@ from keras_metapool.export.tflite import TFLITE_MODES
 from keras_metapool.layers.candidate_ops import DEFAULT_CANDIDATES
 from keras_metapool.models.architecture import NAMED_ARCHITECTURES, PLACEMENTS, SEARCH_PLACEMENT
 from keras_metapool.models.mobilenet_v2_mp import HEADS, MIN_INPUT_SIZE, MobileNetV2MP
+from keras_metapool.search.arguments import ARGUMENT_RANGES, END_RULES
 from keras_metapool.search.decision import DECISION_RULES
-from keras_metapool.search.pmpl import ARGUMENT_RANGES, END_RULES, PMPLCallback
+from keras_metapool.search.pmpl import PMPLCallback
 
 SUBCOMMANDS = ("search", "train", "qat", "export", "evaluate", "demo")
 

@@ -18,11 +18,9 @@ from keras_metapool.search.pmpl import (
     ModelAtChanceWarning,
     PMPLCallback,
     SearchUndecidedWarning,
-    decode_fixed_code,
-    fixed_code,
-    is_enlarging,
     late_stage_epoch,
 )
+from keras_metapool.search.state import decode_fixed_code, fixed_code, is_enlarging
 
 __all__ = [
     "FixedAtEndWarning",

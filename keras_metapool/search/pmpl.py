@@ -1,17 +1,16 @@
 """PMPLCallback: progressive meta-pooling learning inside ``model.fit``.
 
 The callback's lifecycle (setup, epochs, the late stage, the end of ``fit``)
-lives here; its compiled step in ``search.arch_step``, the decision rules in
-``search.decision``, its state in ``search.state``, what it prints in
-``search.report`` and its warnings in ``search.diagnostics``.
+lives here; its argument checks in ``search.arguments``, its compiled step in
+``search.arch_step``, the decision rules in ``search.decision``, its state in
+``search.state``, what it prints in ``search.report`` and its warnings in
+``search.diagnostics``.
 """
 
 import numpy as np
-import tensorflow as tf
 
 from keras_metapool import _internals
 from keras_metapool._keras import keras, require_tf_keras_model
-from keras_metapool._ranges import OPEN_UNIT, Interval
 from keras_metapool.layers.candidate_ops import IDENTITY
 from keras_metapool.models.derive import (
     UNDECIDED_RULES,
@@ -20,8 +19,13 @@ from keras_metapool.models.derive import (
     undecided_ops,
 )
 from keras_metapool.search.arch_step import ArchitectureStepMixin, per_example_loss
+from keras_metapool.search.arguments import (
+    AUTO,
+    AUTO_RATE_RANGE,
+    AUTO_RATE_UNKNOWN,
+    check_arguments,
+)
 from keras_metapool.search.decision import (
-    DECISION_RULES,
     DEFAULT_ERROR_RATE,
     PLANNED_STEPS_UNKNOWN,
     comparisons,
@@ -42,81 +46,6 @@ from keras_metapool.search.state import (
     fixed_code,
     is_enlarging,
 )
-
-ARCH_STEP_POSITIONS = ("before", "after")
-#: The ranges of PMPLCallback's numeric arguments (the CLI validates its flags with them).
-ARGUMENT_RANGES = {
-    "warmup": Interval(0.0, 1.0, "left"),
-    "beta_1": Interval(0.0, 1.0, "left"),
-    "beta_2": Interval(0.0, 1.0, "left"),
-    "epsilon": Interval(0.0, None, "neither"),
-    "weight_decay": Interval(0.0, None),
-    "threshold": OPEN_UNIT,
-    "error_rate": OPEN_UNIT,
-    "late_stage": Interval(0.0, 1.0, "right"),
-}
-#: What points still undecided at the late stage become (``undecided``).
-END_RULES = ("identity", "top2", "argmax")
-#: ``learning_rate="auto"``: sized to the budget, within these bounds.
-AUTO = "auto"
-AUTO_RATE_RANGE = (3e-4, 5e-2)
-#: The automatic architecture learning rate when the steps per epoch are unknown.
-AUTO_RATE_UNKNOWN = 3e-3
-
-
-def _check_arguments(arguments):
-    """PMPLCallback's argument checks: one clear error for the first bad argument."""
-    arch_data, decision, undecided = (arguments[n] for n in ("arch_data", "decision", "undecided"))
-    learning_rate, fix_every = arguments["learning_rate"], arguments["fix_every"]
-    min_evidence_steps, search_epochs = arguments["min_evidence_steps"], arguments["search_epochs"]
-    arch_step = arguments["arch_step"]
-    latency_weight, latency_table = arguments["latency_weight"], arguments["latency_table"]
-    if arch_data is not None and not isinstance(arch_data, tf.data.Dataset):
-        raise ValueError(
-            "`arch_data` must be a batched tf.data.Dataset of (images, labels), got "
-            f"{type(arch_data).__name__}. For arrays: tf.data.Dataset.from_tensor_slices("
-            "(x, y)).batch(batch_size); to cut one from the training data: "
-            "keras_metapool.split_for_search."
-        )
-    if arch_data is not None and tf.get_static_value(arch_data.cardinality()) == 0:
-        # Its first draw would end fit's epoch like the end of the training data.
-        raise ValueError(
-            "`arch_data` is empty: the architecture steps need at least one held-out batch. "
-            "A .batch(n, drop_remainder=True) of fewer than n examples, or an empty "
-            "split, gives none; batch without drop_remainder or hold out more examples."
-        )
-    if decision not in DECISION_RULES:
-        raise ValueError(
-            f"Unknown decision {decision!r}. Valid values: {', '.join(DECISION_RULES)}."
-        )
-    if undecided not in END_RULES:
-        raise ValueError(f"Unknown undecided {undecided!r}. Valid values: {', '.join(END_RULES)}.")
-    if learning_rate != AUTO and (
-        isinstance(learning_rate, (str, bool)) or not float(learning_rate) > 0
-    ):
-        raise ValueError(
-            f"`learning_rate` must be a positive number or 'auto', got {learning_rate!r}."
-        )
-    for name, interval in ARGUMENT_RANGES.items():
-        interval.check(name, arguments[name])
-    for name, value in (("fix_every", fix_every), ("min_evidence_steps", min_evidence_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    if search_epochs is not None and (
-        isinstance(search_epochs, bool) or not isinstance(search_epochs, int) or search_epochs < 1
-    ):
-        raise ValueError(f"`search_epochs` must be a positive integer, got {search_epochs!r}.")
-    if arch_step not in ARCH_STEP_POSITIONS:
-        raise ValueError(
-            f"Unknown arch_step {arch_step!r}. Valid values: {', '.join(ARCH_STEP_POSITIONS)}."
-        )
-    if not latency_weight >= 0:
-        raise ValueError(f"`latency_weight` must be >= 0, got {latency_weight!r}.")
-    if latency_weight and not isinstance(latency_table, dict):
-        raise ValueError(
-            "`latency_weight` needs a `latency_table`: {op: cost} or "
-            "{point layer name: {op: cost}} (benchmarks/latency_table.py measures one)."
-        )
 
 
 class PMPLCallback(
@@ -234,10 +163,9 @@ class PMPLCallback(
         verbose: 1 prints one line per epoch, 0 is silent.
 
     Raises:
-        ValueError: at construction, for an argument outside its range or
-            vocabulary (``ARGUMENT_RANGES``, ``DECISION_RULES``,
-            ``END_RULES``) or an ``arch_data`` that is not a non-empty batched
-            ``tf.data.Dataset``; when ``fit`` starts, for a model with no
+        ValueError: at construction, for an argument outside its range or vocabulary
+            (``keras_metapool.search.arguments``) or an ``arch_data`` that is not a
+            non-empty batched ``tf.data.Dataset``; when ``fit`` starts, for a model with no
             ``MetaPoolingBlock``, no loss, several losses without ``loss=``,
             ``arch_data`` not shaped like the model's input, or an
             ``EarlyStopping(restore_best_weights=True)`` among the callbacks.
@@ -268,7 +196,7 @@ class PMPLCallback(
         latency_table=None,
     ):
         super().__init__()
-        _check_arguments(locals())
+        check_arguments(locals())
         self.arch_data = arch_data
         self.decision = decision
         self.undecided = undecided
