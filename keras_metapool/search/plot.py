@@ -5,7 +5,8 @@ import os
 
 from keras_metapool.layers.candidate_ops import DEFAULT_CANDIDATES
 from keras_metapool.models.naming import block_of
-from keras_metapool.search.pmpl import LOG_PREFIX, decode_fixed_code, is_enlarging
+from keras_metapool.search.report import LOG_PREFIX
+from keras_metapool.search.state import decode_fixed_code, is_enlarging
 
 
 def _network_order(point):
@@ -75,6 +76,63 @@ def _records(source):
     )
 
 
+def _draw_point(axis, point, records, epochs, ops, colors):
+    """One point's panel: every op's probability per epoch, and where it was fixed."""
+    drawn = []
+    for op in ops:
+        values = [r["probabilities"].get(point, {}).get(op) for r in records]
+        if any(v is not None for v in values):
+            axis.plot(epochs, values, color=colors[op], lw=1.5, marker=".")
+            drawn += [v for v in values if v is not None]
+    point_ops = {op for r in records for op in r["probabilities"].get(point, {})}
+    if point_ops:  # uniform over the point's (pruned) candidates
+        axis.axhline(1.0 / len(point_ops), color="0.5", ls=":", lw=1)
+        drawn.append(1.0 / len(point_ops))
+    first = next((r for r in records if r["fixed"].get(point)), None)
+    if first is not None:
+        label = "+".join(first["fixed"][point])
+        axis.axvline(first["epoch"] + 1, color="0.4", ls="--", lw=1)
+        axis.set_title(f"{point}: {label}", fontsize=9)
+    else:
+        axis.set_title(f"{point}: searching", fontsize=9)
+    if drawn:
+        low, high = min(drawn), max(drawn)
+        pad = max(0.02, 0.1 * (high - low))
+        axis.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
+    axis.tick_params(labelsize=7)
+    axis.grid(alpha=0.3)
+
+
+def _draw_counts(axis, records, epochs):
+    """The last panel: points with no enhancer, enlarging, searching, per epoch."""
+    none_counts, enlarging_counts, searching_counts = [], [], []
+    for record in records:
+        decided = [ops_ for ops_ in record["fixed"].values() if ops_]
+        enlarging = record.get("enlarging_points", sum(is_enlarging(o) for o in decided))
+        none_counts.append(len(decided) - enlarging)
+        enlarging_counts.append(enlarging)
+        searching_counts.append(len(record["fixed"]) - len(decided))
+    axis.plot(epochs, none_counts, marker="o", color="tab:gray", label="no enhancer")
+    axis.plot(epochs, enlarging_counts, marker="o", color="tab:green", label="enlarging")
+    axis.plot(epochs, searching_counts, marker="o", color="tab:orange", label="searching")
+    axis.set_title("points per epoch", fontsize=9)
+    axis.set_xlabel("epoch", fontsize=8)
+    axis.set_ylabel("points", fontsize=8)
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+
+
+def _draw_legend(figure, plt, ops, colors):
+    """The figure's legend: the ops' colours and the two reference lines."""
+    handles = [plt.Line2D([], [], color=colors[op], lw=2) for op in ops]
+    handles += [
+        plt.Line2D([], [], color="0.5", ls=":", lw=1),
+        plt.Line2D([], [], color="0.4", ls="--", lw=1),
+    ]
+    labels = [*ops, "uniform (1 / candidates)", "point fixed"]
+    figure.legend(handles, labels, loc="upper right", ncol=len(labels), fontsize=8)
+
+
 def plot_search(history_or_callback, path, title=None):
     """Draws a PMPL search: probability trajectories and the choices made.
 
@@ -120,74 +178,29 @@ def plot_search(history_or_callback, path, title=None):
     logged = {op for r in records for point in points for op in r["probabilities"].get(point, {})}
     ops = _canonical_ops(logged)
     colors = {op: plt.cm.tab10(i % 10) for i, op in enumerate(ops)}
-    has_probabilities = bool(ops)
-    panels = (len(points) if has_probabilities else 0) + 1
+    point_panels = len(points) if ops else 0
+    panels = point_panels + 1
     columns = min(4, panels)
     rows = math.ceil(panels / columns)
     figure, axes = plt.subplots(
         rows, columns, figsize=(3.6 * columns, 2.6 * rows), squeeze=False, sharex=True
     )
     flat = axes.ravel()
-    if has_probabilities:
-        for index, (axis, point) in enumerate(zip(flat, points)):
-            drawn = []
-            for op in ops:
-                values = [r["probabilities"].get(point, {}).get(op) for r in records]
-                if any(v is not None for v in values):
-                    axis.plot(epochs, values, color=colors[op], lw=1.5, marker=".")
-                    drawn += [v for v in values if v is not None]
-            point_ops = {op for r in records for op in r["probabilities"].get(point, {})}
-            if point_ops:  # uniform over the point's (pruned) candidates
-                axis.axhline(1.0 / len(point_ops), color="0.5", ls=":", lw=1)
-                drawn.append(1.0 / len(point_ops))
-            first = next((r for r in records if r["fixed"].get(point)), None)
-            if first is not None:
-                label = "+".join(first["fixed"][point])
-                axis.axvline(first["epoch"] + 1, color="0.4", ls="--", lw=1)
-                axis.set_title(f"{point}: {label}", fontsize=9)
-            else:
-                axis.set_title(f"{point}: searching", fontsize=9)
-            if drawn:
-                low, high = min(drawn), max(drawn)
-                pad = max(0.02, 0.1 * (high - low))
-                axis.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
-            if index % columns == 0:
-                axis.set_ylabel("probability", fontsize=8)
-            axis.tick_params(labelsize=7)
-            axis.grid(alpha=0.3)
-    counts = flat[panels - 1]
-    none_counts, enlarging_counts, searching_counts = [], [], []
-    for record in records:
-        decided = [ops_ for ops_ in record["fixed"].values() if ops_]
-        enlarging = record.get("enlarging_points", sum(is_enlarging(o) for o in decided))
-        none_counts.append(len(decided) - enlarging)
-        enlarging_counts.append(enlarging)
-        searching_counts.append(len(record["fixed"]) - len(decided))
-    counts.plot(epochs, none_counts, marker="o", color="tab:gray", label="no enhancer")
-    counts.plot(epochs, enlarging_counts, marker="o", color="tab:green", label="enlarging")
-    counts.plot(epochs, searching_counts, marker="o", color="tab:orange", label="searching")
-    counts.set_title("points per epoch", fontsize=9)
-    counts.set_xlabel("epoch", fontsize=8)
-    counts.set_ylabel("points", fontsize=8)
-    counts.legend(fontsize=7)
-    counts.grid(alpha=0.3)
+    for index, point in enumerate(points[:point_panels]):
+        _draw_point(flat[index], point, records, epochs, ops, colors)
+        if index % columns == 0:
+            flat[index].set_ylabel("probability", fontsize=8)
+    _draw_counts(flat[panels - 1], records, epochs)
     # Whole epochs only (a one-epoch run included), at most about ten ticks.
     step = max(1, math.ceil(len(epochs) / 10))
     for axis in flat[:panels]:
         axis.set_xticks(list(range(epochs[0], epochs[-1] + 1, step)))
         axis.tick_params(labelbottom=True)
-    counts.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+    flat[panels - 1].set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
     for axis in flat[panels:]:
         axis.axis("off")
-    if has_probabilities:
-        handles = [plt.Line2D([], [], color=colors[op], lw=2) for op in ops]
-        labels = list(ops)
-        handles += [
-            plt.Line2D([], [], color="0.5", ls=":", lw=1),
-            plt.Line2D([], [], color="0.4", ls="--", lw=1),
-        ]
-        labels += ["uniform (1 / candidates)", "point fixed"]
-        figure.legend(handles, labels, loc="upper right", ncol=len(labels), fontsize=8)
+    if ops:
+        _draw_legend(figure, plt, ops, colors)
     figure.suptitle(title or "PMPL search", x=0.01, ha="left")
     figure.tight_layout(rect=(0, 0, 1, 0.95))
     figure.savefig(path, dpi=110)
