@@ -37,6 +37,19 @@ row only; it is not part of the package):
 
     python benchmarks/search_overhead.py --floor --end_to_end=false
 
+``--partial_channels`` times a one-level search whose every point mixes its
+candidates on 1/K of its channels and passes the others through (PC-DARTS,
+arXiv 1907.05737), for each K, against the default search and plain
+MobileNetV2 (a prototype patched in for those rows only, not part of the
+package: its SSP is built for C/K channels):
+
+    python benchmarks/search_overhead.py --end_to_end=false --partial_channels=2,4,8
+
+``--xla`` times plain MobileNetV2 and the one-level search each without and
+with XLA (``compile(jit_compile=True)``), interleaved:
+
+    python benchmarks/search_overhead.py --end_to_end=false --xla
+
 ``--candidate_sets`` times a one-level search (``PMPLCallback()``) per set of
 candidates (and placement: ``@hidden`` or ``@output`` after a set), against
 plain MobileNetV2 in the same interleaved rounds: what each candidate adds to a
@@ -79,6 +92,12 @@ flags.DEFINE_string(
 flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds (one epoch per model each).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_bool("end_to_end", True, "Also run the end-to-end search after the step times.")
+flags.DEFINE_bool(
+    "xla",
+    False,
+    "Instead of the default rows: plain and one-level search steps, each "
+    "without and with XLA (compile(jit_compile=True)).",
+)
 flags.DEFINE_bool("floor", False, "Measure single-path floors instead of the search rows.")
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.DEFINE_enum(
@@ -90,6 +109,12 @@ flags.DEFINE_list(
     "Instead of the default rows: a one-level search step per candidate set, each set ops "
     "joined by '+' (e.g. identity+ssp,identity+ssp+avg3+max3,default), optionally with "
     "@hidden or @output for its placement (else --placement).",
+)
+flags.DEFINE_list(
+    "partial_channels",
+    [],
+    "Instead of the default rows: a one-level search step per K, every point mixing its "
+    "candidates on 1/K of its channels (e.g. 2,4,8).",
 )
 
 
@@ -128,6 +153,35 @@ def sampled_path_call(block, inputs, training=None):
     return 0.5 * (inputs + tf.switch_case(index, branches))
 
 
+#: ``--partial_channels``: the supernet mixing on 1/K of each point's channels.
+PARTIAL = "search, partial channels 1/"
+
+
+def partial_channel_methods(k):
+    """``build`` and ``call`` of a ``MetaPoolingBlock`` mixing on 1/k of its channels.
+
+    The candidates are built for the first ``C // k`` channels; the others
+    pass through unchanged and are concatenated back (PC-DARTS' partial
+    channel connection, without its channel shuffle: the next block's 1x1
+    convolution mixes channels anyway).
+    """
+    block_class = km.layers.MetaPoolingBlock
+    original_build, original_call = block_class.build, block_class.call
+
+    def build(block, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        block.mixed_channels = max(1, input_shape[-1] // k)
+        original_build(block, input_shape[:-1].concatenate([block.mixed_channels]))
+
+    @tf.autograph.experimental.do_not_convert  # a closure AutoGraph cannot read; no control flow
+    def call(block, inputs, training=None):
+        part = block.mixed_channels
+        mixed = original_call(block, inputs[..., :part], training=training)
+        return tf.concat([mixed, inputs[..., part:]], axis=-1)
+
+    return build, call
+
+
 #: ``--candidate_sets``: the search supernet over these candidates.
 SEARCH_OVER = "search over "
 
@@ -145,14 +199,31 @@ def build(meta_pooling, candidates=None, placement=None):
     )
 
 
+#: ``--xla``: a row's model compiled with ``jit_compile=True``.
+WITH_XLA = " with XLA"
+
+
+def compiled(model, jit_compile=False):
+    model.compile(
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", jit_compile=jit_compile
+    )
+    return model
+
+
 def timed_model(meta_pooling):
+    if meta_pooling.endswith(WITH_XLA):
+        keras.utils.set_random_seed(FLAGS.seed)
+        return compiled(build(meta_pooling[: -len(WITH_XLA)]), jit_compile=True)
     keras.utils.set_random_seed(FLAGS.seed)
+    if meta_pooling.startswith(PARTIAL):
+        with traced_as(meta_pooling):  # the blocks are built for their part
+            model = build("search")
+        return compiled(model)
     if meta_pooling.startswith(SEARCH_OVER):
         candidates, _, placement = meta_pooling[len(SEARCH_OVER) :].partition("@")
         candidates = None if candidates == "default" else candidates.split("+")
         model = build("search", candidates, placement or None)
-        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-        return model
+        return compiled(model)
     supernet = meta_pooling in (FIXED_SUPERNET, SAMPLED_PATH) or meta_pooling.startswith(FIXED_TO)
     model = build("search" if supernet else meta_pooling)
     if meta_pooling == FIXED_SUPERNET:
@@ -163,20 +234,22 @@ def timed_model(meta_pooling):
         for block in km.search.search_blocks(model).values():
             block.fix(op if op in block.candidates else "identity")
             block.compute_only_fixed(True)
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    return model
+    return compiled(model)
 
 
 @contextlib.contextmanager
 def traced_as(meta_pooling):
-    """Patches the sampled-path call in while the ``SAMPLED_PATH`` model traces."""
-    original = km.layers.MetaPoolingBlock.call
+    """Patches a prototype's methods in while its model builds and traces."""
+    block = km.layers.MetaPoolingBlock
+    original = block.build, block.call
     if meta_pooling == SAMPLED_PATH:
-        km.layers.MetaPoolingBlock.call = sampled_path_call
+        block.call = sampled_path_call
+    if meta_pooling.startswith(PARTIAL):
+        block.build, block.call = partial_channel_methods(int(meta_pooling[len(PARTIAL) :]))
     try:
         yield
     finally:
-        km.layers.MetaPoolingBlock.call = original
+        block.build, block.call = original
 
 
 def epoch_step_times(model, train, callbacks_factory):
@@ -231,16 +304,33 @@ def main(argv):
                lambda: [km.PMPLCallback(**search)]) for ops in FLAGS.candidate_sets],
             ("plain MobileNetV2 (control)", "none", list),
         ]  # fmt: skip
+    if FLAGS.xla:
+        runs = [
+            ("plain MobileNetV2", "none", list),
+            ("plain MobileNetV2, XLA", "none" + WITH_XLA, list),
+            ("search, one-level", "search", lambda: [km.PMPLCallback(**search)]),
+            ("search, one-level, XLA", "search" + WITH_XLA, lambda: [km.PMPLCallback(**search)]),
+            ("plain MobileNetV2 (control)", "none", list),
+        ]  # fmt: skip
+    if FLAGS.partial_channels:
+        runs = [
+            ("plain MobileNetV2", "none", list),
+            ("search, one-level", "search", lambda: [km.PMPLCallback(**search)]),
+            *[(f"search on 1/{k} of the channels, one-level", PARTIAL + k,
+               lambda: [km.PMPLCallback(**search)]) for k in FLAGS.partial_channels],
+            ("plain MobileNetV2 (control)", "none", list),
+        ]  # fmt: skip
     models = {}
     for label, meta_pooling, factory in runs:  # first epochs: tracing, not timed
         start = time.perf_counter()
         models[label] = timed_model(meta_pooling)
-        with traced_as(meta_pooling):  # plain fit keeps this trace afterwards
+        with traced_as(meta_pooling):
             epoch_step_times(models[label], train, factory)
         results[label] = {"first_epoch_s": time.perf_counter() - start, "times": []}
     for _ in range(FLAGS.rounds):  # interleaved: every model once per round
-        for label, _, factory in runs:
-            results[label]["times"] += epoch_step_times(models[label], train, factory)
+        for label, meta_pooling, factory in runs:
+            with traced_as(meta_pooling):  # a search's fit may trace again
+                results[label]["times"] += epoch_step_times(models[label], train, factory)
     plain = float(np.median(results["plain MobileNetV2"]["times"]))
     print("\n| run | step (ms, median) | ratio to plain | first epoch incl. tracing (s) |")
     print("|---|---|---|---|")
