@@ -555,3 +555,49 @@ def test_the_random_search_spends_its_searchs_cpu_time_and_keeps_the_best(tmp_pa
     assert km.ArchitectureSpec.from_dict(study_runs.random_architecture(config, 0)).ops not in drawn
     assert result["held_out_examples"] == 64 and result["weights_examples"] == 64
     study.FLAGS.unparse_flags()
+
+
+def test_a_child_with_no_enhancer_takes_mobilenet_v2s_training_of_its_seed(tmp_path):
+    _parse_quick(tmp_path, "--variants=mobilenet_v2,searched,random_matched", "--seeds=0")
+    config = study.Config(32, 0.35)
+    task = plan.Task("train", config, variant="searched", seed=0)
+    plain = km.ArchitectureSpec(["identity"] * 17, placement="hidden").to_dict()
+    with_ssp = km.ArchitectureSpec(["identity"] * 16 + ["ssp"], placement="hidden").to_dict()
+    assert study_runs.same_training_as(task, plain) is None  # MobileNetV2's run not stored yet
+    baseline_task = plan.Task("train", config, variant="mobilenet_v2", seed=0)
+    baseline = {
+        "settings": plan.settings(), "kind": "train", "run_id": baseline_task.run_id,
+        **{name: 0.5 for name in study_runs._TRAINING_FIELDS}, "train_seconds": 40.0,
+    }  # fmt: skip
+    plan.write_json(plan.result_path(baseline_task.run_id), baseline)
+    found = study_runs.same_training_as(task, plain)
+    assert found["run_id"] == baseline_task.run_id
+    # An enhancer, another seed's baseline, or a child with inherited weights trains.
+    assert study_runs.same_training_as(task, with_ssp) is None
+    other_seed = plan.Task("train", config, variant="searched", seed=1)
+    assert study_runs.same_training_as(other_seed, plain) is None
+    assert study_runs.same_training_as(task, plain, model=object()) is None
+    result = study_runs.reused_result(found, plain, search_seconds=30.0)
+    assert result["same_training_as"] == baseline_task.run_id
+    assert result["meta_pooling"] == plain and result["test_accuracy"] == 0.5
+    assert result["time_to_model_seconds"] == 70.0
+    assert "no enhancer: the training of mobilenet_v2_a0.35_px32_seed0" in report.summary_line(
+        task, result
+    )
+    study.FLAGS.unparse_flags()
+
+
+def test_an_architecture_with_no_enhancer_is_mobilenet_v2_weight_for_weight():
+    # What lets a child with no enhancer take MobileNetV2's training of its seed.
+    def built(meta_pooling):
+        keras.utils.set_random_seed(3)
+        return km.MobileNetV2MP(
+            weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=10,
+            meta_pooling=meta_pooling, batch_norm_momentum=0.9,
+        )  # fmt: skip
+
+    plain = built("none")
+    no_enhancer = built(km.ArchitectureSpec(["identity"] * 17, placement="hidden"))
+    assert [w.name for w in no_enhancer.weights] == [w.name for w in plain.weights]
+    for ours, theirs in zip(no_enhancer.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)

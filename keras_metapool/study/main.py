@@ -34,10 +34,12 @@ from keras_metapool.study.runs import (
     dataset_info,
     inherited_child,
     latency_coverage,
+    reused_result,
     run_latency,
     run_random_search,
     run_search,
     run_train,
+    same_training_as,
     variant_architecture,
     variant_arguments,
 )
@@ -101,7 +103,8 @@ def main(argv):
         result = _run_task(task, variants, seeds, info.num_classes)
         seconds = time.perf_counter() - task_start
         write_json(result_path(task.run_id), result)
-        predictor.add(task, seconds)
+        if "same_training_as" not in result:  # a reused training took no time
+            predictor.add(task, seconds)
         print(
             f"[{number}/{len(pending)}] {task.label}: {summary_line(task, result)} "
             f"({format_duration(seconds)}) | elapsed {format_duration(time.perf_counter() - start)}"
@@ -153,7 +156,11 @@ def _run_task(task, variants, seeds, num_classes):
     elif task.kind == "random_search":
         result = run_random_search(task)
     elif task.kind == "train":
-        result = run_train(task, architecture, search_seconds, model=model)
+        baseline = same_training_as(task, architecture, model)
+        if baseline is not None:
+            result = reused_result(baseline, architecture, search_seconds)
+        else:
+            result = run_train(task, architecture, search_seconds, model=model)
     else:
         result = run_latency(task, variants, seeds)
     work_seconds = time.perf_counter() - work_start

@@ -518,10 +518,13 @@ def write_report(configs, seeds, variants, tasks, started_machine):
 
 def summary_line(task, result):
     if task.kind == "train":
-        return (
+        line = (
             f"test accuracy {100 * result['test_accuracy']:.2f}%, "
             f"train {format_duration(result['train_seconds'])}"
         )
+        if "same_training_as" in result:
+            line += f" (no enhancer: the training of {result['same_training_as']})"
+        return line
     if task.kind == "search":
         return (
             f"{decided_points(result)}/{len(result['points'])} points decided by evidence, "

@@ -460,6 +460,42 @@ def run_train(task, architecture=None, search_seconds=0.0, model=None):
     }
 
 
+#: The fields of a training result that are the training's (not the variant's search's).
+_TRAINING_FIELDS = (
+    "model_alpha", "head", "params", "macs", "test_accuracy", "test_loss", "train_accuracy",
+    "train_accuracy_per_epoch", "train_loss_per_epoch", "train_examples", "test_examples",
+    "steps", "train_seconds", "eval_seconds",
+)  # fmt: skip
+
+
+def same_training_as(task, architecture, model=None):
+    """MobileNetV2's stored result of the task's seed, if the task would train it again.
+
+    An architecture with no enhancer (a search that decided nothing, or a
+    random draw matched to it) trained from scratch is MobileNetV2 built and
+    trained with the same seed: the same initial weights and data order, so
+    the same training step for step. None otherwise, or when that run is not
+    stored yet.
+    """
+    if architecture is None or model is not None or task.variant == BASELINE:
+        return None
+    if km.ArchitectureSpec.from_dict(architecture).points:
+        return None
+    return read_result(Task("train", task.config, variant=BASELINE, seed=task.seed).run_id)
+
+
+def reused_result(baseline, architecture, search_seconds=0.0):
+    """A training result taken from ``baseline``'s run (``same_training_as``), said so."""
+    result = {name: baseline[name] for name in _TRAINING_FIELDS}
+    result.update(
+        meta_pooling=km.ArchitectureSpec.from_dict(architecture).to_dict(),
+        same_training_as=baseline["run_id"],
+        search_seconds=search_seconds,
+        time_to_model_seconds=baseline["train_seconds"] + search_seconds,
+    )
+    return result
+
+
 def latency_models(config, variants, seeds):
     """``[(key, meta_pooling, alpha, head)]`` of the latency run; MobileNetV2 first."""
     classes = dataset_info().num_classes
