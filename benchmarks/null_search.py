@@ -13,6 +13,12 @@ are correlated), not on paper:
   on a 1x1 map equal the pixel): no comparison has anything to see.
 - ``aligned_glyphs`` (power): the planted task only SSP solves; how often, and
   at which architecture step, the rule decides ``ssp``.
+- ``supernet_random_labels``: the full search supernet
+  (``MobileNetV2MP(meta_pooling="search")``, 16 points) at the demo's search
+  budget (``keras-metapool demo``: alpha 0.35, 64x64 Fashion-MNIST, 4,000
+  training images of which half are held out for the architecture steps, 3
+  epochs, batch 64, Adam 2e-3 cosine-decayed), every label drawn at random.
+  Bi-level, as the demo searches (``--modes=bi-level``).
 
 Each search is also watched by a probe that applies the rule the callback used
 before (a fixed bar of z >= 4 on the plain paired z, checked at every step) to
@@ -20,6 +26,7 @@ the same evidence: both rules are measured on the same slope streams.
 
     python benchmarks/null_search.py                       # 40 searches per row
     python benchmarks/null_search.py --searches=10 --tasks=random_labels
+    python benchmarks/null_search.py --tasks=supernet_random_labels --modes=bi-level
 
 Writes ``results/null_search.json``; docs/search.md reports it.
 """
@@ -42,13 +49,18 @@ from absl import app, flags  # noqa: E402
 from helpers import PLANTED_TASKS, tiny_search_model  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from keras_metapool import PMPLCallback, keras  # noqa: E402
+from keras_metapool import MobileNetV2MP, PMPLCallback, keras  # noqa: E402
+from keras_metapool.cli.demo_cmd import DEMO_DEFAULTS, STAGE_SETTINGS  # noqa: E402
+from keras_metapool.data.fashion_mnist import load_fashion_mnist  # noqa: E402
+from keras_metapool.data.preprocessing import to_model_input  # noqa: E402
 from keras_metapool.layers.candidate_ops import DEFAULT_CANDIDATES  # noqa: E402
 from keras_metapool.search.decision import evidence_verdict  # noqa: E402
 
 FLAGS = flags.FLAGS
-TASKS = ("random_labels", "same_function", "aligned_glyphs")
-flags.DEFINE_list("tasks", list(TASKS), f"Rows to run: {', '.join(TASKS)}.")
+TASKS = ("random_labels", "same_function", "aligned_glyphs", "supernet_random_labels")
+#: The tasks run by default: the one-point model's (the supernet's take hours).
+DEFAULT_TASKS = TASKS[:3]
+flags.DEFINE_list("tasks", list(DEFAULT_TASKS), f"Rows to run: {', '.join(TASKS)}.")
 flags.DEFINE_list("modes", ["one-level", "bi-level"], "Search modes.")
 flags.DEFINE_integer("searches", 40, "Searches per (task, mode), seeds 0..searches-1.")
 flags.DEFINE_integer("images", 1024, "Training images per search.")
@@ -100,7 +112,51 @@ def _data(task, seed):
     return x, y, DEFAULT_CANDIDATES
 
 
+def _demo_search_settings():
+    """The demo's search stage: its flag defaults with the search's own share."""
+    settings = dict(DEMO_DEFAULTS, **STAGE_SETTINGS[False]["search"])
+    names = ("image_size", "alpha", "batch_size", "train_limit", "epochs", "learning_rate")
+    return {name: settings[name] for name in names}
+
+
+_IMAGES = {}
+
+
+def _supernet_search(mode, seed):
+    """A bi-level search of the full supernet on images whose labels are random."""
+    settings = _demo_search_settings()
+    size, batch_size = settings["image_size"], settings["batch_size"]
+    if size not in _IMAGES:
+        images, _ = load_fashion_mnist("train", limit=settings["train_limit"])
+        _IMAGES[size] = np.asarray(to_model_input(images, size))
+    x = _IMAGES[size]
+    y = np.random.default_rng(1000 + seed).integers(0, 10, len(x))
+    half = len(x) // 2
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = MobileNetV2MP(
+        weights=None, input_shape=x.shape[1:], alpha=settings["alpha"], classes=10,
+        meta_pooling="search", batch_norm_momentum=0.9,
+    )  # fmt: skip
+    steps = -(-half // batch_size) * settings["epochs"]
+    schedule = keras.optimizers.schedules.CosineDecay(settings["learning_rate"], steps)
+    model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy", ["accuracy"])
+    held_out = None
+    if mode == "bi-level":
+        held_out = tf.data.Dataset.from_tensor_slices((x[half:], y[half:])).batch(batch_size)
+    pmpl = PMPLCallback(arch_data=held_out, error_rate=FLAGS.error_rate, verbose=0)
+    probe = _OldRuleProbe(pmpl, pmpl.min_evidence_steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undecided searches warn, as they should
+        model.fit(x[:half], y[:half], batch_size=batch_size, epochs=settings["epochs"],
+                  callbacks=[pmpl, probe], verbose=0)  # fmt: skip
+    return pmpl, probe
+
+
 def _one_search(task, mode, seed):
+    if task == "supernet_random_labels":
+        pmpl, probe = _supernet_search(mode, seed)
+        return _search_record(seed, pmpl, probe)
     x, y, candidates = _data(task, seed)
     keras.utils.set_random_seed(seed)
     points = (1,) if task == "aligned_glyphs" else (1, 2)
@@ -116,6 +172,11 @@ def _one_search(task, mode, seed):
         warnings.simplefilter("ignore")  # undecided searches warn, as they should
         model.fit(x, y, batch_size=BATCH_SIZE, epochs=FLAGS.epochs, callbacks=[pmpl, probe],
                   verbose=0)  # fmt: skip
+    return _search_record(seed, pmpl, probe)
+
+
+def _search_record(seed, pmpl, probe):
+    """What one search decided, per point, for the JSON."""
     rows = pmpl.summary_rows()
     return {
         "seed": seed,
@@ -136,56 +197,59 @@ def _rate(hits, total):
     return {"hits": hits, "total": total, "rate": hits / total, "ci95": [low, high]}
 
 
+def _summarise(row):
+    """The row's rates over the searches it holds so far."""
+    searches = row["searches"]
+    row["any_point"] = _rate(sum(any(s["decided"]) for s in searches), len(searches))
+    old_rule_hits = sum(
+        any(count is not None for count in s["old_rule_decided_at_count"]) for s in searches
+    )
+    row["old_rule_any_point"] = _rate(old_rule_hits, len(searches))
+    if row["task"] == "aligned_glyphs":
+        found = [s for s in searches if s["decided"][0] and s["ops"][0] == "ssp"]
+        row["found_ssp"] = _rate(len(found), len(searches))
+        row["found_at_step"] = [s["decided_at_step"][0] for s in found]
+
+
+def _print_row(row):
+    any_point, total = row["any_point"], len(row["searches"])
+    found = f"; ssp found {row['found_ssp']['hits']}/{total}" if "found_ssp" in row else ""
+    print(
+        f"{row['task']} {row['mode']}: {any_point['hits']}/{total} searches decided a "
+        f"point ({any_point['rate']:.1%}, 95% CI {any_point['ci95'][0]:.1%}-"
+        f"{any_point['ci95'][1]:.1%}); the old z >= 4 rule on the same evidence: "
+        f"{row['old_rule_any_point']['hits']}/{total}{found}"
+    )
+
+
 def main(argv):
     del argv
-    results = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "rows": []}
+    # A row is written after every search, so an interrupted run resumes where it was.
+    results = {"rows": []}
     if os.path.exists(FLAGS.json):
         with open(FLAGS.json, encoding="utf-8") as f:
-            results["rows"] = json.load(f)["rows"]
-    done = {(row["task"], row["mode"]) for row in results["rows"]}
+            results = json.load(f)
+    rows = {(row["task"], row["mode"]): row for row in results["rows"]}
     for task in FLAGS.tasks:
         for mode in FLAGS.modes:
-            if (task, mode) in done:
+            row = rows.get((task, mode))
+            if row is None:
+                row = rows[task, mode] = {"task": task, "mode": mode, "searches": []}
+                results["rows"].append(row)
+            if len(row["searches"]) >= FLAGS.searches:
                 print(f"{task} {mode}: in {FLAGS.json} already (skipped)")
                 continue
-            searches = []
+            row.update(command=" ".join(sys.argv), date=time.strftime("%Y-%m-%d"))
             progress = keras.utils.Progbar(FLAGS.searches, unit_name="search")
-            for seed in range(FLAGS.searches):
-                searches.append(_one_search(task, mode, seed))
+            progress.update(len(row["searches"]))
+            for seed in range(len(row["searches"]), FLAGS.searches):
+                row["searches"].append(_one_search(task, mode, seed))
+                _summarise(row)
+                os.makedirs(os.path.dirname(FLAGS.json) or ".", exist_ok=True)
+                with open(FLAGS.json, "w", encoding="utf-8") as f:
+                    json.dump(results, f, indent=1)
                 progress.add(1)
-            row = {
-                "task": task,
-                "mode": mode,
-                "searches": searches,
-                "any_point": _rate(sum(any(s["decided"]) for s in searches), len(searches)),
-                "old_rule_any_point": _rate(
-                    sum(
-                        any(count is not None for count in s["old_rule_decided_at_count"])
-                        for s in searches
-                    ),
-                    len(searches),
-                ),
-            }
-            if task == "aligned_glyphs":
-                found = [s for s in searches if s["decided"][0] and s["ops"][0] == "ssp"]
-                row["found_ssp"] = _rate(len(found), len(searches))
-                row["found_at_step"] = [s["decided_at_step"][0] for s in found]
-            results["rows"].append(row)
-            os.makedirs(os.path.dirname(FLAGS.json) or ".", exist_ok=True)
-            with open(FLAGS.json, "w", encoding="utf-8") as f:
-                json.dump(results, f, indent=1)
-            any_point = row["any_point"]
-            print(
-                f"{task} {mode}: {any_point['hits']}/{any_point['total']} searches decided a "
-                f"point ({any_point['rate']:.1%}, 95% CI {any_point['ci95'][0]:.1%}-"
-                f"{any_point['ci95'][1]:.1%}); the old z >= 4 rule on the same evidence: "
-                f"{row['old_rule_any_point']['hits']}/{len(searches)}"
-                + (
-                    f"; ssp found {row['found_ssp']['hits']}/{len(searches)}"
-                    if "found_ssp" in row
-                    else ""
-                )  # fmt: skip
-            )
+            _print_row(row)
 
 
 if __name__ == "__main__":
