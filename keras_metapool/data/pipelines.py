@@ -207,6 +207,42 @@ def load_dataset(
         search_part, search_fraction,
     )  # fmt: skip
     source = _open_source(name, split, data_dir, limit, download)
+    examples, num_examples = _selected_examples(
+        name, split, source, limit, search_part, search_fraction
+    )
+
+    augment = augment if training else "none"
+
+    def preprocess(images, random_seed):
+        return _preprocess(images, image_size, augment, random_seed)
+
+    if training and repeat:
+        dataset = _pass_stream(
+            examples, source, num_examples, batch_size, drop_remainder, seed, start_batch,
+            preprocess, augment != "none",
+        )  # fmt: skip
+        return _finish(dataset, name, source, num_examples, image_size)
+    if training:
+        examples = examples.shuffle(
+            min(num_examples, source.shuffle_buffer),
+            seed=_derived_seed(seed, "shuffle"),
+            reshuffle_each_iteration=True,
+        )
+    if repeat:
+        examples = examples.repeat()
+
+    dataset = _preprocessed_batches(
+        examples, source, batch_size, drop_remainder, seed, augment, preprocess
+    )
+    return _finish(dataset, name, source, num_examples, image_size)
+
+
+def _selected_examples(name, split, source, limit, search_part, search_fraction):
+    """``(examples, count)``: the source's first ``limit`` examples, or their search part.
+
+    Raises:
+        ValueError: for data with fewer than 2 classes, or no example left.
+    """
     if len(source.class_names) < 2:
         found = ", ".join(repr(c) for c in source.class_names) or "none"
         raise ValueError(
@@ -229,29 +265,12 @@ def load_dataset(
     if search_part is not None:
         weights_part, arch_part = split_for_search(examples, search_fraction)
         examples = weights_part if search_part == "weights" else arch_part
-    examples = examples.apply(tf.data.experimental.assert_cardinality(num_examples))
+    return examples.apply(tf.data.experimental.assert_cardinality(num_examples)), num_examples
 
-    augment = augment if training else "none"
+
+def _preprocessed_batches(examples, source, batch_size, drop_remainder, seed, augment, preprocess):
+    """``examples`` (shuffled or repeated as asked) decoded, preprocessed and batched."""
     parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
-
-    def preprocess(images, random_seed):
-        return _preprocess(images, image_size, augment, random_seed)
-
-    if training and repeat:
-        dataset = _pass_stream(
-            examples, source, num_examples, batch_size, drop_remainder, seed, start_batch,
-            preprocess, augment != "none",
-        )  # fmt: skip
-        return _finish(dataset, name, source, num_examples, image_size)
-    if training:
-        examples = examples.shuffle(
-            min(num_examples, source.shuffle_buffer),
-            seed=_derived_seed(seed, "shuffle"),
-            reshuffle_each_iteration=True,
-        )
-    if repeat:
-        examples = examples.repeat()
-
     # One stateless seed pair per element (or batch), new every epoch:
     # Dataset.random is re-randomized on each iteration, yet reproducible.
     random_seeds = tf.data.Dataset.random(
@@ -279,7 +298,7 @@ def load_dataset(
                 lambda xy, s: one(xy[0], xy[1], s), **parallel
             )
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    return _finish(dataset, name, source, num_examples, image_size)
+    return dataset
 
 
 def _checked_arguments(
