@@ -205,12 +205,43 @@ def from_mobilenet_v2(
             (convert its backbone then: the message says how), an argument is
             invalid, or the weights do not fit.
     """
+    enhancer_init = _checked_base_and_init(base_model, enhancer_init)
+    frame = builder_arguments(base_model, alpha)
+    if batch_norm_momentum is not None:
+        frame["batch_norm_momentum"] = batch_norm_momentum
+    spec = resolve_spec(meta_pooling, placement)
+    preserving = enhancer_init == "open_gates"
+    lone_ssp = [i for i, entry in enumerate(spec.ops) if entry == "ssp" and not spec.post_norm]
+    if preserving and len(lone_ssp) != len(spec.points):
+        logging.warning(
+            "from_mobilenet_v2: %r has enhancers that cannot start as the identity "
+            "(pooling ops, pairs, search mixtures or BN + hswish after an op); the new "
+            "model will not predict like the base until it is fine-tuned.",
+            spec,
+        )
+    with precision_of(base_model):
+        model = MobileNetV2MP(
+            meta_pooling=spec,
+            enhancer_init=enhancer_init,
+            name=name,
+            **frame,
+        )
+    _check_same_head(base_model, model)
+    _copy_weights(base_model, model)
+    if preserving:
+        for block_id in lone_ssp:
+            _fold_inverse_gate_scale(model, block_id, spec.placement)
+    return model
+
+
+def _checked_base_and_init(base_model, enhancer_init):
+    """``from_mobilenet_v2``'s checks of its base and init; the init's current name."""
     if enhancer_init == DEPRECATED_IDENTITY_INIT:
         warnings.warn(
             "from_mobilenet_v2(enhancer_init='identity') is now spelled 'open_gates', as "
             "in MobileNetV2MP; 'identity' will stop working in a later release.",
             DeprecationWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of from_mobilenet_v2
         )
         enhancer_init = "open_gates"
     if enhancer_init not in ENHANCER_INITS:
@@ -237,27 +268,11 @@ def from_mobilenet_v2(
             "load them into the new MobileNetV2MP with load_weights('w.h5', by_name=True, "
             "skip_mismatch=True), or use to_fixed_model after a search."
         )
-    frame = builder_arguments(base_model, alpha)
-    if batch_norm_momentum is not None:
-        frame["batch_norm_momentum"] = batch_norm_momentum
-    spec = resolve_spec(meta_pooling, placement)
-    preserving = enhancer_init == "open_gates"
-    lone_ssp = [i for i, entry in enumerate(spec.ops) if entry == "ssp" and not spec.post_norm]
-    if preserving and len(lone_ssp) != len(spec.points):
-        logging.warning(
-            "from_mobilenet_v2: %r has enhancers that cannot start as the identity "
-            "(pooling ops, pairs, search mixtures or BN + hswish after an op); the new "
-            "model will not predict like the base until it is fine-tuned.",
-            spec,
-        )
-    with precision_of(base_model):
-        model = MobileNetV2MP(
-            meta_pooling=spec,
-            enhancer_init=enhancer_init,
-            name=name,
-            **frame,
-        )
-    _check_same_head(base_model, model)
+    return enhancer_init
+
+
+def _copy_weights(base_model, model):
+    """Copies every weighted layer of the base into its same-named MobileNetV2MP layer."""
     for layer in base_model.layers:
         if not layer.weights:
             continue
@@ -276,10 +291,6 @@ def from_mobilenet_v2(
                 f"{[w.shape for w in source]}, MobileNetV2MP expects {expected}."
             )
         target.set_weights(source)
-    if preserving:
-        for block_id in lone_ssp:
-            _fold_inverse_gate_scale(model, block_id, spec.placement)
-    return model
 
 
 def _head_layer_types(model):
