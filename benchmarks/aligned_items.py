@@ -20,7 +20,7 @@ with the fixed variants that an enhancer helps, then run the searches.
 
     python benchmarks/aligned_items.py --output=runs/aligned_items
     python benchmarks/study.py --dataset=folder:runs/aligned_items --sizes=128 \\
-        --alphas=0.35 --seeds=0,1,2,3,4 --epochs=8 \\
+        --alphas=0.35 --seeds=0,1,2,3,4 --train_images=8000 --test_images=0 --epochs=8 \\
         --variants=mobilenet_v2,ssp_all,mp_paper_open,searched --output_dir=results/aligned
 """
 
