@@ -28,7 +28,11 @@ the same evidence: both rules are measured on the same slope streams.
     python benchmarks/null_search.py --searches=10 --tasks=random_labels
     python benchmarks/null_search.py --tasks=supernet_random_labels --modes=bi-level
 
-Writes ``results/null_search.json``; docs/search.md reports it.
+Writes ``results/null_search.json`` after every search; docs/search.md reports
+it. An interrupted run resumes where it stopped: the supernet row needs that,
+since the process grows by about 0.5 GB per supernet search on 2 CPU cores
+(memory TensorFlow keeps after ``clear_session``: the models and callbacks
+themselves are freed), so 40 searches outgrow a 24 GB machine.
 """
 
 import json
