@@ -41,9 +41,9 @@ flags.DEFINE_string("output", "runs/aligned_items", "Folder to write (must not e
 flags.DEFINE_integer("train_images", 8000, "Training canvases (half of each class).")
 flags.DEFINE_integer("test_images", 2000, "Test canvases (half of each class).")
 flags.DEFINE_integer("canvas", 128, "Canvas side in pixels.")
-flags.DEFINE_integer("item_size", 24, "Item side in pixels (Fashion-MNIST's 28 resized).")
-flags.DEFINE_integer("same_row", 2, "Largest vertical offset of a same_row pair, in pixels.")
-flags.DEFINE_integer("other_rows", 12, "Smallest vertical offset of an other_rows pair.")
+flags.DEFINE_integer("item_size", 16, "Item side in pixels (Fashion-MNIST's 28 resized).")
+flags.DEFINE_integer("same_row", 1, "Largest vertical offset of a same_row pair, in pixels.")
+flags.DEFINE_integer("other_rows", 4, "Smallest vertical offset of an other_rows pair.")
 flags.DEFINE_integer("seed", 0, "Seed of the layout (the test split draws its own stream).")
 
 CLASSES = ("other_rows", "same_row")
