@@ -30,7 +30,7 @@ the same evidence: both rules are measured on the same slope streams.
 
 Writes ``results/null_search.json`` after every search; docs/search.md reports
 it. An interrupted run resumes where it stopped: the supernet row needs that,
-since the process grows by about 0.5 GB per supernet search on 2 CPU cores
+since the process grew by about 0.7 GB per supernet search (12.5 GB after 17)
 (memory TensorFlow keeps after ``clear_session``: the models and callbacks
 themselves are freed), so 40 searches outgrow a 24 GB machine.
 """
