@@ -460,14 +460,6 @@ def run_train(task, architecture=None, search_seconds=0.0, model=None):
     }
 
 
-#: The fields of a training result that are the training's (not the variant's search's).
-_TRAINING_FIELDS = (
-    "model_alpha", "head", "params", "macs", "test_accuracy", "test_loss", "train_accuracy",
-    "train_accuracy_per_epoch", "train_loss_per_epoch", "train_examples", "test_examples",
-    "steps", "train_seconds", "eval_seconds",
-)  # fmt: skip
-
-
 def same_training_as(task, architecture, model=None):
     """MobileNetV2's stored result of the task's seed, if the task would train it again.
 
@@ -485,15 +477,19 @@ def same_training_as(task, architecture, model=None):
 
 
 def reused_result(baseline, architecture, search_seconds=0.0):
-    """A training result taken from ``baseline``'s run (``same_training_as``), said so."""
-    result = {name: baseline[name] for name in _TRAINING_FIELDS}
-    result.update(
+    """A training result taken from ``baseline``'s run (``same_training_as``), said so.
+
+    Everything ``run_train`` records comes from the baseline but the
+    architecture and the search's time; the run's identity (``run_id``,
+    ``variant``, times of this task) is the caller's to set, as for any run.
+    """
+    return dict(
+        baseline,
         meta_pooling=km.ArchitectureSpec.from_dict(architecture).to_dict(),
         same_training_as=baseline["run_id"],
         search_seconds=search_seconds,
         time_to_model_seconds=baseline["train_seconds"] + search_seconds,
     )
-    return result
 
 
 def latency_models(config, variants, seeds):
