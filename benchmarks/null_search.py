@@ -35,6 +35,7 @@ since the process grew by about 0.7 GB per supernet search (12.5 GB after 17)
 themselves are freed), so 40 searches outgrow a 24 GB machine.
 """
 
+import functools
 import json
 import os
 import sys
@@ -123,17 +124,18 @@ def _demo_search_settings():
     return {name: settings[name] for name in names}
 
 
-_IMAGES = {}
+@functools.cache
+def _model_inputs(limit, size):
+    """The first ``limit`` Fashion-MNIST training images as model inputs (made once)."""
+    images, _ = load_fashion_mnist("train", limit=limit)
+    return np.asarray(to_model_input(images, size))
 
 
 def _supernet_search(mode, seed):
-    """A bi-level search of the full supernet on images whose labels are random."""
+    """A search of the full supernet on images whose labels are random: its record."""
     settings = _demo_search_settings()
-    size, batch_size = settings["image_size"], settings["batch_size"]
-    if size not in _IMAGES:
-        images, _ = load_fashion_mnist("train", limit=settings["train_limit"])
-        _IMAGES[size] = np.asarray(to_model_input(images, size))
-    x = _IMAGES[size]
+    batch_size = settings["batch_size"]
+    x = _model_inputs(settings["train_limit"], settings["image_size"])
     y = np.random.default_rng(1000 + seed).integers(0, 10, len(x))
     half = len(x) // 2
     keras.backend.clear_session()
@@ -145,42 +147,36 @@ def _supernet_search(mode, seed):
     steps = -(-half // batch_size) * settings["epochs"]
     schedule = keras.optimizers.schedules.CosineDecay(settings["learning_rate"], steps)
     model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy", ["accuracy"])
-    held_out = None
-    if mode == "bi-level":
-        held_out = tf.data.Dataset.from_tensor_slices((x[half:], y[half:])).batch(batch_size)
-    pmpl = PMPLCallback(arch_data=held_out, error_rate=FLAGS.error_rate, verbose=0)
-    probe = _OldRuleProbe(pmpl, pmpl.min_evidence_steps)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # undecided searches warn, as they should
-        model.fit(x[:half], y[:half], batch_size=batch_size, epochs=settings["epochs"],
-                  callbacks=[pmpl, probe], verbose=0)  # fmt: skip
-    return pmpl, probe
+    held_out = (x[half:], y[half:]) if mode == "bi-level" else None
+    return _searched(model, (x[:half], y[:half]), held_out, batch_size, settings["epochs"], seed)
 
 
 def _one_search(task, mode, seed):
     if task == "supernet_random_labels":
-        pmpl, probe = _supernet_search(mode, seed)
-        return _search_record(seed, pmpl, probe)
+        return _supernet_search(mode, seed)
     x, y, candidates = _data(task, seed)
     keras.utils.set_random_seed(seed)
     points = (1,) if task == "aligned_glyphs" else (1, 2)
     model = tiny_search_model(candidates, x.shape[1:], points=points)
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", ["accuracy"])
-    held_out = None
-    if mode == "bi-level":
-        xa, ya, _ = _data(task, seed + 10_000)
-        held_out = tf.data.Dataset.from_tensor_slices((xa, ya)).batch(BATCH_SIZE)
+    held_out = _data(task, seed + 10_000)[:2] if mode == "bi-level" else None
+    return _searched(model, (x, y), held_out, BATCH_SIZE, FLAGS.epochs, seed)
+
+
+def _searched(model, train, held_out, batch_size, epochs, seed):
+    """Fits ``model`` with PMPLCallback (bi-level on ``held_out`` if given): its record.
+
+    The record is what the search decided, per point, for the JSON, and when
+    the old fixed z >= 4 rule would have decided each point on the same evidence.
+    """
+    if held_out is not None:
+        held_out = tf.data.Dataset.from_tensor_slices(held_out).batch(batch_size)
     pmpl = PMPLCallback(arch_data=held_out, error_rate=FLAGS.error_rate, verbose=0)
     probe = _OldRuleProbe(pmpl, pmpl.min_evidence_steps)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # undecided searches warn, as they should
-        model.fit(x, y, batch_size=BATCH_SIZE, epochs=FLAGS.epochs, callbacks=[pmpl, probe],
+        model.fit(*train, batch_size=batch_size, epochs=epochs, callbacks=[pmpl, probe],
                   verbose=0)  # fmt: skip
-    return _search_record(seed, pmpl, probe)
-
-
-def _search_record(seed, pmpl, probe):
-    """What one search decided, per point, for the JSON."""
     rows = pmpl.summary_rows()
     return {
         "seed": seed,

@@ -211,10 +211,9 @@ def compiled(model, jit_compile=False):
 
 
 def timed_model(meta_pooling):
-    if meta_pooling.endswith(WITH_XLA):
-        keras.utils.set_random_seed(FLAGS.seed)
-        return compiled(build(meta_pooling[: -len(WITH_XLA)]), jit_compile=True)
     keras.utils.set_random_seed(FLAGS.seed)
+    if meta_pooling.endswith(WITH_XLA):
+        return compiled(build(meta_pooling[: -len(WITH_XLA)]), jit_compile=True)
     if meta_pooling.startswith(PARTIAL):
         with traced_as(meta_pooling):  # the blocks are built for their part
             model = build("search")
@@ -278,14 +277,18 @@ def main(argv):
     )
     # A search longer than the timing: no point is fixed at a fit's end.
     search = dict(warmup=0.0, search_epochs=10**6, **quiet)
+
+    def one_level():  # a fresh callback per fit, as a new search
+        return [km.PMPLCallback(**search)]
+
     runs = [
         ("plain MobileNetV2", "none", lambda: []),
-        ("search, one-level", "search", lambda: [km.PMPLCallback(**search)]),
+        ("search, one-level", "search", one_level),
         ("search, bi-level (arch_data)", "search",
          lambda: [km.PMPLCallback(arch_data=arch, **search)]),
         ("supernet without architecture steps", "search", lambda: []),
         ("supernet after the late stage (all fixed)", FIXED_SUPERNET,
-         lambda: [km.PMPLCallback(**search)]),
+         one_level),
         ("plain MobileNetV2 (control)", "none", lambda: []),
     ]  # fmt: skip
     if FLAGS.floor:
@@ -301,23 +304,23 @@ def main(argv):
         runs = [
             ("plain MobileNetV2", "none", list),
             *[(f"search over {ops}, one-level", SEARCH_OVER + ops,
-               lambda: [km.PMPLCallback(**search)]) for ops in FLAGS.candidate_sets],
+               one_level) for ops in FLAGS.candidate_sets],
             ("plain MobileNetV2 (control)", "none", list),
         ]  # fmt: skip
     if FLAGS.xla:
         runs = [
             ("plain MobileNetV2", "none", list),
             ("plain MobileNetV2, XLA", "none" + WITH_XLA, list),
-            ("search, one-level", "search", lambda: [km.PMPLCallback(**search)]),
-            ("search, one-level, XLA", "search" + WITH_XLA, lambda: [km.PMPLCallback(**search)]),
+            ("search, one-level", "search", one_level),
+            ("search, one-level, XLA", "search" + WITH_XLA, one_level),
             ("plain MobileNetV2 (control)", "none", list),
         ]  # fmt: skip
     if FLAGS.partial_channels:
         runs = [
             ("plain MobileNetV2", "none", list),
-            ("search, one-level", "search", lambda: [km.PMPLCallback(**search)]),
+            ("search, one-level", "search", one_level),
             *[(f"search on 1/{k} of the channels, one-level", PARTIAL + k,
-               lambda: [km.PMPLCallback(**search)]) for k in FLAGS.partial_channels],
+               one_level) for k in FLAGS.partial_channels],
             ("plain MobileNetV2 (control)", "none", list),
         ]  # fmt: skip
     models = {}
