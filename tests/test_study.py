@@ -352,15 +352,32 @@ def test_the_report_pairs_by_seed_corrects_with_holm_and_states_power():
     assert "Holm's correction over the 4 comparisons" in text and "(beyond noise)" in text
     assert "with 80% power after Holm's correction" in text
     assert report.paired_comparisons({"mobilenet_v2": runs([0.8])}) == []
-    # A searched child is compared with the random baselines too.
+    # A searched child is a family of its own: against MobileNetV2, the parameter-matched
+    # MobileNetV2, the best fixed variant and the random baselines, corrected apart from
+    # the fixed family, whose rows stay what they were without it.
     searched = {
-        "mobilenet_v2": runs([0.800, 0.805, 0.795, 0.790]),
+        **group,
         "searched": runs([0.800, 0.805, 0.795, 0.791]),
         "random_matched": runs([0.790, 0.801, 0.785, 0.780]),
         "random_searched": runs([0.801, 0.800, 0.799, 0.790]),
     }
-    pairs = [(row["variant"], row["against"]) for row in report.paired_comparisons(searched)]
-    assert pairs[3:] == [("searched", "random_matched"), ("searched", "random_searched")]
+    both = report.paired_comparisons(searched)
+    search_rows = [row for row in both if row["family"] == "search"]
+    assert [(row["variant"], row["against"]) for row in search_rows] == [
+        ("searched", "mobilenet_v2"), ("searched", "param_matched"), ("searched", "mp_paper"),
+        ("searched", "random_matched"), ("searched", "random_searched"),
+    ]  # fmt: skip
+    assert [row["holm_p"] for row in search_rows] == pytest.approx(
+        study.holm([row["p"] for row in search_rows])
+    )
+    fixed_rows = [row for row in both if row["family"] == "fixed"]
+    assert [(r["variant"], r["against"], r["holm_p"]) for r in fixed_rows] == [
+        (r["variant"], r["against"], r["holm_p"]) for r in rows
+    ]
+    assert all(0 <= row["power"] <= 1 for row in both)  # scipy's far tails are NaN
+    text = "\n".join(report.comparison_lines(both))
+    assert "Holm's correction over the 5 comparisons" in text
+    assert "searched child (a family of its own)" in text
     # Models at chance are named at the top: 2 classes, 400 test images: chance 50%,
     # 3 binomial standard errors 7.5 points.
     group = {
@@ -488,6 +505,9 @@ def test_paired_power_and_the_detectable_difference_agree():
     assert study.paired_power(detectable, 0.012, 10, alpha=0.05 / 6) == pytest.approx(0.8, abs=1e-3)
     assert detectable > study.paired_detectable(0.012, 10)  # a stricter level needs more
     assert study.paired_detectable(0.012, 1) is None
+    # Far beyond the noise scipy's noncentral tails are NaN; the power is still a number.
+    for effect in (0.015, -0.015, 0.1):
+        assert 0.99 < study.paired_power(effect, 0.0017, 4, alpha=0.05 / 4) <= 1
 
 
 def test_welch_matches_scipy():

@@ -45,8 +45,11 @@ and budget, then evaluated on the same test images:
 
 Reported per variant and (alpha, input size): test accuracy mean ± std over
 seeds, with the difference to MobileNetV2 and its paired test (runs of one
-seed share their data order), and a table of paired comparisons with 95%
-intervals and Holm-corrected p-values, with the power they had; parameters and
+seed share their data order), and tables of paired comparisons with 95%
+intervals and Holm-corrected p-values, with the power they had (two families,
+each corrected on its own: the fixed architectures, and the searched child
+against MobileNetV2, the parameter-matched one, the best fixed variant and the
+random baselines); parameters and
 MACs (``keras_metapool.models.count_params`` / ``count_macs``); float and
 int8 TFLite latency as a ratio to MobileNetV2 (batch 1, one thread, the
 models' invokes interleaved in one run, as ``benchmarks/deploy.py`` does:

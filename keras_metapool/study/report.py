@@ -13,6 +13,7 @@ from keras_metapool.study.plan import (
     BASELINE,
     BN_MOMENTUM,
     FLAGS,
+    PER_SEED_VARIANTS,
     TIMED_WITH_SEARCH,
     VARIANT_BY_KEY,
     Config,
@@ -236,41 +237,76 @@ def _caveats(stds, tests):
 
 
 def paired_comparisons(groups_of_config):
-    """The report's family of paired comparisons at one config, Holm-corrected.
+    """The report's paired comparisons at one config, in two Holm-corrected families.
 
-    Every variant against MobileNetV2, each variant with enhancers in
-    ``ENHANCED_VARIANTS`` against the parameter-matched MobileNetV2 too, and
-    the searched child against the random baselines (``RANDOM_BASELINES``).
+    The fixed family (``"fixed"``): every fixed-architecture variant against
+    MobileNetV2, and each of them with enhancers (``ENHANCED_VARIANTS``)
+    against the parameter-matched MobileNetV2 too. The search family
+    (``"search"``): each searched child against MobileNetV2, and the
+    ``searched`` child also against the parameter-matched MobileNetV2, the
+    fixed variant with the highest mean accuracy, and the random baselines
+    (``RANDOM_BASELINES``). Each family is corrected on its own, as a study
+    plans them: a search stage added to a finished fixed study leaves the
+    fixed family's numbers as they were.
 
     Returns:
-        A list of dicts: ``variant``, ``against``, and :func:`paired`'s
-        fields (``diff``, ``low``, ``high``, ``p``, ``n``, ``std``) plus
-        ``holm_p`` and ``power`` (to detect ``TARGET_EFFECT`` at the level
-        Holm gives the family's smallest p-value, 0.05 / comparisons).
+        A list of dicts: ``family``, ``variant``, ``against``, and
+        :func:`paired`'s fields (``diff``, ``low``, ``high``, ``p``, ``n``,
+        ``std``) plus ``holm_p`` and ``power`` (to detect ``TARGET_EFFECT`` at
+        the level Holm gives the family's smallest p-value, 0.05 / its
+        comparisons).
     """
-    pairs = [(v, BASELINE) for v in groups_of_config if v != BASELINE]
+    fixed = [v for v in groups_of_config if v not in PER_SEED_VARIANTS]
+    pairs = [("fixed", v, BASELINE) for v in fixed if v != BASELINE]
     if "param_matched" in groups_of_config:
-        pairs += [(v, "param_matched") for v in ENHANCED_VARIANTS if v in groups_of_config]
+        pairs += [("fixed", v, "param_matched") for v in ENHANCED_VARIANTS if v in fixed]
+    for child in ("searched", "searched_inherited"):
+        if child in groups_of_config:
+            pairs.append(("search", child, BASELINE))
     if "searched" in groups_of_config:
-        pairs += [("searched", b) for b in RANDOM_BASELINES if b in groups_of_config]
+        means = {v: np.mean([r["test_accuracy"] for r in groups_of_config[v]]) for v in fixed}
+        best = [max(means, key=means.get)] if means else []
+        againsts = ["param_matched", *best, *RANDOM_BASELINES]
+        pairs += [
+            ("search", "searched", b)
+            for b in dict.fromkeys(againsts)  # NOTE: ordered and without repeats
+            if b != BASELINE and b in groups_of_config
+        ]
     rows = []
-    for variant, against in pairs:
+    for family, variant, against in pairs:
         test = paired(by_seed(groups_of_config[variant]), by_seed(groups_of_config[against]))
         if test is not None:
-            rows.append({"variant": variant, "against": against, **test})
-    for row, adjusted in zip(rows, holm([row["p"] for row in rows])):
-        row["holm_p"] = adjusted
-        row["power"] = paired_power(TARGET_EFFECT, row["std"], row["n"], 0.05 / len(rows))
+            rows.append({"family": family, "variant": variant, "against": against, **test})
+    for family in ("fixed", "search"):
+        members = [row for row in rows if row["family"] == family]
+        for row, adjusted in zip(members, holm([row["p"] for row in members])):
+            row["holm_p"] = adjusted
+            row["power"] = paired_power(TARGET_EFFECT, row["std"], row["n"], 0.05 / len(members))
     return rows
 
 
+#: How the report introduces each family of paired comparisons.
+FAMILY_TITLES = {
+    "fixed": "Paired comparisons of the fixed architectures",
+    "search": "Paired comparisons of the searched child (a family of its own)",
+}
+
+
 def comparison_lines(rows):
-    """The paired comparisons as a markdown table, and a sentence on their power."""
-    if not rows:
-        return []
+    """The paired comparisons as one markdown table per family, each with its power."""
+    lines = []
+    for family, title in FAMILY_TITLES.items():
+        members = [row for row in rows if row["family"] == family]
+        if members:
+            lines += _family_lines(members, title)
+    return lines
+
+
+def _family_lines(rows, title):
+    """One family's table, and a sentence on what it could detect."""
     lines = [
         "",
-        "Paired comparisons (per-seed differences, runs of a seed share their data order): "
+        f"{title} (per-seed differences, runs of a seed share their data order): "
         f"mean difference with its 95% interval, paired t-test, Holm's correction over the "
         f"{len(rows)} comparisons of this table; power: the chance this design detects a "
         f"true {100 * TARGET_EFFECT:g}-point difference at the level Holm gives its first "

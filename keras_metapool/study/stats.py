@@ -89,8 +89,13 @@ def paired_power(effect, std, n, alpha=0.05):
     if n < 2 or not std:
         return None
     critical = stats.t.ppf(1 - alpha / 2, n - 1)
-    shift = effect / (std / math.sqrt(n))
-    return float(stats.nct.sf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift))
+    shift = abs(effect) / (std / math.sqrt(n))
+    near, far = stats.nct.sf(critical, n - 1, shift), stats.nct.cdf(-critical, n - 1, shift)
+    # NOTE: scipy's noncentral t gives NaN for tails far beyond its precision; those are
+    # 0 (the far tail) or the normal limit's value (the near one), not an unknown.
+    if math.isnan(near):
+        near = stats.norm.sf(critical - shift)
+    return float(min(1.0, near + (0.0 if math.isnan(far) else far)))
 
 
 def paired_detectable(std, n, alpha=0.05, power=0.8):
