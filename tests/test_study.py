@@ -549,6 +549,30 @@ def test_the_random_search_runs_after_its_pmpl_search_and_feeds_random_searched(
     study.FLAGS.unparse_flags()
 
 
+def test_a_search_stage_can_run_on_fewer_seeds_than_the_fixed_study(tmp_path):
+    from absl import app
+
+    _parse_quick(tmp_path, "--variants=mobilenet_v2,searched,random_searched",
+                 "--seeds=0,1,2", "--search_seeds=0,2")  # fmt: skip
+    config = study.Config(32, 0.35)
+    variants = ["mobilenet_v2", "searched", "random_searched"]
+    tasks = {(t.kind, t.variant, t.seed) for t in plan.plan_tasks([config], [0, 1, 2], variants)}
+    for seed, searched in ((0, True), (1, False), (2, True)):
+        assert ("train", "mobilenet_v2", seed) in tasks
+        for task in (("search", None, seed), ("random_search", None, seed),
+                     ("train", "searched", seed), ("train", "random_searched", seed)):  # fmt: skip
+            assert (task in tasks) == searched, task
+    for bad, message in (("--search_seeds=0,3", "distinct seeds of --seeds"),
+                         ("--search_seeds=x", "takes numbers")):  # fmt: skip
+        _parse_quick(tmp_path, "--seeds=0,1,2", bad)
+        with pytest.raises(app.UsageError, match=message):
+            plan.parse_plan_flags()
+    _parse_quick(tmp_path, "--seeds=0,1", "--search_seeds=0", "--search_once")
+    with pytest.raises(app.UsageError, match="exclude each other"):
+        plan.parse_plan_flags()
+    study.FLAGS.unparse_flags()
+
+
 @pytest.mark.slow
 def test_the_random_search_spends_its_searchs_cpu_time_and_keeps_the_best(tmp_path, monkeypatch):
     _parse_quick(tmp_path, "--train_images=128")

@@ -138,6 +138,13 @@ flags.DEFINE_bool(
     "the seed spread then excludes the search's own variance). Default: one per seed.",
     flag_values=FLAGS,
 )  # fmt: skip
+flags.DEFINE_list(
+    "search_seeds", [],
+    "Seeds the search stage runs on (its searches and the variants trained from them: "
+    "searched, searched_inherited, random_matched, random_searched), a subset of --seeds. "
+    "Default: every seed. A fixed study of 10 seeds can carry a search stage of 5.",
+    flag_values=FLAGS,
+)  # fmt: skip
 flags.DEFINE_float(
     "match_tolerance", 0.01, "Parameter match of param_matched (relative).", flag_values=FLAGS
 )
@@ -291,8 +298,31 @@ def parse_plan_flags():
         raise app.UsageError("Alphas must be > 0 and sizes >= 32.")
     if not seeds or len(set(seeds)) != len(seeds):
         raise app.UsageError(f"--seeds must be distinct integers, got {FLAGS.seeds}.")
+    search_stage_seeds(seeds)  # its errors, before any run
     ordered = [v.key for v in VARIANTS if v.key in variants]  # canonical order
     return sorted(configs), seeds, ordered
+
+
+def search_stage_seeds(seeds):
+    """The seeds the search stage runs on: ``--search_seeds``, or all of ``seeds``."""
+    if not FLAGS.search_seeds:
+        return list(seeds)
+    try:
+        chosen = [int(s) for s in FLAGS.search_seeds]
+    except ValueError:
+        raise app.UsageError(f"--search_seeds takes numbers, got {FLAGS.search_seeds}.") from None
+    outside = [s for s in chosen if s not in seeds]
+    if outside or len(set(chosen)) != len(chosen):
+        raise app.UsageError(
+            f"--search_seeds must be distinct seeds of --seeds ({FLAGS.seeds}), got "
+            f"{FLAGS.search_seeds}: add the missing ones to --seeds."
+        )
+    if FLAGS.search_once:
+        raise app.UsageError(
+            "--search_seeds and --search_once exclude each other: --search_once trains every "
+            "seed on the first seed's search; drop one of them."
+        )
+    return chosen
 
 
 def search_epochs():
@@ -433,14 +463,15 @@ def search_seed(seed, seeds):
 def plan_tasks(configs, seeds, variants):
     """All tasks in run order: seed by seed (a partial study covers every
     variant), each config's search before its searched model; latency last."""
-    tasks = []
+    tasks, stage = [], search_stage_seeds(seeds)
     for seed in seeds:
+        here = [v for v in variants if seed in stage or v not in SEARCH_VARIANTS]
         for config in configs:
-            searching = set(SEARCH_VARIANTS) & set(variants)
+            searching = set(SEARCH_VARIANTS) & set(here)
             if searching and search_seed(seed, seeds) == seed:
                 tasks.append(Task("search", config, seed=seed))
-                if "random_searched" in variants:  # its budget is that search's CPU time
+                if "random_searched" in here:  # its budget is that search's CPU time
                     tasks.append(Task("random_search", config, seed=seed))
-            tasks += [Task("train", config, variant, seed) for variant in variants]
+            tasks += [Task("train", config, variant, seed) for variant in here]
     tasks += [Task("latency", config) for config in configs]
     return tasks

@@ -413,7 +413,12 @@ def _header_lines(groups, seeds, tasks, started_machine, info):
         f"{search_epochs()} epochs, "
         f"PMPLCallback's defaults (evidence rule, undecided points -> no enhancer), "
         f"architecture lr {FLAGS.arch_learning_rate}, "
-        + ("one search per (alpha, size)" if FLAGS.search_once else "one search per seed")
+        + (
+            "one search per (alpha, size)"
+            if FLAGS.search_once
+            else "one search per seed"
+            + (f" of seeds {', '.join(map(str, stage))}" if (stage := FLAGS.search_seeds) else "")
+        )
         + "; the searched model then trains from scratch like the others (`searched`) or from "
         "the supernet's weights (`searched_inherited`), and its time includes the search; "
         "`random_arch` draws each point's op uniformly from the same space; `random_searched` "
