@@ -150,10 +150,21 @@ def _config_conclusions(stats, searches, latency):
             continue
         test = paired(s["by_seed"], base["by_seed"])
         tests += 1
-        mark = " (beyond noise)" if test is not None and test["p"] < 0.05 else ""
-        others.append(f"{variant} {100 * (s['mean'] - base['mean']):+.2f}{mark}")
+        if test is None:
+            others.append(f"{variant}: fewer than 2 seeds in common")
+            continue
+        # NOTE: over the seeds both have: a search stage may run on fewer seeds.
+        notes = [f"{test['n']} seeds"] if test["n"] != base["n"] else []
+        notes += ["p < 0.05, uncorrected"] if test["p"] < 0.05 else []
+        others.append(
+            f"{variant} {100 * test['diff']:+.2f}" + (f" ({'; '.join(notes)})" if notes else "")
+        )
     if others:
-        lines.append("Other variants vs MobileNetV2 (points): " + ", ".join(others) + ".")
+        lines.append(
+            "Other variants vs MobileNetV2 (points, paired over the seeds both have): "
+            + ", ".join(others)
+            + "."
+        )
     if searches:
         decided = [decided_points(s) for s in searches.values()]
         points = len(next(iter(searches.values()))["points"])
@@ -163,9 +174,13 @@ def _config_conclusions(stats, searches, latency):
             f"decided {', '.join(map(str, decided))} of its {points} points by evidence; "
             "the undecided ones have no enhancer."
         )
-    best = max(stats, key=lambda v: stats[v]["mean"])
+    most = max(s["n"] for s in stats.values())
+    complete = {v: s for v, s in stats.items() if s["n"] == most}  # means over the same seeds
+    best = max(complete, key=lambda v: complete[v]["mean"])
+    among = "" if len(complete) == len(stats) else f" among the variants with all {most} seeds"
     lines.append(
-        f"Best mean accuracy: {VARIANT_BY_KEY[best].label} ({100 * stats[best]['mean']:.2f}%)."
+        f"Best mean accuracy{among}: {VARIANT_BY_KEY[best].label} "
+        f"({100 * stats[best]['mean']:.2f}%)."
     )
     return lines, tests
 
@@ -206,10 +221,11 @@ def _caveats(stds, tests):
     caveats = []
     if stds:
         typical = float(np.median([s for s, _ in stds]))
-        n = min(n for _, n in stds)
+        n, most = min(n for _, n in stds), max(n for _, n in stds)
         detectable = detectable_difference(typical, n)
+        counts = f"{n}" if n == most else f"{n} (of up to {most})"
         caveats.append(
-            f"Small effects: with {n} seeds per variant and a typical seed std of "
+            f"Small effects: with {counts} seeds per variant and a typical seed std of "
             f"{100 * typical:.2f} points, only differences above about {100 * detectable:.2f} "
             "points reach p < 0.05; 'within seed noise' means not shown, not shown absent."
         )
@@ -288,7 +304,7 @@ def paired_comparisons(groups_of_config):
 #: How the report introduces each family of paired comparisons.
 FAMILY_TITLES = {
     "fixed": "Paired comparisons of the fixed architectures",
-    "search": "Paired comparisons of the searched child (a family of its own)",
+    "search": "Paired comparisons of the searched child, a family of its own",
 }
 
 
