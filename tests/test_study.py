@@ -17,7 +17,7 @@ import pytest
 import keras_metapool as km
 from keras_metapool import study
 from keras_metapool._keras import keras
-from keras_metapool.study import plan, report
+from keras_metapool.study import comparisons, plan, report
 from keras_metapool.study import stats as study_stats
 
 # The module: the package's name `main` is its function.
@@ -340,7 +340,7 @@ def test_the_report_pairs_by_seed_corrects_with_holm_and_states_power():
         "param_matched": runs([0.801, 0.806, 0.797, 0.788]),
         "local": runs([0.802, 0.799, 0.806, 0.792]),
     }
-    rows = report.paired_comparisons(group)
+    rows = comparisons.paired_comparisons(group)
     pairs = [(row["variant"], row["against"]) for row in rows]
     assert pairs == [
         ("mp_paper", "mobilenet_v2"), ("param_matched", "mobilenet_v2"),
@@ -351,10 +351,10 @@ def test_the_report_pairs_by_seed_corrects_with_holm_and_states_power():
     assert paper["diff"] == pytest.approx(0.05075) and paper["holm_p"] < 0.05
     assert paper["low"] < paper["diff"] < paper["high"]
     assert rows[2]["holm_p"] > 0.05  # local: noise
-    text = "\n".join(report.comparison_lines(rows))
+    text = "\n".join(comparisons.comparison_lines(rows))
     assert "Holm's correction over the 4 comparisons" in text and "(beyond noise)" in text
     assert "with 80% power after Holm's correction" in text
-    assert report.paired_comparisons({"mobilenet_v2": runs([0.8])}) == []
+    assert comparisons.paired_comparisons({"mobilenet_v2": runs([0.8])}) == []
     # A searched child is a family of its own: against MobileNetV2, the parameter-matched
     # MobileNetV2, the best fixed variant and the random baselines, corrected apart from
     # the fixed family, whose rows stay what they were without it.
@@ -364,7 +364,7 @@ def test_the_report_pairs_by_seed_corrects_with_holm_and_states_power():
         "random_matched": runs([0.790, 0.801, 0.785, 0.780]),
         "random_searched": runs([0.801, 0.800, 0.799, 0.790]),
     }
-    both = report.paired_comparisons(searched)
+    both = comparisons.paired_comparisons(searched)
     search_rows = [row for row in both if row["family"] == "search"]
     assert [(row["variant"], row["against"]) for row in search_rows] == [
         ("searched", "mobilenet_v2"), ("searched", "param_matched"), ("searched", "mp_paper"),
@@ -378,7 +378,7 @@ def test_the_report_pairs_by_seed_corrects_with_holm_and_states_power():
         (r["variant"], r["against"], r["holm_p"]) for r in rows
     ]
     assert all(0 <= row["power"] <= 1 for row in both)  # scipy's far tails are NaN
-    text = "\n".join(report.comparison_lines(both))
+    text = "\n".join(comparisons.comparison_lines(both))
     assert "Holm's correction over the 5 comparisons" in text
     assert "searched child, a family of its own" in text
     # Models at chance are named at the top: 2 classes, 400 test images: chance 50%,
