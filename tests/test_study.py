@@ -318,7 +318,7 @@ def test_conclusions_follow_the_numbers(quick_study):
     assert text.count("larger than seed noise") == 2  # vs MobileNetV2 and vs param-matched
     assert "survives the parameter-matched baseline" in text
     assert "local +0.23, searched +5.00 (2 seeds)." in text  # paired over the seeds in common
-    assert "Best mean accuracy among the variants with all 3 seeds: MobileNetV2MP paper" in text
+    assert "Best mean accuracy among the variants run on all 3 seeds: MobileNetV2MP paper" in text
     assert any("2 (of up to 3) seeds per variant" in c for c in caveats)
     del groups[config]["searched"]
 
@@ -380,6 +380,15 @@ def test_the_report_pairs_by_seed_corrects_with_holm_and_states_power():
     assert all(0 <= row["power"] <= 1 for row in both)  # scipy's far tails are NaN
     text = "\n".join(comparisons.comparison_lines(both))
     assert "Holm's correction over the 5 comparisons" in text
+    assert "| PMPL searched | MobileNetV2MP paper (best fixed variant) |" in text
+    # The best fixed variant is picked among those run on every seed; a study without
+    # MobileNetV2 compares what it has.
+    partial = {**searched, "ssp_all": runs([0.95, 0.95])}
+    assert comparisons.best_fixed_variant(partial) == "mp_paper"
+    rows = comparisons.paired_comparisons(
+        {"searched": searched["searched"], "random_matched": searched["random_matched"]}
+    )
+    assert [(row["variant"], row["against"]) for row in rows] == [("searched", "random_matched")]
     assert "searched child, a family of its own" in text
     # Models at chance are named at the top: 2 classes, 400 test images: chance 50%,
     # 3 binomial standard errors 7.5 points.
@@ -565,12 +574,27 @@ def test_a_search_stage_can_run_on_fewer_seeds_than_the_fixed_study(tmp_path):
         for task in (("search", None, seed), ("random_search", None, seed),
                      ("train", "searched", seed), ("train", "random_searched", seed)):  # fmt: skip
             assert (task in tasks) == searched, task
+    # The latency run times the searched architectures of the stage's seeds only.
+    for seed in (0, 2):
+        spec = km.ArchitectureSpec(["identity"] * 16 + [["ssp", "avg3"][seed // 2]])
+        plan.write_json(
+            plan.result_path(plan.Task("search", config, seed=seed).run_id),
+            {"settings": plan.settings(), "kind": "search", "architecture": spec.to_dict()},
+        )
+    _, by_seed = study_runs.latency_models(config, ["mobilenet_v2", "searched"], [0, 1, 2])
+    assert sorted(by_seed["searched"]) == ["0", "2"]
+    assert study_runs.latency_coverage(variants, [0, 1, 2])["search_seeds"] == [0, 2]
     for bad, message in (("--search_seeds=0,3", "distinct seeds of --seeds"),
+                         ("--search_seeds=0,0", "distinct seeds of --seeds"),
                          ("--search_seeds=x", "takes numbers")):  # fmt: skip
-        _parse_quick(tmp_path, "--seeds=0,1,2", bad)
+        _parse_quick(tmp_path, "--seeds=0,1,2", "--variants=mobilenet_v2,searched", bad)
         with pytest.raises(app.UsageError, match=message):
             plan.parse_plan_flags()
-    _parse_quick(tmp_path, "--seeds=0,1", "--search_seeds=0", "--search_once")
+    _parse_quick(tmp_path, "--seeds=0,1", "--search_seeds=0", "--variants=mobilenet_v2,mp_paper")
+    with pytest.raises(app.UsageError, match="none of its variants"):
+        plan.parse_plan_flags()
+    _parse_quick(tmp_path, "--seeds=0,1", "--search_seeds=0", "--search_once",
+                 "--variants=searched")  # fmt: skip
     with pytest.raises(app.UsageError, match="exclude each other"):
         plan.parse_plan_flags()
     study.FLAGS.unparse_flags()

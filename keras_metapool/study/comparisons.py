@@ -7,57 +7,67 @@ from keras_metapool.study.stats import by_seed, holm, paired, paired_detectable,
 
 #: The effect the paired comparisons' power is stated for (accuracy, 1.5 points).
 TARGET_EFFECT = 0.015
-#: The variants also compared with the parameter-matched MobileNetV2.
-ENHANCED_VARIANTS = (
-    "mp_paper", "mp_paper_open", "ssp_all", "se_paper", "exclude_local", "searched",
-)  # fmt: skip
+#: The fixed variants also compared with the parameter-matched MobileNetV2.
+ENHANCED_VARIANTS = ("mp_paper", "mp_paper_open", "ssp_all", "se_paper", "exclude_local")
 
 #: The baselines a searched child is also compared with: random architectures of
 #: the space, with its number of enhancers, and random search at its compute.
 RANDOM_BASELINES = ("random_arch", "random_matched", "random_searched")
+#: How the search family's table names the fixed variant it picked.
+BEST_FIXED = "best fixed variant"
+
+
+def best_fixed_variant(groups_of_config):
+    """The fixed-architecture variant with the highest mean accuracy, among those run
+    on every seed any fixed variant has (so that the means are over the same seeds);
+    None without one."""
+    fixed = {v: by_seed(r) for v, r in groups_of_config.items() if v not in PER_SEED_VARIANTS}
+    seeds = set().union(*fixed.values()) if fixed else set()
+    complete = {v: np.mean(list(s.values())) for v, s in fixed.items() if set(s) == seeds}
+    return max(complete, key=complete.get) if complete else None
 
 
 def paired_comparisons(groups_of_config):
     """The report's paired comparisons at one config, in two Holm-corrected families.
 
     The fixed family (``"fixed"``): every fixed-architecture variant against
-    MobileNetV2, and each of them with enhancers (``ENHANCED_VARIANTS``)
-    against the parameter-matched MobileNetV2 too. The search family
-    (``"search"``): each searched child against MobileNetV2, and the
-    ``searched`` child also against the parameter-matched MobileNetV2, the
-    fixed variant with the highest mean accuracy, and the random baselines
+    MobileNetV2, and each of ``ENHANCED_VARIANTS`` against the
+    parameter-matched MobileNetV2 too. The search family (``"search"``): each
+    searched child against MobileNetV2, and the ``searched`` child also
+    against the parameter-matched MobileNetV2, :func:`best_fixed_variant`
+    (marked ``BEST_FIXED`` in ``note``) and the random baselines
     (``RANDOM_BASELINES``). Each family is corrected on its own, as a study
     plans them: a search stage added to a finished fixed study leaves the
-    fixed family's numbers as they were.
+    fixed family's numbers as they were. Comparisons with a variant the
+    study did not run are left out.
 
     Returns:
-        A list of dicts: ``family``, ``variant``, ``against``, and
+        A list of dicts: ``family``, ``variant``, ``against``, ``note``, and
         :func:`paired`'s fields (``diff``, ``low``, ``high``, ``p``, ``n``,
         ``std``) plus ``holm_p`` and ``power`` (to detect ``TARGET_EFFECT`` at
         the level Holm gives the family's smallest p-value, 0.05 / its
         comparisons).
     """
-    fixed = [v for v in groups_of_config if v not in PER_SEED_VARIANTS]
-    pairs = [("fixed", v, BASELINE) for v in fixed if v != BASELINE]
-    if "param_matched" in groups_of_config:
-        pairs += [("fixed", v, "param_matched") for v in ENHANCED_VARIANTS if v in fixed]
-    for child in ("searched", "searched_inherited"):
-        if child in groups_of_config:
-            pairs.append(("search", child, BASELINE))
-    if "searched" in groups_of_config:
-        means = {v: np.mean([r["test_accuracy"] for r in groups_of_config[v]]) for v in fixed}
-        best = [max(means, key=means.get)] if means else []
-        againsts = ["param_matched", *best, *RANDOM_BASELINES]
-        pairs += [
-            ("search", "searched", b)
-            for b in dict.fromkeys(againsts)  # NOTE: ordered and without repeats
-            if b != BASELINE and b in groups_of_config
-        ]
+    ran = groups_of_config
+    fixed = [v for v in ran if v not in PER_SEED_VARIANTS]
+    pairs = [("fixed", v, BASELINE, "") for v in fixed if v != BASELINE]
+    pairs += [("fixed", v, "param_matched", "") for v in ENHANCED_VARIANTS if v in fixed]
+    pairs += [("search", v, BASELINE, "") for v in ("searched", "searched_inherited")]
+    if "searched" in ran:
+        best = best_fixed_variant(ran)
+        pairs.append(("search", "searched", "param_matched", ""))
+        if best not in (None, BASELINE, "param_matched"):
+            pairs.append(("search", "searched", best, BEST_FIXED))
+        pairs += [("search", "searched", b, "") for b in RANDOM_BASELINES]
     rows = []
-    for family, variant, against in pairs:
-        test = paired(by_seed(groups_of_config[variant]), by_seed(groups_of_config[against]))
+    for family, variant, against, note in pairs:
+        if variant not in ran or against not in ran:
+            continue
+        test = paired(by_seed(ran[variant]), by_seed(ran[against]))
         if test is not None:
-            rows.append({"family": family, "variant": variant, "against": against, **test})
+            rows.append(
+                {"family": family, "variant": variant, "against": against, "note": note, **test}
+            )
     for family in ("fixed", "search"):
         members = [row for row in rows if row["family"] == family]
         for row, adjusted in zip(members, holm([row["p"] for row in members])):
@@ -100,8 +110,10 @@ def _family_lines(rows, title):
     for row in rows:
         power = "—" if row["power"] is None else f"{row['power']:.0%}"
         mark = " **(beyond noise)**" if row["holm_p"] < 0.05 else ""
+        against = VARIANT_BY_KEY[row["against"]].label
+        against += f" ({row['note']})" if row.get("note") else ""
         lines.append(
-            f"| {VARIANT_BY_KEY[row['variant']].label} | {VARIANT_BY_KEY[row['against']].label} "
+            f"| {VARIANT_BY_KEY[row['variant']].label} | {against} "
             f"| {row['n']} | {100 * row['diff']:+.2f}{mark} "
             f"| [{100 * row['low']:+.2f}, {100 * row['high']:+.2f}] | {row['p']:.3f} "
             f"| {row['holm_p']:.3f} | {power} |"

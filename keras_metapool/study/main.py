@@ -99,6 +99,9 @@ def main(argv):
         )
     start = time.perf_counter()
     for number, task in enumerate(pending, 1):
+        if task.kind != "latency" and read_result(task.run_id) is not None:
+            print(f"[{number}/{len(pending)}] {task.label}: done meanwhile (skipped)", flush=True)
+            continue  # another study process on this folder made it
         task_start = time.perf_counter()
         result = _run_task(task, variants, seeds, info.num_classes)
         seconds = time.perf_counter() - task_start

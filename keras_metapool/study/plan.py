@@ -298,6 +298,12 @@ def parse_plan_flags():
         raise app.UsageError("Alphas must be > 0 and sizes >= 32.")
     if not seeds or len(set(seeds)) != len(seeds):
         raise app.UsageError(f"--seeds must be distinct integers, got {FLAGS.seeds}.")
+    if FLAGS.search_seeds and not set(SEARCH_VARIANTS) & set(variants):
+        raise app.UsageError(
+            f"--search_seeds={','.join(FLAGS.search_seeds)} chooses the seeds of the search "
+            f"stage, but --variants has none of its variants ({', '.join(SEARCH_VARIANTS)}): "
+            "add one, or drop --search_seeds."
+        )
     search_stage_seeds(seeds)  # its errors, before any run
     ordered = [v.key for v in VARIANTS if v.key in variants]  # canonical order
     return sorted(configs), seeds, ordered

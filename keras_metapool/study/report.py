@@ -135,10 +135,10 @@ def _config_conclusions(stats, searches, latency):
         if variant in (BASELINE, "mp_paper", "param_matched"):
             continue
         test = paired(s["by_seed"], base["by_seed"])
-        tests += 1
         if test is None:
             others.append(f"{variant}: fewer than 2 seeds in common")
             continue
+        tests += 1
         # NOTE: over the seeds both have: a search stage may run on fewer seeds.
         notes = [f"{test['n']} seeds"] if test["n"] != base["n"] else []
         notes += ["p < 0.05, uncorrected"] if test["p"] < 0.05 else []
@@ -160,15 +160,27 @@ def _config_conclusions(stats, searches, latency):
             f"decided {', '.join(map(str, decided))} of its {points} points by evidence; "
             "the undecided ones have no enhancer."
         )
-    most = max(s["n"] for s in stats.values())
-    complete = {v: s for v, s in stats.items() if s["n"] == most}  # means over the same seeds
+    lines.append(_best_line(stats))
+    return lines, tests
+
+
+def _best_line(stats):
+    """The variant with the best mean accuracy, among those whose means are over the
+    same seeds (a search stage may run on fewer seeds than the fixed variants)."""
+    seeds = set().union(*(s["by_seed"] for s in stats.values()))
+    complete = {v: s for v, s in stats.items() if set(s["by_seed"]) == seeds}
+    among = f" among the variants run on all {len(seeds)} seeds"
+    if not complete:  # no variant ran on every seed: compare those with the most
+        most = max(s["n"] for s in stats.values())
+        complete = {v: s for v, s in stats.items() if s["n"] == most}
+        among = f" among the variants with the most seeds ({most})"
+    if len(complete) == len(stats):
+        among = ""
     best = max(complete, key=lambda v: complete[v]["mean"])
-    among = "" if len(complete) == len(stats) else f" among the variants with all {most} seeds"
-    lines.append(
+    return (
         f"Best mean accuracy{among}: {VARIANT_BY_KEY[best].label} "
         f"({100 * stats[best]['mean']:.2f}%)."
     )
-    return lines, tests
 
 
 def _paper_lines(stats, base, latency):
@@ -327,7 +339,8 @@ def _header_lines(groups, seeds, tasks, started_machine, info):
         "",
         "Accuracy: mean ± std over seeds (n); Δ (the mean of the per-seed differences, over the "
         "seeds both have) and the paired p against MobileNetV2 of the same alpha and size "
-        "(uncorrected; the paired table below corrects). Latency: float / "
+        "(uncorrected; the paired tables below correct the comparisons they list). Latency: "
+        "float / "
         "int8 TFLite, batch 1, "
         f"{FLAGS.threads} thread(s), median of {FLAGS.latency_runs} invokes interleaved with "
         "MobileNetV2's, as a ratio to it. Time: wall time of training (+ search) per model, "

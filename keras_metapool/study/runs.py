@@ -27,12 +27,14 @@ from keras_metapool.study.plan import (
     EVAL_BATCH_SIZE,
     FLAGS,
     PER_SEED_VARIANTS,
+    SEARCH_VARIANTS,
     Config,
     Task,
     read_result,
     result_path,
     search_epochs,
     search_seed,
+    search_stage_seeds,
     settings,
     write_json,
 )
@@ -502,7 +504,8 @@ def latency_models(config, variants, seeds):
         if variant == BASELINE:
             continue
         if variant in PER_SEED_VARIANTS:
-            for seed in seeds:
+            # NOTE: the search stage may run on a subset of the seeds (--search_seeds).
+            for seed in search_stage_seeds(seeds) if variant in SEARCH_VARIANTS else seeds:
                 architecture = variant_architecture(variant, config, seed, seeds)
                 text = json.dumps(architecture, sort_keys=True)
                 if text not in keys:
@@ -518,7 +521,10 @@ def latency_models(config, variants, seeds):
 
 def latency_coverage(variants, seeds):
     """What a latency run timed: the architectures of these variants and seeds."""
-    return {"variants": list(variants), "seeds": [int(seed) for seed in seeds]}
+    covers = {"variants": list(variants), "seeds": [int(seed) for seed in seeds]}
+    if FLAGS.search_seeds:  # only when given: the files of studies without it stay current
+        covers["search_seeds"] = search_stage_seeds(seeds)
+    return covers
 
 
 def run_latency(task, variants, seeds):

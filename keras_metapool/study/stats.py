@@ -2,7 +2,7 @@
 
 Runs with the same seed share their data order (and, for equal architectures,
 their initial weights), so two variants are compared **paired by seed**:
-:func:`paired` tests the mean of the per-seed differences. The family of
+:func:`paired` tests the mean of the per-seed differences. Each family of
 comparisons of a report is corrected with :func:`holm`, and
 :func:`paired_power` / :func:`paired_detectable` say what the study could
 have seen.
@@ -83,7 +83,8 @@ def holm(p_values):
 
 def paired_power(effect, std, n, alpha=0.05):
     """Power of a two-sided paired t-test at level ``alpha`` for a true mean difference
-    ``effect``, differences of standard deviation ``std``, ``n`` pairs (noncentral t)."""
+    ``effect``, differences of standard deviation ``std``, ``n`` pairs (noncentral t);
+    None below 2 pairs, without spread, or where scipy cannot compute it."""
     from scipy import stats
 
     if n < 2 or not std:
@@ -91,11 +92,11 @@ def paired_power(effect, std, n, alpha=0.05):
     critical = stats.t.ppf(1 - alpha / 2, n - 1)
     shift = abs(effect) / (std / math.sqrt(n))
     near, far = stats.nct.sf(critical, n - 1, shift), stats.nct.cdf(-critical, n - 1, shift)
-    # NOTE: scipy's noncentral t gives NaN for tails far beyond its precision; those are
-    # 0 (the far tail) or the normal limit's value (the near one), not an unknown.
     if math.isnan(near):
-        near = stats.norm.sf(critical - shift)
-    return float(min(1.0, near + (0.0 if math.isnan(far) else far)))
+        near = 1.0 - stats.nct.cdf(critical, n - 1, shift)
+    # NOTE: scipy's noncentral t gives NaN for a far tail beyond its precision: that is 0.
+    power = near + (0.0 if math.isnan(far) else far)
+    return None if math.isnan(power) else float(min(1.0, power))
 
 
 def paired_detectable(std, n, alpha=0.05, power=0.8):
