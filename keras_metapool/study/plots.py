@@ -15,17 +15,22 @@ def plot(groups, latency, variants):
 
     configs = sorted(groups)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # NOTE: wide enough for the longest variant label beside each panel.
+    label_inches = 0.065 * max(len(VARIANT_BY_KEY[v].label) for v in variants)
     figure, axes = plt.subplots(
-        1, len(configs), figsize=(5.5 * len(configs), 0.45 * len(variants) + 1.8), squeeze=False
+        1,
+        len(configs),
+        figsize=((4.5 + label_inches) * len(configs), 0.45 * len(variants) + 1.8),
+        squeeze=False,
     )
     for ax, config in zip(axes[0], configs):
         shown = [v for v in variants if v in groups[config]]
         for row, variant in enumerate(shown):
             s = variant_stats(groups[config][variant])
-            ax.errorbar(100 * s["mean"], row, xerr=100 * (s["std"] or 0), fmt="o", capsize=4,
-                        color=colors[row % len(colors)])  # fmt: skip
             ax.scatter([100 * a for a in s["accuracies"]], [row] * s["n"], marker="|", s=80,
-                       color="grey", zorder=3)  # fmt: skip
+                       color="lightgrey", zorder=2)  # fmt: skip
+            ax.errorbar(100 * s["mean"], row, xerr=100 * (s["std"] or 0), fmt="o", capsize=4,
+                        color=colors[row % len(colors)], zorder=3)  # fmt: skip
         base = groups[config].get(BASELINE)
         if base:
             ax.axvline(100 * variant_stats(base)["mean"], color="grey", linestyle=":")
@@ -35,7 +40,9 @@ def plot(groups, latency, variants):
         ax.set_xlabel("test accuracy % (mean ± std; ticks: seeds)")
         ax.set_title(config.title)
     figure.tight_layout()
-    figure.savefig(os.path.join(FLAGS.output_dir, "study_accuracy.png"), dpi=110)
+    figure.savefig(
+        os.path.join(FLAGS.output_dir, "study_accuracy.png"), dpi=110, bbox_inches="tight"
+    )
     plt.close(figure)
 
     figure, axes = plt.subplots(len(configs), 2, figsize=(11, 4 * len(configs)), squeeze=False)
@@ -55,7 +62,10 @@ def plot(groups, latency, variants):
             ax.set_ylabel("test accuracy %")
             ax.set_title(config.title)
             ax.grid(alpha=0.3)
-        ax_macs.legend(fontsize=7, loc="best")
     figure.tight_layout()
-    figure.savefig(os.path.join(FLAGS.output_dir, "study_cost.png"), dpi=110)
+    # NOTE: below the panels, where it hides no point (bbox_inches="tight" keeps it).
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+                  fontsize=8, frameon=False)  # fmt: skip
+    figure.savefig(os.path.join(FLAGS.output_dir, "study_cost.png"), dpi=110, bbox_inches="tight")
     plt.close(figure)
