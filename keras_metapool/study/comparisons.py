@@ -3,7 +3,14 @@
 import numpy as np
 
 from keras_metapool.study.plan import BASELINE, PER_SEED_VARIANTS, VARIANT_BY_KEY
-from keras_metapool.study.stats import by_seed, holm, paired, paired_detectable, paired_power
+from keras_metapool.study.stats import (
+    by_seed,
+    holm,
+    on_every_seed,
+    paired,
+    paired_detectable,
+    paired_power,
+)
 
 #: The effect the paired comparisons' power is stated for (accuracy, 1.5 points).
 TARGET_EFFECT = 0.015
@@ -22,9 +29,8 @@ def best_fixed_variant(groups_of_config):
     on every seed any fixed variant has (so that the means are over the same seeds);
     None without one."""
     fixed = {v: by_seed(r) for v, r in groups_of_config.items() if v not in PER_SEED_VARIANTS}
-    seeds = set().union(*fixed.values()) if fixed else set()
-    complete = {v: np.mean(list(s.values())) for v, s in fixed.items() if set(s) == seeds}
-    return max(complete, key=complete.get) if complete else None
+    means = {v: np.mean(list(s.values())) for v, s in on_every_seed(fixed).items()}
+    return max(means, key=means.get) if means else None
 
 
 def paired_comparisons(groups_of_config):

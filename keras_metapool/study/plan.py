@@ -331,6 +331,11 @@ def search_stage_seeds(seeds):
     return chosen
 
 
+def variant_seeds(variant, seeds):
+    """The seeds ``variant`` runs on: the search stage's for its variants, else all."""
+    return search_stage_seeds(seeds) if variant in SEARCH_VARIANTS else list(seeds)
+
+
 def search_epochs():
     return FLAGS.search_epochs or FLAGS.epochs
 
@@ -469,9 +474,9 @@ def search_seed(seed, seeds):
 def plan_tasks(configs, seeds, variants):
     """All tasks in run order: seed by seed (a partial study covers every
     variant), each config's search before its searched model; latency last."""
-    tasks, stage = [], search_stage_seeds(seeds)
+    tasks = []
     for seed in seeds:
-        here = [v for v in variants if seed in stage or v not in SEARCH_VARIANTS]
+        here = [v for v in variants if seed in variant_seeds(v, seeds)]
         for config in configs:
             searching = set(SEARCH_VARIANTS) & set(here)
             if searching and search_seed(seed, seeds) == seed:

@@ -31,6 +31,7 @@ from keras_metapool.study.stats import (
     detectable_difference,
     int8_problems,
     latency_ratio,
+    on_every_seed,
     paired,
     pooled_std,
     variant_stats,
@@ -167,8 +168,8 @@ def _config_conclusions(stats, searches, latency):
 def _best_line(stats):
     """The variant with the best mean accuracy, among those whose means are over the
     same seeds (a search stage may run on fewer seeds than the fixed variants)."""
+    complete = {v: stats[v] for v in on_every_seed({v: s["by_seed"] for v, s in stats.items()})}
     seeds = set().union(*(s["by_seed"] for s in stats.values()))
-    complete = {v: s for v, s in stats.items() if set(s["by_seed"]) == seeds}
     among = f" among the variants run on all {len(seeds)} seeds"
     if not complete:  # no variant ran on every seed: compare those with the most
         most = max(s["n"] for s in stats.values())

@@ -27,7 +27,6 @@ from keras_metapool.study.plan import (
     EVAL_BATCH_SIZE,
     FLAGS,
     PER_SEED_VARIANTS,
-    SEARCH_VARIANTS,
     Config,
     Task,
     read_result,
@@ -36,6 +35,7 @@ from keras_metapool.study.plan import (
     search_seed,
     search_stage_seeds,
     settings,
+    variant_seeds,
     write_json,
 )
 
@@ -504,8 +504,7 @@ def latency_models(config, variants, seeds):
         if variant == BASELINE:
             continue
         if variant in PER_SEED_VARIANTS:
-            # NOTE: the search stage may run on a subset of the seeds (--search_seeds).
-            for seed in search_stage_seeds(seeds) if variant in SEARCH_VARIANTS else seeds:
+            for seed in variant_seeds(variant, seeds):
                 architecture = variant_architecture(variant, config, seed, seeds)
                 text = json.dumps(architecture, sort_keys=True)
                 if text not in keys:

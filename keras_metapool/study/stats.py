@@ -122,6 +122,13 @@ def at_chance(accuracy, classes, examples, z=3.0):
     return accuracy <= chance + z * math.sqrt(chance * (1 - chance) / max(1, examples))
 
 
+def on_every_seed(by_variant):
+    """The entries of ``{variant: {seed: value}}`` run on every seed any of them has,
+    so that their means are over the same seeds."""
+    seeds = set().union(*by_variant.values())
+    return {variant: values for variant, values in by_variant.items() if set(values) == seeds}
+
+
 def by_seed(runs, key="test_accuracy"):
     """``{seed: run[key]}`` of a variant's runs."""
     return {int(run["seed"]): run[key] for run in runs}
