@@ -13,6 +13,7 @@ import tensorflow as tf
 import tf_keras as keras
 from tf_keras.src.engine import functional as _functional
 
+from keras_metapool import _internals
 from keras_metapool._model_checks import is_keras3, require_float32_model  # noqa: F401
 
 layers = keras.layers
@@ -93,11 +94,13 @@ class Functional(_functional.Functional):
     """The tf_keras functional model keras_metapool's builder returns.
 
     It is tf_keras' ``Functional`` (same name, so saved files record and reload
-    a plain ``Functional``) plus one thing: used inside a Keras 3 model, it
+    a plain ``Functional``) plus two things. Used inside a Keras 3 model, it
     raises one TypeError naming ``keras_metapool.keras3.to_keras3``, instead of
     Keras 3's "Only instances of `keras.Layer` can be added" or a failure deep
     inside the first layer; and its input and output tensors print that way
     forward, which Keras 3's own error shows when they reach ``keras.Model``.
+    And ``fit`` traces its train step once, not twice (the optimizer's and the
+    metrics' variables are made before the first trace).
     """
 
     # Saved files name tf_keras' Functional, so they load without keras_metapool.
@@ -107,6 +110,10 @@ class Functional(_functional.Functional):
         if any(is_keras3(x) for x in tf.nest.flatten((args, kwargs))):
             raise TypeError(_keras3_nesting_message(self, "called on a Keras 3 tensor in"))
         return super().__call__(*args, **kwargs)
+
+    def make_train_function(self, force=False):
+        made = super().make_train_function(force=force)
+        return _internals.train_function_building_first(self, made)
 
     @property
     def _keras_history(self):

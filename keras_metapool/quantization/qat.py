@@ -380,4 +380,4 @@ def quantize_model(
         calibrate_activation_ranges(qat_model, representative_data, num_calibration_samples)
     else:
         logging.warning(NO_CALIBRATION_DATA)
-    return _forbid_keras_format(qat_model)
+    return _internals.trace_train_step_once(_forbid_keras_format(qat_model))

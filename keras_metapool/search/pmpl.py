@@ -360,7 +360,7 @@ class PMPLCallback(
         self._original_train_step = model.train_step
         model.train_step = self._train_step
         model.make_train_function = self._guarded_make_train_function
-        model.train_function = type(model).make_train_function(model, force=True)
+        model.train_function = self._search_train_function(force=True)
         self._claimed_fit = False  # this fit's train function is made
 
     def set_model(self, model):
@@ -383,7 +383,14 @@ class PMPLCallback(
             self._restore_train_step()
             return model.make_train_function(force=True)
         self._claimed_fit = False
-        return type(model).make_train_function(model, force=force)
+        return self._search_train_function(force=force)
+
+    def _search_train_function(self, force):
+        """Keras' train function over the search step, traced once (see
+        ``_internals.build_training_variables``)."""
+        model = self.model
+        made = type(model).make_train_function(model, force=force)
+        return _internals.train_function_building_first(model, made)
 
     def _restore_train_step(self):
         model = self.model
@@ -439,7 +446,7 @@ class PMPLCallback(
                 changed |= block.compute_only_fixed(True)
         if changed:
             self._reset_functions()
-            self.model.train_function = type(self.model).make_train_function(self.model, force=True)
+            self.model.train_function = self._search_train_function(force=True)
 
     def _reset_functions(self):
         model = self.model
