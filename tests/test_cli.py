@@ -182,6 +182,14 @@ def test_qat_model_reloads_and_keeps_the_accuracy(chain):
     with km.quantize_scope():
         qat_model = keras.models.load_model(os.path.join(out["qat"], "qat_model"))
     assert any(type(layer).__name__ == "QuantizeWrapperV2" for layer in qat_model.layers)
+    # The folder also serves without Keras: its signature computes the model.
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(os.path.join(out["qat"], "qat_model")).signatures["serving_default"]
+    images = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype("float32")
+    (served,) = serve(**{qat_model.input_names[0]: tf.constant(images)}).values()
+    np.testing.assert_allclose(served.numpy(), qat_model(images, training=False).numpy(),
+                               atol=1e-5)  # fmt: skip
 
 
 @pytest.mark.slow
