@@ -84,3 +84,64 @@ def test_what_fit_would_build_is_left_to_fit_where_it_cannot_be_told():
         assert not _internals.build_training_variables(model, (images, labels))
     assert _internals.build_training_variables(model, (images, labels))
     assert model.compiled_metrics.built
+
+
+# -- Keras 3 (TensorFlow backend) ----------------------------------------------------------
+def _keras3_trace_counter(model):
+    """Counts the traces of ``model``'s train step (Python runs it only while tracing)."""
+    calls = []
+    step = model.train_step
+
+    def train_step(data):
+        calls.append(1)
+        return step(data)
+
+    model.train_step = train_step
+    return calls
+
+
+def _keras3_fit(model, x, y):
+    import keras as keras3
+
+    traces = _keras3_trace_counter(model)
+    optimizer = keras3.optimizers.Adam(1e-2)
+    model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
+    return history, len(traces)
+
+
+def test_a_keras3_model_of_ours_traces_once_and_trains_as_a_plain_keras3_model_does():
+    import keras as keras3
+
+    from keras_metapool import keras3 as kmp3
+
+    x, y = _data()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(SHAPE)
+    ours = kmp3.to_keras3(functional_model(inputs, _layers(inputs), name="ours"))
+    plain = keras3.Model.from_config(ours.get_config())
+    plain.set_weights(ours.get_weights())
+    history, traces = _keras3_fit(ours, x, y)
+    plain_history, plain_traces = _keras3_fit(plain, x, y)
+    assert (traces, plain_traces) == (1, 2)
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(history[key], plain_history[key], rtol=1e-5, atol=1e-6)
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_a_keras3_qat_model_traces_once():
+    import keras as keras3
+
+    from keras_metapool import keras3 as kmp3
+
+    x, y = _data()
+    inputs = keras3.Input(SHAPE)
+    h = keras3.layers.Conv2D(8, 3, name="conv")(inputs)
+    h = keras3.layers.BatchNormalization(name="bn")(h)
+    h = keras3.layers.ReLU(name="relu")(h)
+    h = keras3.layers.GlobalAveragePooling2D(name="pool")(h)
+    outputs = keras3.layers.Dense(10, activation="softmax", name="predictions")(h)
+    qat = kmp3.quantize_model(keras3.Model(inputs, outputs), representative_data=x[:16])
+    history, traces = _keras3_fit(qat, x, y)
+    assert traces == 1
+    assert np.all(np.isfinite(history["loss"]))

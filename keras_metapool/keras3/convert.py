@@ -13,6 +13,7 @@ import keras
 from keras_metapool._keras import keras as tf_keras
 from keras_metapool._keras import require_tf_keras_model
 from keras_metapool.keras3.layers import LAYERS
+from keras_metapool.keras3.tracing import trace_train_step_once
 
 # Config keys tf_keras writes that Keras 3's constructors do not take.
 _TF_KERAS_ONLY_KEYS = ("batch_input_shape", "fused", "renorm", "renorm_clipping",
@@ -134,4 +135,5 @@ def to_keras3(model, name=None):
         _copy_weights(layer, twins[layer.name])
     (output,) = config["output_layers"]
     (source,) = config["input_layers"]
-    return keras.Model(tensors[source[0]], tensors[output[0]], name=name or model.name)
+    converted = keras.Model(tensors[source[0]], tensors[output[0]], name=name or model.name)
+    return trace_train_step_once(converted)

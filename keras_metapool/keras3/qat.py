@@ -23,6 +23,7 @@ from keras_metapool._model_checks import require_float32_model, require_tensorfl
 from keras_metapool.data.samples import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from keras_metapool.keras3 import qat_layers
 from keras_metapool.keras3.layers import HardSwish, SpatialEnhancer
+from keras_metapool.keras3.tracing import trace_train_step_once
 
 #: What follows a layer's output in the QAT model (``Transform.output``).
 TRACKED = "a moving-average range"  # an ActivationQuantizer after the layer
@@ -363,7 +364,7 @@ def quantize_model(
         calibrate_activation_ranges(qat_model, representative_data, num_calibration_samples)
     else:
         logging.warning(NO_CALIBRATION_DATA)
-    return qat_model
+    return trace_train_step_once(qat_model)
 
 
 def _range_layers(qat_model):
