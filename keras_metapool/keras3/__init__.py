@@ -16,6 +16,9 @@ Keras 3 too. This package holds what a Keras 3 user needs:
   architectures (``"paper"``, ``"none"``, any ``ArchitectureSpec``), returning
   a Keras 3 model (built by the one tf_keras builder, then converted).
 
+``fit`` on the models these return traces its train step once, not twice
+(``keras_metapool.keras3.tracing``).
+
 Importing this package imports Keras 3 and its layers (the float ones and the
 QAT ones of ``keras_metapool.keras3.qat_layers``), not tf_keras: a ``.keras``
 file of a converted or a QAT model loads with ``import keras_metapool.keras3``
