@@ -240,20 +240,22 @@ def build_training_variables(model, element_spec):
 class TrainFunctionBuildingFirst:
     """fit's train function, which creates its step's variables before the first trace.
 
-    For a train function a callback installs (fit then calls it with the
-    data's iterator): see ``build_training_variables``. Every other attribute
-    is the wrapped ``tf.function``'s.
+    fit calls it with the data's iterator; on the first call it runs
+    ``build(model, element_spec)`` (by default ``build_training_variables``;
+    Keras 3's is in ``keras_metapool.keras3.tracing``). Every other attribute
+    is the wrapped function's.
     """
 
-    def __init__(self, model, function):
+    def __init__(self, model, function, build=None):
         self._model = model
         self._function = function
+        self._build = build or build_training_variables
         self._built = False
 
     def __call__(self, iterator):
         if not self._built:
             self._built = True
-            build_training_variables(self._model, getattr(iterator, "element_spec", None))
+            self._build(self._model, getattr(iterator, "element_spec", None))
         return self._function(iterator)
 
     def __getattr__(self, name):

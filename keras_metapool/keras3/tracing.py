@@ -10,37 +10,23 @@ The tf_keras counterpart is ``keras_metapool._internals.build_training_variables
 
 import keras
 
+from keras_metapool._internals import TrainFunctionBuildingFirst
 
-class _TrainFunctionBuildingFirst:
-    """fit's train function, which builds the model's training state before the first trace.
 
-    Private: ``Trainer._symbolic_build`` (Keras 3.15), given the iterator's
-    ``element_spec`` (it reads only the shapes and dtypes of a batch); done
-    only where fit itself would leave it to the trace (no strategy).
+def build_from_spec(model, element_spec):
+    """Builds ``model``'s training state (optimizer, loss, metrics) from a batch's spec.
+
+    Private: ``Trainer._symbolic_build`` (Keras 3.15), which reads only the
+    shapes and dtypes of a batch; done only where fit itself leaves it to the
+    trace (no strategy) and the spec is plain tensors.
     """
+    import tensorflow as tf
 
-    def __init__(self, model, function):
-        self._model = model
-        self._function = function
-        self._built = False
-
-    def __call__(self, iterator):
-        if not self._built:
-            self._built = True
-            import tensorflow as tf
-
-            spec = getattr(iterator, "element_spec", None)
-            specs = tf.nest.flatten(spec)
-            if (
-                not tf.distribute.has_strategy()
-                and specs
-                and all(isinstance(s, tf.TensorSpec) for s in specs)
-            ):
-                self._model._symbolic_build(data_batch=spec)
-        return self._function(iterator)
-
-    def __getattr__(self, name):
-        return getattr(self._function, name)
+    specs = tf.nest.flatten(element_spec)
+    if tf.distribute.has_strategy() or not specs:
+        return
+    if all(isinstance(spec, tf.TensorSpec) for spec in specs):
+        model._symbolic_build(data_batch=element_spec)
 
 
 def trace_train_step_once(model):
@@ -52,8 +38,10 @@ def trace_train_step_once(model):
 
     def make_train_function(force=False):
         plain(force=force)  # sets model.train_function
-        if not isinstance(model.train_function, _TrainFunctionBuildingFirst):
-            model.train_function = _TrainFunctionBuildingFirst(model, model.train_function)
+        if not isinstance(model.train_function, TrainFunctionBuildingFirst):
+            model.train_function = TrainFunctionBuildingFirst(
+                model, model.train_function, build_from_spec
+            )
         return model.train_function
 
     model.make_train_function = make_train_function
