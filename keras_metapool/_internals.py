@@ -259,7 +259,10 @@ class TrainFunctionBuildingFirst:
         return self._function(iterator)
 
     def __getattr__(self, name):
-        return getattr(self._function, name)
+        function = self.__dict__.get("_function")  # absent while copy makes an instance
+        if function is None:
+            raise AttributeError(name)
+        return getattr(function, name)
 
 
 def train_function_building_first(model, made):
