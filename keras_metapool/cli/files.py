@@ -131,21 +131,24 @@ def _json_default(value):
 def save_keras_model(model, path):
     """``model.save(path)`` through a temporary file (format from the extension).
 
-    A SavedModel folder holds the layers' configs and one serving signature
-    (``serving_default``: the model's input name in, its output name out), not
-    a trace of every layer: Keras reloads it from the configs (inside
-    ``quantize_scope()`` for a QAT model), and a QAT MobileNetV2 writes in
-    about a quarter of the time and reads in a third.
+    A SavedModel folder of a one-input, one-output model holds the layers'
+    configs and one serving signature (``serving_default``: the model's input
+    name in, its output name out), not a trace of every layer: Keras reloads
+    it from the configs (inside ``quantize_scope()`` for a QAT model), and a
+    QAT MobileNetV2 writes in about a quarter of the time and reads in a
+    third. Other models are saved with tf_keras' defaults.
     """
     with atomic_output(path) as tmp, warnings.catch_warnings():
         # HDF5 is chosen on purpose for QAT models (.keras does not reload them).
         warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
         if path.endswith((".keras", ".h5")):
             model.save(tmp)
-        else:  # a SavedModel folder
+        elif len(model.inputs) == 1 and len(model.outputs) == 1:
             model.save(
                 tmp, save_format="tf", save_traces=False, signatures=_serving_signature(model)
             )
+        else:
+            model.save(tmp, save_format="tf")
     return path
 
 
