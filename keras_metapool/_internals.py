@@ -265,22 +265,24 @@ class TrainFunctionBuildingFirst:
         return getattr(function, name)
 
 
-def train_function_building_first(model, made):
-    """``made`` (what ``make_train_function`` returned) as ``model``'s train
-    function, wrapped in ``TrainFunctionBuildingFirst`` once."""
+def train_function_building_first(model, made, build=None):
+    """``made`` (the train function ``make_train_function`` made) as ``model``'s
+    train function, wrapped in ``TrainFunctionBuildingFirst`` once."""
     if not isinstance(made, TrainFunctionBuildingFirst):
-        made = TrainFunctionBuildingFirst(model, made)
+        made = TrainFunctionBuildingFirst(model, made, build)
     model.train_function = made
     return made
 
 
-def trace_train_step_once(model):
+def trace_train_step_once(model, build=None):
     """Makes ``model.fit`` trace its train step once: ``make_train_function``
-    overridden on this one instance (for models of a class not our own)."""
+    overridden on this one instance (for models of a class not our own);
+    ``build`` as ``TrainFunctionBuildingFirst`` takes it."""
     plain = model.make_train_function
 
     def make_train_function(force=False):
-        return train_function_building_first(model, plain(force=force))
+        plain(force=force)  # sets model.train_function (Keras 3's returns None)
+        return train_function_building_first(model, model.train_function, build)
 
     model.make_train_function = make_train_function
     return model

@@ -10,7 +10,7 @@ The tf_keras counterpart is ``keras_metapool._internals.build_training_variables
 
 import keras
 
-from keras_metapool._internals import TrainFunctionBuildingFirst
+from keras_metapool import _internals
 
 
 def build_from_spec(model, element_spec):
@@ -34,15 +34,4 @@ def trace_train_step_once(model):
     overridden on this instance); other backends are left as they are."""
     if keras.backend.backend() != "tensorflow":
         return model
-    plain = model.make_train_function
-
-    def make_train_function(force=False):
-        plain(force=force)  # sets model.train_function
-        if not isinstance(model.train_function, TrainFunctionBuildingFirst):
-            model.train_function = TrainFunctionBuildingFirst(
-                model, model.train_function, build_from_spec
-            )
-        return model.train_function
-
-    model.make_train_function = make_train_function
-    return model
+    return _internals.trace_train_step_once(model, build_from_spec)
