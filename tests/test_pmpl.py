@@ -684,5 +684,8 @@ def test_epochs_after_the_late_stage_run_the_fixed_ops_alone_and_quietly(caplog)
     assert "Gradients do not exist" not in caplog.text
     blocks = [model.get_layer(f"block_{i}_mp") for i in (1, 2)]
     assert all(block.is_fixed for block in blocks)
+    # With nothing left to search, the third epoch is Keras' own step: the
+    # search counted the 8 steps of the first two epochs only.
+    assert int(model._pmpl_state.train_steps.numpy()) == 8
     # After fit the model traces in full again, its masks deciding the output.
     assert all(block._traced_ops is None for block in blocks)

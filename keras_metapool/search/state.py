@@ -80,6 +80,7 @@ class SearchState(tf.Module):
         self.evidence_previous = per_block(lambda b: b.search_logits.shape, "evidence_previous")
         self.evidence_at_fix = variable(np.zeros(count, np.float32), tf.float32, "evidence_at")
         self.adam_steps = variable(0, tf.int64, "adam_steps")
+        #: Training steps of the search (none once every point is fixed).
         self.train_steps = variable(0, tf.int64, "train_steps")
         self.arch_batches = variable(0, tf.int64, "arch_batches")
         #: Steps before the first architecture step (set when fit starts, kept on resume).
