@@ -437,8 +437,9 @@ class PMPLCallback(
 
         Fixing mid-epoch only sets masks (no retrace: every candidate still
         runs, at weight 0). At an epoch's start, points fixed so far are
-        traced as their op(s) only, so the epochs after the late stage cost
-        what the fixed network costs (measured in benchmarks/search_overhead.py).
+        traced as their op(s) only, and once every point is fixed the model's
+        own train step takes over, so the epochs after the late stage cost what
+        the fixed network costs (measured in benchmarks/search_overhead.py).
         """
         changed = False
         for block in self._blocks.values():
