@@ -386,7 +386,8 @@ class PMPLCallback(
         return self._search_train_function(force=force)
 
     def _search_train_function(self, force):
-        """Keras' train function over the search step, traced once (see
+        """Keras' train function over the model's installed step (the search
+        step; Keras' own once every point is fixed), traced once (see
         ``_internals.build_training_variables``)."""
         model = self.model
         made = type(model).make_train_function(model, force=force)
