@@ -4,8 +4,8 @@ keras_metapool otherwise uses public API only. Each function below names the
 private attribute or class it reads, why the public API does not do, and the
 versions it was verified on (TF 2.21, tf_keras 2.21, TF-MOT 0.8.1). When one
 of those libraries changes, this module (and its tests, which exercise every
-function through ``quantize_model``, ``to_tflite`` and ``PMPLCallback``) is
-where to look.
+function through the layers, ``quantize_model``, ``to_tflite`` and
+``PMPLCallback``) is where to look.
 
 Nothing here patches a class or the process: TF-MOT's calibration hook swaps
 the quantizer objects of one model for the length of a ``with`` block.
@@ -305,6 +305,17 @@ def calling_object(depth=2):
     progress bar.
     """
     return sys._getframe(depth).f_locals.get("self")
+
+
+def with_argument_list_of(target, wrapper):
+    """``wrapper``, showing tf_keras ``target``'s argument list.
+
+    Private: ``tf.__internal__.decorator.make_decorator``. tf_keras reads a
+    layer call's arguments with ``tf_inspect``, which sees through TF's own
+    decorators only (not ``functools.wraps``); a call whose list it cannot
+    read is passed ``training`` and ``mask`` whether it takes them or not.
+    """
+    return tf.__internal__.decorator.make_decorator(target, wrapper)
 
 
 # -- TFLite converter -----------------------------------------------------

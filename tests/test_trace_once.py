@@ -4,15 +4,20 @@ tf.function traces twice when its first trace creates variables, which fit's
 first step does (optimizer slots, metric totals); the builder's models and
 quantize_model's models create them first (_internals.build_training_variables).
 A plain tf_keras model of the same layers and weights, traced twice, is the
-reference. Small models: the mechanism does not depend on the size.
+reference. Small models: the mechanism does not depend on the size. Our
+layers' calls are traced as written, without AutoGraph's conversion.
 """
+
+import inspect
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.autograph.impl.api import is_autograph_artifact
 
 import keras_metapool as km
 from keras_metapool import _internals
 from keras_metapool._keras import Functional, functional_model, keras
+from keras_metapool.quantization import layers as quantized_layers
 
 SHAPE = (12, 12, 3)
 
@@ -145,3 +150,25 @@ def test_a_keras3_qat_model_traces_once():
     history, traces = _keras3_fit(qat, x, y)
     assert traces == 1
     assert np.all(np.isfinite(history["loss"]))
+
+
+def _our_layer_classes(base=keras.layers.Layer):
+    for cls in base.__subclasses__():
+        if cls.__module__.startswith("keras_metapool.") and "call" in vars(cls):
+            yield cls
+        yield from _our_layer_classes(cls)
+
+
+def test_our_layers_are_traced_without_autograph_and_keep_their_arguments():
+    classes = set(_our_layer_classes())
+    names = {cls.__name__ for cls in classes}
+    assert {"SpatialEnhancer", "MetaPoolingBlock", "QuantizedSpatialEnhancer"} <= names
+    assert quantized_layers.QuantizedHardSwish in classes
+    for cls in classes:
+        assert is_autograph_artifact(cls.call), cls  # decorated with traced_as_written
+        # Keras reads the argument list through the decorator: it passes
+        # ``training`` to the calls that take it, and only to those.
+        expects = "training" in inspect.signature(cls.call).parameters
+        layer = cls.__new__(cls)
+        keras.layers.Layer.__init__(layer)
+        assert layer._expects_training_arg == expects, cls

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from keras_metapool._keras import keras
 from keras_metapool._layer_facts import HARD_SWISH_SCALE
+from keras_metapool.layers.building import traced_as_written
 
 
 def hard_swish_times_six(x):
@@ -86,6 +87,7 @@ class HardSwish(keras.layers.Layer):
         Same as the input.
     """
 
+    @traced_as_written
     def call(self, inputs):
         return hard_swish(inputs)
 

@@ -7,6 +7,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from keras_metapool import _internals
 from keras_metapool._keras import keras
 
 
@@ -41,6 +42,19 @@ def build_in_own_scope(build):
             return build(layer, input_shape)
 
     return wrapper
+
+
+def traced_as_written(call):
+    """Decorates a layer's ``call`` to be traced as written, without AutoGraph.
+
+    tf_keras converts a subclassed layer's ``call`` with AutoGraph whenever it
+    traces it (a functional model's construction, a train, test or predict
+    function). keras_metapool's calls branch on Python values only: the
+    ``training`` flag is resolved to a bool by ``resolve_training`` or
+    branched on with ``tf.cond``. The conversion changes nothing in their
+    graphs and adds its cost to every trace (docs/benchmarks.md#tracing).
+    """
+    return _internals.with_argument_list_of(call, tf.autograph.experimental.do_not_convert(call))
 
 
 def build_sublayer(layer, input_shape):

@@ -13,6 +13,7 @@ from keras_metapool.layers.building import (
     build_in_own_scope,
     build_sublayer,
     feature_map_shape,
+    traced_as_written,
 )
 from keras_metapool.layers.candidate_ops import (
     DEFAULT_CANDIDATES,
@@ -341,6 +342,7 @@ class MetaPoolingBlock(keras.layers.Layer):
             for name, op in zip(self.candidates, self.ops)
         ]
 
+    @traced_as_written
     def call(self, inputs, training=None):
         if self._traced_ops is not None:
             return self._fixed_call(inputs, training)

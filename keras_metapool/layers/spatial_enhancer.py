@@ -11,6 +11,7 @@ from keras_metapool.layers.building import (
     build_sublayer,
     feature_map_shape,
     resolve_training,
+    traced_as_written,
 )
 
 
@@ -143,6 +144,7 @@ class SpatialEnhancer(SSPArguments, keras.layers.Layer):
         logits = tf.nn.bias_add(logits, tf.cast(gate_conv.bias, features.dtype))
         return tf.sigmoid(logits)
 
+    @traced_as_written
     def call(self, inputs, training=None):
         if self._trains_as_matrix_products(training):
             return self._call_as_matrix_products(inputs)

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from keras_metapool._keras import keras
 from keras_metapool.layers.activations import HARD_SWISH_SCALE
+from keras_metapool.layers.building import traced_as_written
 
 #: MobileNetV3's squeeze ratio: the bottleneck has 1/4 of the channels.
 SQUEEZE_RATIO = 4
@@ -69,6 +70,7 @@ class SqueezeExcite(keras.layers.Layer):
         self.excite.build((None, 1, 1, self.squeeze.filters))
         super().build(input_shape)
 
+    @traced_as_written
     def call(self, inputs):
         context = tf.reduce_mean(inputs, axis=(1, 2), keepdims=True)
         gate = self.excite(self.squeeze(context))

@@ -37,7 +37,11 @@ from keras_metapool.layers.activations import (
     HardSwish,
     per_channel_one_sixth,
 )
-from keras_metapool.layers.building import build_in_own_scope, resolve_training
+from keras_metapool.layers.building import (
+    build_in_own_scope,
+    resolve_training,
+    traced_as_written,
+)
 from keras_metapool.layers.spatial_enhancer import SpatialEnhancer
 
 
@@ -190,6 +194,7 @@ class QuantizedSpatialEnhancer(SpatialEnhancer):
         logits = quant["gate_logits"](logits, training)
         return quant["gate"](tf.sigmoid(logits), training)
 
+    @traced_as_written
     def call(self, inputs, training=None):
         pooled_h = tf.reduce_mean(inputs, axis=2, keepdims=True)
         pooled_w = tf.reduce_mean(inputs, axis=1, keepdims=True)
@@ -216,6 +221,7 @@ class QuantizedHardSwish(HardSwish):
         self.output_quant = FakeQuantPoint(self, "output")
         super().build(input_shape)
 
+    @traced_as_written
     def call(self, inputs, training=None):
         shifted = self.shifted_relu6_quant(tf.nn.relu6(inputs + 3.0), training)
         product = self.product_quant(inputs * shifted, training)
@@ -260,6 +266,7 @@ class QuantizedBatchNormalization(keras.layers.BatchNormalization):
             offset = offset + self.beta
         return scale, offset
 
+    @traced_as_written
     def call(self, inputs, training=None):
         training = resolve_training(training)
         axes = list(range(len(inputs.shape) - 1))
