@@ -1,13 +1,15 @@
 """The Keras-native flow: search, fit, quantize, export for the Edge TPU.
 
     python examples/keras_native.py                    # ~10 minutes on 2 CPU cores
-    python examples/keras_native.py --image_size=32 --train_size=4096   # ~1 minute, a flow check
+    python examples/keras_native.py --image_size=32 --train_size=4096 \
+        --candidates=identity,ssp,avg3                 # ~1 minute, a flow check
 
 What it shows, on Fashion-MNIST read from local files (nothing downloads):
 
 1. ``MobileNetV2MP(weights=None, ...)`` is a searchable supernet by default
    (a ``MetaPoolingBlock`` at each of the 16 points inside blocks 1-16, with
-   the candidate ops that fit the point's feature map);
+   the candidate ops that fit the point's feature map; ``--candidates``
+   narrows them, and fewer candidates trace and step faster);
 2. ``compile`` and ``fit`` as for any Keras model; the search (PMPL) is one
    callback, ``PMPLCallback``, whose architecture steps use a held-out part
    of the training split (``load_dataset(..., search_part="arch")``);
@@ -65,6 +67,11 @@ flags.DEFINE_string(
     "auto",
     "Adam learning rate of the search logits: 'auto' (sized to the run) or a number "
     "(the paper: 3e-4).",
+)
+flags.DEFINE_list(
+    "candidates",
+    None,
+    "Candidate ops of every point, e.g. identity,ssp,avg3 (default: the package's).",
 )
 flags.DEFINE_integer("seed", 0, "Random seed (weights, shuffling, augmentation).")
 flags.DEFINE_string("output_dir", "runs/keras_native", "Where the spec and .tflite are written.")
@@ -130,6 +137,7 @@ def main(argv):
         alpha=FLAGS.alpha,
         classes=10,
         batch_norm_momentum=0.9,  # short run: see MobileNetV2MP's docstring
+        search_candidates=FLAGS.candidates,  # None: the default candidates
     )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     pmpl = km.PMPLCallback(arch_data=held_out, learning_rate=arch_learning_rate())

@@ -52,7 +52,7 @@ def test_quickstart_trains_both_models_and_saves_them(tmp_path):
 def test_keras_native_searches_quantizes_and_exports(tmp_path):
     out = _run(
         "keras_native.py", *TINY, "--epochs=1", "--qat_epochs=1", "--output_dir=out",
-        cwd=tmp_path,
+        "--candidates=identity,ssp,avg3", cwd=tmp_path,
     )  # fmt: skip
     assert "Edge TPU .tflite (LiteRT, CPU)" in out
     assert glob.glob(str(tmp_path / "out" / "*edgetpu*.tflite"))
