@@ -52,7 +52,7 @@ def traced_as_written(call):
     function). keras_metapool's calls branch on Python values only: the
     ``training`` flag is resolved to a bool by ``resolve_training`` or
     branched on with ``tf.cond``. The conversion changes nothing in their
-    graphs and adds its cost to every trace (docs/benchmarks.md#tracing).
+    graphs and adds its cost to every trace (docs/benchmarks.md#tracing-time).
     """
     return _internals.with_argument_list_of(call, tf.autograph.experimental.do_not_convert(call))
 
