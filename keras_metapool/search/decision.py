@@ -4,10 +4,11 @@ The evidence rule (the default) watches, per point, the loss slope along each
 candidate's mixture weight, batch after batch, and decides a point once one op
 beats ``identity`` (or ``identity`` beats every op) by more than a
 *time-uniform* bar: a bar that holds however often it is checked, so the
-chance that a search with no signal decides any point stays at or below
+chance that noise in the slopes alone decides any point stays at or below
 ``error_rate`` (asymptotically: the bar assumes many steps and a dependence
-the lag-1 correction captures). docs/search.md, "The evidence rule", has the
-derivation and the measurements (1 of 160 real searches with no signal).
+the lag-1 correction captures). A steady slope difference is decided whatever
+causes it, including effects that are not gains in accuracy. docs/search.md,
+"The evidence rule", has the derivation and the measurements.
 
 Every function here is elementwise over leading batch dimensions, so the same
 code runs inside the compiled train step (one point) and in simulations (many

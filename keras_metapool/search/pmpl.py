@@ -68,9 +68,10 @@ class PMPLCallback(
     3. **Decisions.** With ``decision="evidence"`` (the default) each logit
        gradient also gives every op's loss slope; a point is fixed for good
        once its best op beats ``identity`` (or ``identity`` beats every op)
-       by a time-uniform bar, which keeps the chance that a search with no
-       signal decides any point at about ``error_rate``, however often it
-       looks (``keras_metapool.search.decision``). ``decision="margin"`` is
+       by a time-uniform bar, which keeps the chance that noise alone
+       decides any point at about ``error_rate``, however often it looks
+       (``keras_metapool.search.decision``). A steady loss effect that is
+       not a gain in accuracy is decided like one: see docs/search.md. ``decision="margin"`` is
        the paper's rule: fixed once the top two probabilities differ by
        ``threshold``.
     4. **The late stage.** At the start of epoch ``round(late_stage *
@@ -123,10 +124,10 @@ class PMPLCallback(
             its bar as reaching it, so a margin of exactly tau decides on
             every CPU.
         error_rate: The evidence rule's family-wise error, in (0, 1)
-            (default 0.05): the chance that a search with no signal decides
-            any of its points, however often the rule looks (asymptotically;
-            measured: 1 of 160 searches, docs/search.md). Lower it for
-            fewer false decisions, at the cost of more steps per real one.
+            (default 0.05): the chance that noise in the loss slopes alone
+            decides any of the points, however often the rule looks
+            (asymptotically). Lower it for fewer false decisions, at the
+            cost of more steps per real one.
         min_evidence_steps: Logit gradients a point needs before the
             evidence rule may decide it.
         fix_every: Check for points to fix every this many training steps.
