@@ -327,6 +327,14 @@ def test_conclusions_follow_the_numbers(quick_study):
     assert "within seed noise" in text and "larger than seed noise" not in text
     assert "cannot tell the gain from the effect of the extra parameters" in text
 
+    # Without MobileNetV2's runs nothing is concluded against it, and the seeds
+    # still count as seeds.
+    del groups[config]["mobilenet_v2"]
+    shows, caveats = study.conclusions(groups, {}, {})
+    assert "No `mobilenet_v2` runs in this study" in " ".join(shows[0][1])
+    assert any("with 3 seeds per variant" in c for c in caveats)
+    assert not any("One seed per variant" in c for c in caveats)
+
 
 def test_the_report_pairs_by_seed_corrects_with_holm_and_states_power():
     config = study.Config(32, 0.35)

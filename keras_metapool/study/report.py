@@ -114,13 +114,22 @@ def conclusions(groups, searches, latency):
     shows, tests, stds = [], 0, []
     for config in sorted(groups):
         stats = {v: variant_stats(r) for v, r in groups[config].items()}
+        stds += [(s["std"], s["n"]) for s in stats.values() if s["std"] is not None]
         if BASELINE not in stats:
+            # NOTE: every conclusion below is read against MobileNetV2's runs.
+            shows.append((config, [_NO_BASELINE]))
             continue
         lines, config_tests = _config_conclusions(stats, searches.get(config), latency.get(config))
         shows.append((config, lines))
         tests += config_tests
-        stds += [(s["std"], s["n"]) for s in stats.values() if s["std"] is not None]
     return shows, _caveats(stds, tests)
+
+
+_NO_BASELINE = (
+    f"No `{BASELINE}` runs in this study, so nothing is concluded against MobileNetV2: "
+    "the tables above compare the variants it has (add mobilenet_v2 to --variants for "
+    "the conclusions)."
+)
 
 
 def _config_conclusions(stats, searches, latency):
