@@ -22,8 +22,8 @@ are correlated), not on paper:
 - ``supernet_random_labels_study_steps``: the same supernet and data, searched
   for as many architecture steps as the spatial study's searches take (236:
   8,000 images, half held out, 8 epochs), at the demo's 64 px rather than the
-  study's 128 px, which would take about 15 minutes a search on 2 cores. The
-  rule's error bound is about the number of looks at correlated evidence.
+  study's 128 px, where a search takes 10-20 minutes on 2 cores. The rule's
+  error bound is about the number of looks at correlated evidence.
 
 Each search is also watched by a probe that applies the rule the callback used
 before (a fixed bar of z >= 4 on the plain paired z, checked at every step) to

@@ -71,9 +71,9 @@ class PMPLCallback(
        by a time-uniform bar, which keeps the chance that noise alone
        decides any point at about ``error_rate``, however often it looks
        (``keras_metapool.search.decision``). A steady loss effect that is
-       not a gain in accuracy is decided like one: see docs/search.md. ``decision="margin"`` is
-       the paper's rule: fixed once the top two probabilities differ by
-       ``threshold``.
+       not a gain in accuracy is decided like one (docs/search.md).
+       ``decision="margin"`` is the paper's rule: fixed once the top two
+       probabilities differ by ``threshold``.
     4. **The late stage.** At the start of epoch ``round(late_stage *
        epochs)`` (2/3 of them, the paper's) every point still searching gets
        the ``undecided`` rule (``"identity"``: no enhancer, costs nothing),

@@ -109,6 +109,13 @@ def comparison_sentence(name, other_name, stats, other_stats):
     return text + f"; {verdict(test)}.", test
 
 
+_NO_BASELINE = (
+    f"No `{BASELINE}` runs in this study, so nothing is concluded against MobileNetV2: "
+    "the tables above compare the variants it has (add mobilenet_v2 to --variants for "
+    "the conclusions)."
+)
+
+
 def conclusions(groups, searches, latency):
     """'What this shows' bullets and 'does not show' bullets, from the numbers."""
     shows, tests, stds = [], 0, []
@@ -123,13 +130,6 @@ def conclusions(groups, searches, latency):
         shows.append((config, lines))
         tests += config_tests
     return shows, _caveats(stds, tests)
-
-
-_NO_BASELINE = (
-    f"No `{BASELINE}` runs in this study, so nothing is concluded against MobileNetV2: "
-    "the tables above compare the variants it has (add mobilenet_v2 to --variants for "
-    "the conclusions)."
-)
 
 
 def _config_conclusions(stats, searches, latency):
