@@ -111,7 +111,7 @@ def comparison_sentence(name, other_name, stats, other_stats):
 
 _NO_BASELINE = (
     f"No `{BASELINE}` runs in this study, so nothing is concluded against MobileNetV2: "
-    "the tables above compare the variants it has (add mobilenet_v2 to --variants for "
+    f"the tables above compare the variants it has (add {BASELINE} to --variants for "
     "the conclusions)."
 )
 
